@@ -1,0 +1,67 @@
+//! `/plans` and `/images`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, Auth, ReadErrors, WriteErrors};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::provision::catalog::{self as service, CreatePlanRequest, ImageView, PlanView};
+
+/// Routes of these resources.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(delete_plan))
+        .routes(routes!(list_images))
+}
+
+/// List plans.
+#[utoipa::path(get, path = "/plans", tag = "catalog", security(("bearer" = [])),
+    responses((status = 200, description = "Plans, smallest first", body = Vec<PlanView>), ReadErrors))]
+async fn list_plans(
+    State(app): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<Vec<PlanView>>, AppError> {
+    Ok(Json(service::list_plans(&app.db).await?))
+}
+
+/// Create a plan (admins).
+#[utoipa::path(post, path = "/plans", tag = "catalog", security(("bearer" = [])), request_body = CreatePlanRequest,
+    responses((status = 201, description = "The plan", body = PlanView), WriteErrors))]
+async fn create_plan(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    ApiJson(req): ApiJson<CreatePlanRequest>,
+) -> Result<(StatusCode, Json<PlanView>), AppError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(service::create_plan(&app.db, &actor, req).await?),
+    ))
+}
+
+/// Delete a plan (admins); VMs made with it keep their size.
+#[utoipa::path(delete, path = "/plans/{id}", tag = "catalog", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Plan id")),
+    responses((status = 204, description = "Deleted"), WriteErrors))]
+async fn delete_plan(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    service::delete_plan(&app.db, &actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List images.
+#[utoipa::path(get, path = "/images", tag = "catalog", security(("bearer" = [])),
+    responses((status = 200, description = "Images by name", body = Vec<ImageView>), ReadErrors))]
+async fn list_images(
+    State(app): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<Vec<ImageView>>, AppError> {
+    Ok(Json(service::list_images(&app.db).await?))
+}

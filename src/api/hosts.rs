@@ -1,0 +1,53 @@
+//! `/hosts` (admins): capacity, ratios and unmanaged domains.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, Auth, ReadErrors, WriteErrors};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::provision::host::{self as service, HostView, UpdateHostRequest};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_hosts))
+        .routes(routes!(get_host, update_host))
+}
+
+/// List hosts with capacity and allocation (admins).
+#[utoipa::path(get, path = "/hosts", tag = "hosts", security(("bearer" = [])),
+    responses((status = 200, description = "Hosts", body = Vec<HostView>), ReadErrors))]
+async fn list_hosts(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+) -> Result<Json<Vec<HostView>>, AppError> {
+    Ok(Json(service::list(&app.db, &actor).await?))
+}
+
+/// Read one host (admins).
+#[utoipa::path(get, path = "/hosts/{id}", tag = "hosts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 200, description = "The host", body = HostView), ReadErrors))]
+async fn get_host(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<HostView>, AppError> {
+    Ok(Json(service::get(&app.db, &actor, &id).await?))
+}
+
+/// Change a host's overcommit ratios or memory reserve (admins).
+#[utoipa::path(patch, path = "/hosts/{id}", tag = "hosts", security(("bearer" = [])), request_body = UpdateHostRequest,
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 200, description = "The host", body = HostView), WriteErrors))]
+async fn update_host(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateHostRequest>,
+) -> Result<Json<HostView>, AppError> {
+    Ok(Json(service::update(&app.db, &actor, &id, req).await?))
+}

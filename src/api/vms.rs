@@ -1,0 +1,137 @@
+//! `/vms`: create, list, read, resize, act on and delete VMs; read their console.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, Auth, ReadErrors, WriteErrors, accepted};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::provision::vms::{
+    self as service, ActionRequest, CreateVmRequest, OperationView, UpdateVmRequest, VmView,
+};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_vms, create_vm))
+        .routes(routes!(get_vm, update_vm, delete_vm))
+        .routes(routes!(vm_action))
+        .routes(routes!(vm_console))
+}
+
+/// The answer to a create: the operation, and the VM as it now stands.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VmAccepted {
+    #[serde(flatten)]
+    pub operation: OperationView,
+    /// The new VM (state `creating`).
+    pub vm: VmView,
+}
+
+/// List the VMs the caller may see.
+#[utoipa::path(get, path = "/vms", tag = "vms", security(("bearer" = [])),
+    responses((status = 200, description = "VMs, newest first", body = Vec<VmView>), ReadErrors))]
+async fn list_vms(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+) -> Result<Json<Vec<VmView>>, AppError> {
+    Ok(Json(service::list(&app.prov, &actor).await?))
+}
+
+/// Create a VM; it is built and booted by an operation.
+#[utoipa::path(post, path = "/vms", tag = "vms", security(("bearer" = [])), request_body = CreateVmRequest,
+    responses((status = 202, description = "Admitted; follow the operation", body = VmAccepted,
+        headers(("Location" = String, description = "The operation's URL"))), WriteErrors))]
+async fn create_vm(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    ApiJson(req): ApiJson<CreateVmRequest>,
+) -> Result<Response, AppError> {
+    let (vm, operation) = service::create(&app.prov, &actor, req).await?;
+    Ok(accepted(&operation.clone(), VmAccepted { operation, vm }))
+}
+
+/// Read one VM.
+#[utoipa::path(get, path = "/vms/{id}", tag = "vms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 200, description = "The VM", body = VmView), ReadErrors))]
+async fn get_vm(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<VmView>, AppError> {
+    Ok(Json(service::get(&app.prov, &actor, &id).await?))
+}
+
+/// Resize a VM to another plan (a running VM is restarted; the disk never shrinks).
+#[utoipa::path(patch, path = "/vms/{id}", tag = "vms", security(("bearer" = [])), request_body = UpdateVmRequest,
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 202, description = "Admitted; follow the operation", body = OperationView,
+        headers(("Location" = String, description = "The operation's URL"))), WriteErrors))]
+async fn update_vm(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateVmRequest>,
+) -> Result<Response, AppError> {
+    let op = service::update(&app.prov, &actor, &id, req).await?;
+    Ok(accepted(&op, &op))
+}
+
+/// Delete a VM with its domain, disk, seed and port forwards.
+#[utoipa::path(delete, path = "/vms/{id}", tag = "vms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 202, description = "Admitted; follow the operation", body = OperationView,
+        headers(("Location" = String, description = "The operation's URL"))), WriteErrors))]
+async fn delete_vm(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let op = service::delete(&app.prov, &actor, &id).await?;
+    Ok(accepted(&op, &op))
+}
+
+/// Start, stop (ACPI, forced after a timeout), reboot or force-stop a VM.
+#[utoipa::path(post, path = "/vms/{id}/actions", tag = "vms", security(("bearer" = [])), request_body = ActionRequest,
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 202, description = "Admitted; follow the operation", body = OperationView,
+        headers(("Location" = String, description = "The operation's URL"))), WriteErrors))]
+async fn vm_action(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ActionRequest>,
+) -> Result<Response, AppError> {
+    let op = service::act(&app.prov, &actor, &id, req.action).await?;
+    Ok(accepted(&op, &op))
+}
+
+/// How much console output to return.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleQuery {
+    /// Bytes from the end of the log (default 65536, at most 1048576).
+    pub bytes: Option<u64>,
+}
+
+/// The end of the VM's serial console output.
+#[utoipa::path(get, path = "/vms/{id}/console", tag = "vms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "VM id"), ConsoleQuery),
+    responses((status = 200, description = "Console text", body = String, content_type = "text/plain"), ReadErrors))]
+async fn vm_console(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<ConsoleQuery>,
+) -> Result<Response, AppError> {
+    let bytes = q.bytes.unwrap_or(64 * 1024).clamp(1, 1 << 20);
+    let text = service::console(&app.prov, &actor, &id, bytes).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}

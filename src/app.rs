@@ -1,0 +1,198 @@
+//! The application: state shared by handlers, and `Application::build`, which opens the
+//! database, connects to libvirt, registers the host and images, and binds the listeners
+//! (port 0 picks a free port; the bound addresses are exposed for tests).
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::PasswordHasher;
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::hypervisor::libvirt::Libvirt;
+use crate::hypervisor::{Hv, storage};
+use crate::metrics::HttpMetrics;
+use crate::provision::owner::Owner;
+use crate::provision::{self, Provisioner, Settings, reconciler};
+
+/// Argon2 hashes allowed to run at once (each takes ~19 MiB and tens of ms of one core).
+const CONCURRENT_HASHES: usize = 2;
+
+/// Everything handlers share.
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub prov: Arc<Provisioner>,
+    pub metrics: HttpMetrics,
+    pub hasher: PasswordHasher,
+    /// The OpenAPI document, rendered once.
+    pub openapi_json: String,
+}
+
+/// The state handed to handlers.
+pub type AppState = Arc<App>;
+
+/// A built application whose listeners are bound but not yet serving.
+pub struct Application {
+    state: AppState,
+    http: TcpListener,
+    http_addr: SocketAddr,
+}
+
+/// Creates a directory (and parents) traversable, not listable, by other users.
+fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((mode & 0o7777) | 0o711),
+        )?;
+    }
+    Ok(())
+}
+
+/// Opens the database and applies migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    create_private_dir(&config.data_dir)?;
+    let url = config.database_url();
+    let db = db::connect(&url)
+        .await
+        .with_context(|| format!("opening the database {url}"))?;
+    db::migrate(&db)
+        .await
+        .context("applying database migrations")?;
+    Ok(db)
+}
+
+impl Application {
+    /// Builds the application from its configuration.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let settings = Settings::from_config(&config);
+        create_private_dir(&settings.vm_root)?;
+        storage::check_traversable(&settings.vm_root).map_err(anyhow::Error::msg)?;
+        let db = open_database(&config).await?;
+        let uri = config.libvirt.uri.clone();
+        let libvirt = tokio::task::spawn_blocking(move || Libvirt::connect(&uri)).await??;
+        let hv = Hv::new(Arc::new(libvirt));
+        provision::images::register_all(&db, &settings.image_dir).await?;
+        let host = provision::host::register_local(&db, &hv, &config, &settings).await?;
+        let prov = Arc::new(Provisioner {
+            db: db.clone(),
+            hv,
+            settings,
+            owner: Owner::current(),
+            host_id: host.id,
+        });
+
+        let openapi_json = crate::api::router()
+            .into_openapi()
+            .to_pretty_json()
+            .context("rendering the OpenAPI document")?;
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
+        let http_addr = http.local_addr()?;
+        let state = Arc::new(App {
+            config,
+            db,
+            prov,
+            metrics: HttpMetrics::default(),
+            hasher: PasswordHasher::new(CONCURRENT_HASHES),
+            openapi_json,
+        });
+        Ok(Self {
+            state,
+            http,
+            http_addr,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The shared state (tests use it to reach the database and provisioner).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes; the reconciler runs alongside.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let reconciler = tokio::spawn(reconciler::run_forever(self.state.prov.clone()));
+        let router = router(self.state.clone());
+        tracing::info!(http = %self.http_addr, "carve is serving");
+        let served = axum::serve(self.http, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reconciler.abort();
+        served.context("serving HTTP")
+    }
+}
+
+/// Every HTTP route: the API, health and metrics.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = crate::api::router().split_for_parts();
+    let max_body = state.config.http.max_body_bytes;
+    api.route("/api/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The OpenAPI document.
+async fn openapi(State(app): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi_json.clone(),
+    )
+        .into_response()
+}
+
+/// Liveness and readiness: the database and libvirt answer.
+async fn healthz(State(app): State<AppState>) -> Response {
+    let database = sqlx::query_scalar::<_, i64>("SELECT 1")
+        .fetch_one(&app.db)
+        .await
+        .is_ok();
+    let libvirt = app.prov.hv.call(|h| h.node()).await.is_ok();
+    let status = if database && libvirt {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = serde_json::json!({
+        "status": word(database && libvirt),
+        "database": word(database),
+        "libvirt": word(libvirt),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus exposition.
+async fn metrics(State(app): State<AppState>) -> Response {
+    match crate::metrics::render(&app).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => crate::error::AppError::Internal(e).into_response(),
+    }
+}

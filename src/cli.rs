@@ -1,0 +1,207 @@
+//! The command line: `serve`, `migrate`, and `admin` commands for bootstrapping.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app::{Application, open_database};
+use crate::auth::{PasswordHasher, Role, new_token};
+use crate::config::Config;
+use crate::db;
+use crate::domain::ids::TenantId;
+use crate::domain::names::ResourceName;
+
+/// carve: self-hosted VPS hosting on libvirt.
+#[derive(Debug, Parser)]
+#[command(name = "carve", version, about)]
+struct Cli {
+    /// TOML configuration file; every key is optional (see README).
+    #[arg(long, global = true, env = "CARVE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, panel, SFTP server and reconciler.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Bootstrap users and tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// `admin` or `customer`.
+        #[arg(long, default_value = "customer")]
+        role: String,
+        /// Tenant id (customers must have one; admins may).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Create an API token for a user and print it (it is shown only this once).
+    CreateToken {
+        #[arg(long)]
+        email: String,
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+        /// Days until the token expires (never, if left out).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("carve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carve: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carve: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            open_database(&config).await?;
+            println!("database is up to date: {}", config.database_url());
+            Ok(())
+        }
+        Command::Admin(AdminCommand::CreateUser {
+            email,
+            role,
+            tenant,
+        }) => create_user(&config, &email, &role, tenant.as_deref()).await,
+        Command::Admin(AdminCommand::CreateToken {
+            email,
+            name,
+            expires_in_days,
+        }) => create_token(&config, &email, &name, expires_in_days).await,
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Checks an email address enough to catch typos: one '@', something on both sides, no spaces.
+pub fn check_email(email: &str) -> anyhow::Result<()> {
+    let ok = email.len() <= 254
+        && email.split('@').count() == 2
+        && email.split('@').all(|p| !p.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    anyhow::ensure!(ok, "{email:?} is not an email address");
+    Ok(())
+}
+
+async fn create_user(
+    config: &Config,
+    email: &str,
+    role: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    check_email(email)?;
+    let role =
+        Role::parse(role).with_context(|| format!("--role {role:?}: use admin or customer"))?;
+    let tenant_id = match tenant {
+        Some(t) => {
+            Some(TenantId::parse(t).with_context(|| format!("--tenant {t:?} is not a tenant id"))?)
+        }
+        None if role == Role::Customer => Some(TenantId::default_tenant()),
+        None => None,
+    };
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(
+        password.chars().count() >= 8,
+        "give a password of at least 8 characters on stdin"
+    );
+    let db = open_database(config).await?;
+    if let Some(t) = &tenant_id {
+        db::tenants::get(&db, t)
+            .await?
+            .with_context(|| format!("no tenant has id {t}"))?;
+    }
+    let hash = PasswordHasher::new(1).hash(password).await?;
+    match db::users::insert(&db, email, role.as_str(), tenant_id.as_ref(), &hash).await {
+        Ok(id) => {
+            println!("created {} {email} ({id})", role.as_str());
+            Ok(())
+        }
+        Err(e) if db::is_unique_violation(&e) => {
+            anyhow::bail!("a user with email {email} already exists")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn create_token(
+    config: &Config,
+    email: &str,
+    name: &str,
+    days: Option<u32>,
+) -> anyhow::Result<()> {
+    ResourceName::parse(name, "--name").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = open_database(config).await?;
+    let user = db::users::find_by_email(&db, email)
+        .await?
+        .with_context(|| format!("no user has email {email}"))?;
+    let (secret, digest) = new_token();
+    let expires = days.map(|d| db::now() + chrono::Duration::days(i64::from(d)));
+    db::tokens::insert(&db, &user.id, name, &digest, expires).await?;
+    println!("{secret}");
+    Ok(())
+}

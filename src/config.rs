@@ -1,0 +1,498 @@
+//! Typed configuration: a TOML file (every key optional, unknown keys refused) overlaid by
+//! `CARVE_<SECTION>_<KEY>` environment variables. Every default runs as-is.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that belong to the CLI rather than to the configuration.
+const NON_CONFIG_VARS: &[&str] = &["CARVE_CONFIG"];
+
+/// Everything `carve` can be told, with defaults that run on a fresh machine.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the database, VM disks, SFTP homes and the host key.
+    pub data_dir: PathBuf,
+    /// SQLite URL; defaults to `sqlite://<data_dir>/carve.db`.
+    pub database_url: Option<String>,
+    /// Directory of built guest images; defaults to `<data_dir>/images`.
+    pub image_dir: Option<PathBuf>,
+    pub http: HttpConfig,
+    pub sftp: SftpConfig,
+    pub libvirt: LibvirtConfig,
+    pub network: NetworkConfig,
+    pub capacity: CapacityConfig,
+    pub reconciler: ReconcilerConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            image_dir: None,
+            http: HttpConfig::default(),
+            sftp: SftpConfig::default(),
+            libvirt: LibvirtConfig::default(),
+            network: NetworkConfig::default(),
+            capacity: CapacityConfig::default(),
+            reconciler: ReconcilerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The web panel and REST API listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// The SFTP server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for SftpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
+        }
+    }
+}
+
+/// Which virtualisation libvirt should use for guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainTypeSetting {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (TCG).
+    Qemu,
+    /// KVM only if a probe guest really boots under it, else QEMU.
+    Auto,
+}
+
+/// The libvirt connection and how guests run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibvirtConfig {
+    /// libvirt connection URI.
+    pub uri: String,
+    /// `kvm`, `qemu` or `auto`.
+    pub domain_type: DomainTypeSetting,
+    /// Seconds an ACPI shutdown may take before the guest is powered off.
+    pub stop_timeout_secs: u64,
+    /// Seconds a started guest may take to be reported running.
+    pub start_timeout_secs: u64,
+    /// QEMU machine type.
+    pub machine: String,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        Self {
+            uri: "qemu:///system".into(),
+            domain_type: DomainTypeSetting::Auto,
+            stop_timeout_secs: 60,
+            start_timeout_secs: 60,
+            machine: "pc".into(),
+        }
+    }
+}
+
+/// How guests reach the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// passt user networking; guest ports forwarded from `forward_address`.
+    User,
+    /// A host bridge; guests get addresses on the bridged network.
+    Bridge,
+}
+
+/// Guest networking.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `user` (passt, forwards on `forward_address`) or `bridge`.
+    pub mode: NetworkMode,
+    /// Host ports handed out for guest port forwards, e.g. `20000-29999`.
+    pub forward_ports: PortRange,
+    /// Host address the forwards listen on.
+    pub forward_address: IpAddr,
+    /// Host bridge for `bridge` mode.
+    pub bridge: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            mode: NetworkMode::User,
+            forward_ports: PortRange {
+                first: 20000,
+                last: 29999,
+            },
+            forward_address: IpAddr::from([127, 0, 0, 1]),
+            bridge: "br0".into(),
+        }
+    }
+}
+
+/// How much of the host may be sold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacityConfig {
+    /// vCPUs sold per host CPU.
+    pub cpu_overcommit: f64,
+    /// Guest memory sold per MiB of host memory.
+    pub memory_overcommit: f64,
+    /// Guest disk sold per GiB of free disk store.
+    pub disk_overcommit: f64,
+    /// Host memory kept for the host itself, in MiB.
+    pub reserved_memory_mib: u64,
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self {
+            cpu_overcommit: 4.0,
+            memory_overcommit: 1.0,
+            disk_overcommit: 1.0,
+            reserved_memory_mib: 512,
+        }
+    }
+}
+
+/// The loop that makes the database and libvirt agree.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcilerConfig {
+    /// Seconds between passes.
+    pub interval_secs: u64,
+    /// Seconds without a heartbeat after which another process may take over an operation.
+    pub operation_lease_secs: u64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 30,
+            operation_lease_secs: 30,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// tracing filter, e.g. `info` or `carve=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// An inclusive range of TCP ports, written `first-last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Number of ports in the range.
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    /// Whether the range holds no port (never true for a parsed range).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("port range {s:?} must look like 20000-29999 (first-last, 1-65535)");
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first {
+            return Err(bad());
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        format!("{}-{}", r.first, r.last)
+    }
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file or an environment variable holds something carve does not understand.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the file (if given) and applies `CARVE_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(path, &vars)
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, vars)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects combinations that cannot work, saying which setting to change.
+    fn check(&self) -> Result<(), ConfigError> {
+        let c = &self.capacity;
+        for (name, v) in [
+            ("capacity.cpu_overcommit", c.cpu_overcommit),
+            ("capacity.memory_overcommit", c.memory_overcommit),
+            ("capacity.disk_overcommit", c.disk_overcommit),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 100.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} = {v} must be a number above 0 and at most 100"
+                )));
+            }
+        }
+        if self.reconciler.interval_secs == 0 || self.reconciler.operation_lease_secs < 3 {
+            return Err(ConfigError::Invalid(
+                "reconciler.interval_secs must be at least 1 and operation_lease_secs at least 3"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SQLite URL in use.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("carve.db").display()))
+    }
+
+    /// Where built guest images are found.
+    pub fn image_dir(&self) -> PathBuf {
+        self.image_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("images"))
+    }
+
+    /// Where VM disks, seeds and console logs live.
+    pub fn vm_dir(&self) -> PathBuf {
+        self.data_dir.join("vms")
+    }
+}
+
+/// Sections whose keys may be set as `CARVE_<SECTION>_<KEY>`.
+const SECTIONS: &[&str] = &[
+    "http",
+    "sftp",
+    "libvirt",
+    "network",
+    "capacity",
+    "reconciler",
+    "log",
+];
+
+/// Writes each `CARVE_*` variable into the table, typed as TOML where it parses as TOML.
+fn apply_env(table: &mut toml::Table, vars: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix("CARVE_") else {
+            continue;
+        };
+        if NON_CONFIG_VARS.contains(&name.as_str()) {
+            continue;
+        }
+        let rest = rest.to_ascii_lowercase();
+        let value = env_value(raw);
+        let section = SECTIONS.iter().find(|s| {
+            rest.strip_prefix(*s)
+                .is_some_and(|tail| tail.starts_with('_') && tail.len() > 1)
+        });
+        match section {
+            Some(section) => {
+                let key = rest[section.len() + 1..].to_string();
+                let entry = table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(inner) = entry else {
+                    return Err(ConfigError::Invalid(format!("[{section}] must be a table")));
+                };
+                inner.insert(key, value);
+            }
+            None => {
+                table.insert(rest, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Interprets an environment value as a TOML scalar (number, boolean) or else a string.
+fn env_value(raw: &str) -> toml::Value {
+    let parsed = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_as_is() {
+        let c = Config::load_with_env(None, &env(&[])).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sftp.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.libvirt.uri, "qemu:///system");
+        assert_eq!(c.libvirt.domain_type, DomainTypeSetting::Auto);
+        assert_eq!(c.network.mode, NetworkMode::User);
+        assert_eq!(
+            c.network.forward_ports,
+            PortRange {
+                first: 20000,
+                last: 29999
+            }
+        );
+        assert_eq!(c.database_url(), "sqlite://./data/carve.db");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_types_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("carve.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/carve\"\n[http]\nlisten = \"0.0.0.0:80\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            &env(&[
+                ("CARVE_HTTP_LISTEN", "127.0.0.1:9000"),
+                ("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu"),
+                ("CARVE_NETWORK_FORWARD_PORTS", "30000-30010"),
+                ("CARVE_CAPACITY_CPU_OVERCOMMIT", "2"),
+                ("CARVE_CONFIG", "/ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/carve"));
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.libvirt.domain_type, DomainTypeSetting::Qemu);
+        assert_eq!(c.network.forward_ports.len(), 11);
+        assert_eq!(c.capacity.cpu_overcommit, 2.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let err = Config::load_with_env(None, &env(&[("CARVE_HTTP_LISTN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        let err = Config::load_with_env(None, &env(&[("CARVE_NETWORK_FORWARD_PORTS", "9-3")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("first-last"), "{err}");
+        let err =
+            Config::load_with_env(None, &env(&[("CARVE_LIBVIRT_DOMAIN_TYPE", "xen")])).unwrap_err();
+        assert!(err.to_string().contains("xen"), "{err}");
+        let err = Config::load_with_env(None, &env(&[("CARVE_CAPACITY_CPU_OVERCOMMIT", "0")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("cpu_overcommit"), "{err}");
+    }
+}

@@ -1,0 +1,98 @@
+//! The SQLite database: pool, migrations, write transactions, and one repository module per
+//! table. Every query on a tenant-owned table takes a [`Scope`], so a cross-tenant read cannot
+//! be written by accident.
+
+pub mod hosts;
+pub mod images;
+pub mod operations;
+pub mod plans;
+pub mod ports;
+pub mod tenants;
+pub mod tokens;
+pub mod users;
+pub mod vms;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::domain::ids::TenantId;
+
+/// The shared database handle.
+pub type Db = SqlitePool;
+/// A write transaction taken with `BEGIN IMMEDIATE`.
+pub type WriteTx = Transaction<'static, Sqlite>;
+
+/// Whose rows a query may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant's rows (admins, the reconciler).
+    All,
+    /// One tenant's rows only.
+    Tenant(TenantId),
+}
+
+impl Scope {
+    /// The tenant to filter on, or `None` for all: bind as `(?N IS NULL OR tenant_id = ?N)`.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(t) => Some(t.as_str()),
+        }
+    }
+}
+
+/// Opens (creating if needed) the database with WAL and a busy timeout, so several processes
+/// can share it.
+pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(15));
+    SqlitePoolOptions::new()
+        .max_connections(16)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+}
+
+/// Applies the embedded migrations.
+pub async fn migrate(db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(db).await
+}
+
+/// Starts a transaction that holds SQLite's write lock from its first statement, so a
+/// check-then-insert inside it cannot race another writer (in this or another process).
+pub async fn begin_write(db: &Db) -> Result<WriteTx, sqlx::Error> {
+    db.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// The current time, as stored.
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Whether an error is a UNIQUE constraint violation.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A fresh migrated database in a temporary directory.
+    pub async fn fresh_db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = connect(&url).await.expect("open db");
+        migrate(&db).await.expect("migrate");
+        (db, dir)
+    }
+}

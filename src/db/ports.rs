@@ -1,0 +1,126 @@
+//! The port_forwards table: host ports reserved for guest port forwards. The primary key on
+//! (host, port) makes a double reservation impossible, across processes too.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use sqlx::SqliteConnection;
+
+use super::Db;
+use crate::config::PortRange;
+use crate::domain::ids::{HostId, VmId};
+
+/// One forward: the host's address and port to the guest's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Forward {
+    pub guest_port: i64,
+    pub host_port: i64,
+}
+
+/// No free host port was left in the configured range.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    /// The range is used up.
+    #[error("no free host port left in the forward range {0}; widen network.forward_ports")]
+    Exhausted(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Reserves one host port per guest port, lowest free first, skipping ports another program
+/// on the host is listening on.
+pub async fn allocate(
+    conn: &mut SqliteConnection,
+    host: &HostId,
+    vm: &VmId,
+    guest_ports: &[u16],
+    range: PortRange,
+    address: IpAddr,
+) -> Result<Vec<Forward>, AllocateError> {
+    if guest_ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let taken: HashSet<i64> = sqlx::query_scalar(
+        "SELECT host_port FROM port_forwards WHERE host_id = ?1 AND host_port BETWEEN ?2 AND ?3",
+    )
+    .bind(host)
+    .bind(i64::from(range.first))
+    .bind(i64::from(range.last))
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let mut free = (range.first..=range.last)
+        .filter(|p| !taken.contains(&i64::from(*p)) && port_is_free(address, *p));
+    let mut forwards = Vec::with_capacity(guest_ports.len());
+    for &guest_port in guest_ports {
+        let host_port = free
+            .next()
+            .ok_or_else(|| AllocateError::Exhausted(String::from(range)))?;
+        sqlx::query(
+            "INSERT INTO port_forwards (host_id, host_port, vm_id, guest_port) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(host)
+        .bind(i64::from(host_port))
+        .bind(vm)
+        .bind(i64::from(guest_port))
+        .execute(&mut *conn)
+        .await?;
+        forwards.push(Forward {
+            guest_port: i64::from(guest_port),
+            host_port: i64::from(host_port),
+        });
+    }
+    Ok(forwards)
+}
+
+/// Whether nothing on the host listens on this port now.
+fn port_is_free(address: IpAddr, port: u16) -> bool {
+    TcpListener::bind(SocketAddr::new(address, port)).is_ok()
+}
+
+/// A VM's forwards, by guest port.
+pub async fn for_vm(db: &Db, vm: &VmId) -> Result<Vec<Forward>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT guest_port, host_port FROM port_forwards WHERE vm_id = ?1 ORDER BY guest_port",
+    )
+    .bind(vm)
+    .fetch_all(db)
+    .await
+}
+
+/// Frees a VM's host ports.
+pub async fn release(conn: &mut SqliteConnection, vm: &VmId) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM port_forwards WHERE vm_id = ?1")
+        .bind(vm)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Port reservations whose VM is gone (should be none; the reconciler checks).
+pub async fn release_orphans(db: &Db) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM port_forwards WHERE vm_id IN (SELECT id FROM vms WHERE deleted_at IS NOT NULL)",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The forwards of every live VM the scope may see, as (vm, forward) pairs.
+pub async fn for_scope(
+    db: &Db,
+    scope: &super::Scope,
+) -> Result<Vec<(VmId, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT pf.vm_id, pf.guest_port, pf.host_port FROM port_forwards pf
+         JOIN vms v ON v.id = pf.vm_id
+         WHERE v.deleted_at IS NULL AND (?1 IS NULL OR v.tenant_id = ?1)
+         ORDER BY pf.vm_id, pf.guest_port",
+    )
+    .bind(scope.tenant())
+    .fetch_all(db)
+    .await
+}

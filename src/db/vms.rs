@@ -1,0 +1,220 @@
+//! The vms table. Rows are soft-deleted (`deleted_at`) once a VM is gone from libvirt and
+//! disk, so operations and the audit trail keep their target.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::{Db, Scope, now};
+use crate::domain::ids::{HostId, ImageId, PlanId, TenantId, VmId};
+use crate::domain::sizes::Resources;
+
+/// A VM row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VmRow {
+    pub id: VmId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub host_id: HostId,
+    pub plan_id: String,
+    pub image_id: ImageId,
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    pub disk_gib: i64,
+    pub state: String,
+    pub ssh_keys: String,
+    pub user_data: Option<String>,
+    pub domain_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl VmRow {
+    /// The resources this VM holds.
+    pub fn resources(&self) -> Resources {
+        Resources {
+            vcpus: self.vcpus as u32,
+            memory_mib: self.memory_mib as u64,
+            disk_gib: self.disk_gib as u64,
+        }
+    }
+
+    /// The SSH public keys given at creation.
+    pub fn ssh_keys(&self) -> Vec<String> {
+        serde_json::from_str(&self.ssh_keys).unwrap_or_default()
+    }
+}
+
+/// The columns every query of this table reads.
+macro_rules! vm_columns {
+    () => {
+        "id, tenant_id, name, host_id, plan_id, image_id, vcpus, memory_mib, disk_gib, state, \
+         ssh_keys, user_data, domain_name, created_at, updated_at, deleted_at"
+    };
+}
+
+/// What a new VM row holds.
+pub struct NewVm<'a> {
+    pub id: &'a VmId,
+    pub tenant_id: &'a TenantId,
+    pub name: &'a str,
+    pub host_id: &'a HostId,
+    pub plan_id: &'a PlanId,
+    pub image_id: &'a ImageId,
+    pub resources: Resources,
+    pub ssh_keys: &'a [String],
+    pub user_data: Option<&'a str>,
+    pub domain_name: &'a str,
+}
+
+/// Inserts a VM in state `creating`; fails with a unique violation if the tenant already has a
+/// live VM of that name.
+pub async fn insert(conn: &mut SqliteConnection, vm: NewVm<'_>) -> Result<(), sqlx::Error> {
+    let at = now();
+    sqlx::query(
+        "INSERT INTO vms (id, tenant_id, name, host_id, plan_id, image_id, vcpus, memory_mib,
+            disk_gib, state, ssh_keys, user_data, domain_name, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating', ?10, ?11, ?12, ?13, ?13)",
+    )
+    .bind(vm.id)
+    .bind(vm.tenant_id)
+    .bind(vm.name)
+    .bind(vm.host_id)
+    .bind(vm.plan_id)
+    .bind(vm.image_id)
+    .bind(i64::from(vm.resources.vcpus))
+    .bind(vm.resources.memory_mib as i64)
+    .bind(vm.resources.disk_gib as i64)
+    .bind(serde_json::to_string(vm.ssh_keys).unwrap_or_else(|_| "[]".into()))
+    .bind(vm.user_data)
+    .bind(vm.domain_name)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The live VM with this id, if the scope may see it.
+pub async fn get(db: &Db, scope: &Scope, id: &VmId) -> Result<Option<VmRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        vm_columns!(),
+        " FROM vms WHERE id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR tenant_id = ?2)"
+    ))
+    .bind(id)
+    .bind(scope.tenant())
+    .fetch_optional(db)
+    .await
+}
+
+/// The VM with this id whether or not it is deleted (workers and the reconciler).
+pub async fn get_any(db: &Db, id: &VmId) -> Result<Option<VmRow>, sqlx::Error> {
+    sqlx::query_as(concat!("SELECT ", vm_columns!(), " FROM vms WHERE id = ?1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The live VMs the scope may see, newest first.
+pub async fn list(db: &Db, scope: &Scope) -> Result<Vec<VmRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        vm_columns!(),
+        " FROM vms WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant_id = ?1)
+          ORDER BY created_at DESC, id"
+    ))
+    .bind(scope.tenant())
+    .fetch_all(db)
+    .await
+}
+
+/// Every live VM on one host (the reconciler).
+pub async fn list_on_host(db: &Db, host: &HostId) -> Result<Vec<VmRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        vm_columns!(),
+        " FROM vms WHERE deleted_at IS NULL AND host_id = ?1 ORDER BY id"
+    ))
+    .bind(host)
+    .fetch_all(db)
+    .await
+}
+
+/// Sets a VM's state.
+pub async fn set_state(
+    db: impl sqlx::SqliteExecutor<'_>,
+    id: &VmId,
+    state: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE vms SET state = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL")
+        .bind(id)
+        .bind(state)
+        .bind(now())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Sets a VM's state only if it is still `expected` (the reconciler never overwrites a
+/// transition an operation has started meanwhile).
+pub async fn set_state_if(
+    db: &Db,
+    id: &VmId,
+    expected: &str,
+    state: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE vms SET state = ?3, updated_at = ?4
+         WHERE id = ?1 AND state = ?2 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(expected)
+    .bind(state)
+    .bind(now())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a VM's new size (a resize reserves it before the work starts).
+pub async fn set_resources(
+    conn: &mut SqliteConnection,
+    id: &VmId,
+    plan_id: &str,
+    r: Resources,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE vms SET plan_id = ?2, vcpus = ?3, memory_mib = ?4, disk_gib = ?5, updated_at = ?6
+         WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(plan_id)
+    .bind(i64::from(r.vcpus))
+    .bind(r.memory_mib as i64)
+    .bind(r.disk_gib as i64)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a VM deleted: its resources and name are free again.
+pub async fn mark_deleted(conn: &mut SqliteConnection, id: &VmId) -> Result<(), sqlx::Error> {
+    let at = now();
+    sqlx::query(
+        "UPDATE vms SET state = 'deleted', deleted_at = ?2, updated_at = ?2
+         WHERE id = ?1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Live VMs counted by state (metrics).
+pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT state, COUNT(*) FROM vms WHERE deleted_at IS NULL GROUP BY state")
+        .fetch_all(db)
+        .await
+}

@@ -1,0 +1,28 @@
+//! Newtypes and rules: names, ids, sizes and capacity arithmetic. Bare strings stop at the edge;
+//! a value of these types has already been checked.
+
+pub mod capacity;
+pub mod ids;
+pub mod names;
+pub mod sizes;
+pub mod ssh;
+
+/// A value a user sent that breaks a rule; the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// The request field at fault.
+    pub field: &'static str,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl Invalid {
+    /// A rule broken by `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}

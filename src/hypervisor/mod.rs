@@ -1,0 +1,116 @@
+//! The hypervisor boundary: a small blocking trait with a libvirt implementation, called from
+//! async code through [`Hv`], which moves every call onto the blocking thread pool.
+
+pub mod libvirt;
+pub mod probe;
+pub mod storage;
+pub mod xml;
+
+use std::sync::Arc;
+
+/// A domain's power state as libvirt reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    Running,
+    Paused,
+    ShuttingDown,
+    Shutoff,
+    Crashed,
+    Suspended,
+    Unknown,
+}
+
+impl PowerState {
+    /// Whether the guest is using CPU and memory (anything but shut off or crashed).
+    pub fn is_active(self) -> bool {
+        !matches!(self, PowerState::Shutoff | PowerState::Crashed)
+    }
+}
+
+/// Host facts from the hypervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The host's name as libvirt knows it.
+    pub hostname: String,
+    /// Host CPUs.
+    pub cpus: u32,
+    /// Host memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// One domain defined on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSummary {
+    pub name: String,
+    pub state: PowerState,
+}
+
+/// A hypervisor call that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HypervisorError {
+    /// The named domain does not exist.
+    #[error("domain {0} does not exist in libvirt")]
+    NoDomain(String),
+    /// libvirt refused or failed; its message follows.
+    #[error("libvirt: {0}")]
+    Libvirt(String),
+    /// The blocking call could not complete (the runtime is shutting down).
+    #[error("hypervisor call interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// What carve needs from a hypervisor. Calls block; use [`Hv`] from async code.
+pub trait Hypervisor: Send + Sync + 'static {
+    /// The connection URI.
+    fn uri(&self) -> &str;
+    /// CPUs, memory and name of the host.
+    fn node(&self) -> Result<NodeFacts, HypervisorError>;
+    /// Defines (or redefines) a persistent domain from XML.
+    fn define(&self, xml: &str) -> Result<(), HypervisorError>;
+    /// Starts a transient domain from XML (it vanishes when it stops).
+    fn start_transient(&self, xml: &str) -> Result<(), HypervisorError>;
+    /// Starts a defined domain; does nothing if it is running.
+    fn start(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Asks the guest to shut down (ACPI power button).
+    fn shutdown(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Asks the guest to reboot.
+    fn reboot(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Resets the guest at once, like the reset button.
+    fn reset(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Powers the guest off at once; does nothing if it is not running or does not exist.
+    fn destroy(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Removes the domain's definition; does nothing if it does not exist.
+    fn undefine(&self, name: &str) -> Result<(), HypervisorError>;
+    /// The domain's power state, or `None` if no such domain exists.
+    fn state(&self, name: &str) -> Result<Option<PowerState>, HypervisorError>;
+    /// Every domain on the host, running or not.
+    fn list(&self) -> Result<Vec<DomainSummary>, HypervisorError>;
+}
+
+/// A cloneable handle that runs hypervisor calls on the blocking pool.
+#[derive(Clone)]
+pub struct Hv(Arc<dyn Hypervisor>);
+
+impl Hv {
+    /// Wraps a hypervisor.
+    pub fn new(inner: Arc<dyn Hypervisor>) -> Self {
+        Self(inner)
+    }
+
+    /// The connection URI.
+    pub fn uri(&self) -> &str {
+        self.0.uri()
+    }
+
+    /// Runs `f` against the hypervisor on a blocking thread.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, HypervisorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Hypervisor) -> Result<T, HypervisorError> + Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || f(inner.as_ref()))
+            .await
+            .map_err(|e| HypervisorError::Interrupted(e.to_string()))?
+    }
+}

@@ -1,0 +1,15 @@
+//! carve: one binary that carves a libvirt host into virtual private servers and sells them
+//! through a REST API, a web panel and an SFTP server.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod hypervisor;
+pub mod metrics;
+pub mod provision;
+pub mod telemetry;

@@ -1,0 +1,158 @@
+//! Provisioning: admission (validate, check capacity and reserve in one transaction),
+//! operations carried out by workers, and the reconciler that makes the database and libvirt
+//! agree after anything, a crash included.
+
+pub mod catalog;
+pub mod host;
+pub mod images;
+pub mod owner;
+pub mod reconciler;
+pub mod vms;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, NetworkConfig};
+use crate::db::Db;
+use crate::domain::ids::{HostId, OperationId};
+use crate::hypervisor::Hv;
+use owner::Owner;
+
+/// A VM's lifecycle state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Rebooting,
+    Resizing,
+    Deleting,
+    Paused,
+    Crashed,
+    /// The domain vanished from libvirt behind carve's back.
+    Missing,
+    Deleted,
+}
+
+impl VmState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "creating",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+            VmState::Rebooting => "rebooting",
+            VmState::Resizing => "resizing",
+            VmState::Deleting => "deleting",
+            VmState::Paused => "paused",
+            VmState::Crashed => "crashed",
+            VmState::Missing => "missing",
+            VmState::Deleted => "deleted",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::from(s)).ok()
+    }
+}
+
+/// What an operation does.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Create,
+    Start,
+    Stop,
+    ForceStop,
+    Reboot,
+    Resize,
+    Delete,
+}
+
+impl OpKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Start => "start",
+            OpKind::Stop => "stop",
+            OpKind::ForceStop => "force_stop",
+            OpKind::Reboot => "reboot",
+            OpKind::Resize => "resize",
+            OpKind::Delete => "delete",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::from(s)).ok()
+    }
+}
+
+/// Settings the provisioner works with, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where VM directories live.
+    pub vm_root: PathBuf,
+    /// Where built images live.
+    pub image_dir: PathBuf,
+    pub network: NetworkConfig,
+    /// QEMU machine type.
+    pub machine: String,
+    /// How long an ACPI shutdown may take before a forced power-off.
+    pub stop_timeout: Duration,
+    /// How long a start may take to be reported running.
+    pub start_timeout: Duration,
+    /// How long an operation's lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// Time between reconciler passes.
+    pub reconcile_interval: Duration,
+}
+
+impl Settings {
+    /// The provisioning settings of a configuration.
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            vm_root: std::path::absolute(c.vm_dir()).unwrap_or_else(|_| c.vm_dir()),
+            image_dir: std::path::absolute(c.image_dir()).unwrap_or_else(|_| c.image_dir()),
+            network: c.network.clone(),
+            machine: c.libvirt.machine.clone(),
+            stop_timeout: Duration::from_secs(c.libvirt.stop_timeout_secs),
+            start_timeout: Duration::from_secs(c.libvirt.start_timeout_secs),
+            lease: Duration::from_secs(c.reconciler.operation_lease_secs),
+            reconcile_interval: Duration::from_secs(c.reconciler.interval_secs),
+        }
+    }
+}
+
+/// Shared provisioning state: database, hypervisor, settings, and who this process is.
+pub struct Provisioner {
+    pub db: Db,
+    pub hv: Hv,
+    pub settings: Settings,
+    /// This process, as recorded in the leases of the operations it runs.
+    pub owner: Owner,
+    /// The host this process manages.
+    pub host_id: HostId,
+}
+
+impl Provisioner {
+    /// Starts a worker for the operation; `previous_owner` is the dead process it takes over
+    /// from (None for a fresh operation).
+    pub fn spawn_operation(self: &Arc<Self>, op: OperationId, previous_owner: Option<String>) {
+        let this = self.clone();
+        tokio::spawn(async move { worker::run(this, op, previous_owner).await });
+    }
+}
