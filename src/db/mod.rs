@@ -82,17 +82,3 @@ pub fn now() -> DateTime<Utc> {
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
-
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// A fresh migrated database in a temporary directory.
-    pub async fn fresh_db() -> (Db, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = connect(&url).await.expect("open db");
-        migrate(&db).await.expect("migrate");
-        (db, dir)
-    }
-}

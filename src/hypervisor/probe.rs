@@ -28,6 +28,7 @@ pub async fn kvm_boots(
     let _ = std::fs::remove_file(&console);
     let xml = domain_xml(&DomainSpec {
         name: &name,
+        uuid: &super::xml::domain_uuid(&name),
         title: "carve KVM probe",
         vm_id: "probe",
         tenant_id: "none",

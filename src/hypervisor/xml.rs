@@ -75,6 +75,8 @@ pub enum Network<'a> {
 pub struct DomainSpec<'a> {
     /// libvirt domain name.
     pub name: &'a str,
+    /// libvirt domain UUID; stable for a VM so redefining it updates the same domain.
+    pub uuid: &'a str,
     /// The VM's own name, shown as the domain title.
     pub title: &'a str,
     /// carve's VM id, kept in the metadata.
@@ -97,6 +99,17 @@ pub struct DomainSpec<'a> {
     pub network: Network<'a>,
 }
 
+/// A stable UUID for a domain name (SHA-256 of it, shaped as a version-8 UUID).
+pub fn domain_uuid(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(b).hyphenated().to_string()
+}
+
 /// Renders the domain XML.
 pub fn domain_xml(spec: &DomainSpec<'_>) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
@@ -114,6 +127,7 @@ fn write_domain(w: &mut Writer<Vec<u8>>, s: &DomainSpec<'_>) -> io::Result<()> {
         .with_attribute(("type", s.domain_type.as_str()))
         .write_inner_content(|w| {
             text(w, "name", s.name)?;
+            text(w, "uuid", s.uuid)?;
             text(w, "title", s.title)?;
             w.create_element("metadata").write_inner_content(|w| {
                 w.create_element("carve:vm")
@@ -296,6 +310,7 @@ mod tests {
     fn spec<'a>(network: Network<'a>, boot: Boot<'a>) -> DomainSpec<'a> {
         DomainSpec {
             name: "carve-vm_0123456789abcdef",
+            uuid: "8d3c2f9e-1b7a-4c5d-9e0f-123456789abc",
             title: "web1",
             vm_id: "vm_0123456789abcdef",
             tenant_id: "tn_0000000000000000",
@@ -334,6 +349,7 @@ mod tests {
         for needle in [
             "<domain type=\"qemu\">",
             "<name>carve-vm_0123456789abcdef</name>",
+            "<uuid>8d3c2f9e-1b7a-4c5d-9e0f-123456789abc</uuid>",
             "<memory unit=\"MiB\">256</memory>",
             "<vcpu>2</vcpu>",
             "<kernel>/img/vmlinuz</kernel>",
@@ -348,6 +364,14 @@ mod tests {
             assert!(xml.contains(needle), "missing {needle} in\n{xml}");
         }
         assert!(!xml.contains("<cpu"), "TCG guests use QEMU's default CPU");
+    }
+
+    #[test]
+    fn domain_uuids_are_stable_and_distinct() {
+        let a = domain_uuid("carve-vm_0123456789abcdef");
+        assert_eq!(a, domain_uuid("carve-vm_0123456789abcdef"));
+        assert_ne!(a, domain_uuid("carve-vm_0123456789abcdee"));
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 8);
     }
 
     #[test]

@@ -292,6 +292,7 @@ async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Re
     };
     Ok(xml::domain_xml(&DomainSpec {
         name: &vm.domain_name,
+        uuid: &xml::domain_uuid(&vm.domain_name),
         title: &vm.name,
         vm_id: vm.id.as_str(),
         tenant_id: vm.tenant_id.as_str(),

@@ -1,0 +1,323 @@
+//! Test harness: `spawn_app` builds carve on port 0 with a fresh data directory and database,
+//! against real libvirt (`qemu:///system`, software emulation) or the in-process test driver.
+//! Logs are hidden unless `CARVETEST_LOG` is set (e.g. `CARVETEST_LOG=carve=debug`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use carve::app::{AppState, Application};
+use carve::config::Config;
+use serde_json::{Value, json};
+
+/// Where built guest images are (images/build.sh writes them there).
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("CARVETEST_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/carve/images".into())
+}
+
+/// Real libvirt, or libvirt's in-process test driver.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backend {
+    Qemu,
+    TestDriver,
+}
+
+/// A running carve and an admin token for it.
+pub struct TestApp {
+    pub addr: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub state: AppState,
+    pub data_dir: tempfile::TempDir,
+    pub forward_ports: (u16, u16),
+    server: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+static LOG: Once = Once::new();
+/// Each app gets its own host port range so parallel tests never collide.
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+/// A fresh forward port range of 40 ports.
+pub fn port_range() -> (u16, u16) {
+    let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
+    let base = 30000 + (std::process::id() % 50) as u16 * 600 + (n % 15) * 40;
+    (base, base + 39)
+}
+
+/// A data directory under /var/tmp (QEMU must be able to traverse to it).
+pub fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("carve-test-")
+        .tempdir_in("/var/tmp")
+        .expect("temp dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    dir
+}
+
+/// The configuration a test app runs with; `extra` are `CARVE_*` overrides.
+pub fn config(backend: Backend, data: &Path, ports: (u16, u16), extra: &[(&str, &str)]) -> Config {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let uri = match backend {
+        Backend::Qemu => "qemu:///system",
+        Backend::TestDriver => "test:///default",
+    };
+    for (k, v) in [
+        ("CARVE_DATA_DIR", data.to_string_lossy().into_owned()),
+        (
+            "CARVE_IMAGE_DIR",
+            image_dir().to_string_lossy().into_owned(),
+        ),
+        ("CARVE_HTTP_LISTEN", "127.0.0.1:0".into()),
+        ("CARVE_SFTP_LISTEN", "127.0.0.1:0".into()),
+        ("CARVE_LIBVIRT_URI", uri.into()),
+        ("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu".into()),
+        ("CARVE_LIBVIRT_STOP_TIMEOUT_SECS", "30".into()),
+        (
+            "CARVE_NETWORK_FORWARD_PORTS",
+            format!("{}-{}", ports.0, ports.1),
+        ),
+        ("CARVE_RECONCILER_INTERVAL_SECS", "2".into()),
+        ("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6".into()),
+    ] {
+        vars.insert(k.to_string(), v);
+    }
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Config::load_with_env(None, &vars).expect("test config")
+}
+
+/// Starts carve in this process.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Starts carve in this process with extra `CARVE_*` settings.
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    LOG.call_once(|| {
+        if let Ok(filter) = std::env::var("CARVETEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+    let data_dir = data_dir();
+    let ports = port_range();
+    let config = config(backend, data_dir.path(), ports, extra);
+    let app = Application::build(config).await.expect("carve builds");
+    let addr = format!("http://{}", app.http_addr());
+    let state = app.state();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = app
+            .run_until_stopped(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    let admin_token = make_user(&state, "admin@example.com", "admin", None).await;
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        admin_token,
+        state,
+        data_dir,
+        forward_ports: ports,
+        server,
+        stop: Some(tx),
+    }
+}
+
+/// Creates a user and a token for it straight in the database; returns the token.
+pub async fn make_user(
+    state: &AppState,
+    email: &str,
+    role: &str,
+    tenant: Option<&carve::domain::ids::TenantId>,
+) -> String {
+    let hash = state
+        .hasher
+        .hash("test password 1".into())
+        .await
+        .expect("hash");
+    let user = carve::db::users::insert(&state.db, email, role, tenant, &hash)
+        .await
+        .expect("user");
+    let (secret, digest) = carve::auth::new_token();
+    carve::db::tokens::insert(&state.db, &user, "test", &digest, None)
+        .await
+        .expect("token");
+    secret
+}
+
+/// An HTTP answer: status, headers and JSON body (Null when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    /// Sends a request with the admin token.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.call_as(&self.admin_token.clone(), method, path, body)
+            .await
+    }
+
+    /// Sends a request with the given token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.addr))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        answer(req.send().await.expect("request")).await
+    }
+
+    /// Sends a raw body with a content type.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let req = self
+            .client
+            .request(method, format!("{}{path}", self.addr))
+            .bearer_auth(&self.admin_token)
+            .header("content-type", content_type)
+            .body(body);
+        answer(req.send().await.expect("request")).await
+    }
+
+    /// Creates a plan and returns its id.
+    pub async fn plan(&self, name: &str, vcpus: u32, memory_mib: u64, disk_gib: u64) -> String {
+        let a = self
+            .call("POST", "/api/v1/plans", Some(json!({"name": name, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib})))
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        a.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until an operation finishes; returns it.
+    pub async fn wait_operation(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self
+                .call("GET", &format!("/api/v1/operations/{id}"), None)
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            let state = a.body["state"].as_str().unwrap_or_default().to_string();
+            if state == "succeeded" || state == "failed" {
+                return a.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operation {id} still {state} after {timeout:?}: {}",
+                a.text
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs an operation-returning call and waits for it to succeed.
+    pub async fn run_op(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let a = self.call(method, path, body).await;
+        assert_eq!(a.status, 202, "{method} {path}: {}", a.text);
+        let location = a
+            .headers
+            .get("location")
+            .expect("Location header")
+            .to_str()
+            .unwrap()
+            .to_string();
+        let id = a.body["id"].as_str().unwrap().to_string();
+        assert_eq!(location, format!("/api/v1/operations/{id}"));
+        let op = self.wait_operation(&id, Duration::from_secs(180)).await;
+        assert_eq!(op["state"], "succeeded", "{method} {path}: {op}");
+        op
+    }
+
+    /// Names of libvirt domains of this app's live and deleted VMs that still exist.
+    pub async fn domains(&self) -> Vec<String> {
+        self.state
+            .prov
+            .hv
+            .call(|h| h.list())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect()
+    }
+
+    /// Stops the server (the state stays usable).
+    pub async fn stop(mut self) -> AppState {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
+        self.state.clone()
+    }
+}
+
+/// Reads a response into an [`Answer`].
+pub async fn answer(r: reqwest::Response) -> Answer {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+/// GETs `http://127.0.0.1:port/` until it answers 200 or the timeout passes.
+pub async fn http_get_until(port: u16, timeout: Duration) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/")).send().await
+            && r.status().is_success()
+        {
+            return r.text().await.ok();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    None
+}
+
+/// User-data that installs an rc.local serving "hello from <hostname>" on port 80 (the
+/// tiny image runs rc.local after user-data, at every boot).
+pub const HTTP_USER_DATA: &str = "#!/bin/sh
+mkdir -p /srv/www
+echo \"hello from $(hostname)\" > /srv/www/index.html
+printf '#!/bin/sh\\nhttpd -p 80 -h /srv/www\\n' > /etc/rc.local
+chmod +x /etc/rc.local
+";

@@ -1,0 +1,10 @@
+//! Integration tests: carve against real libvirt with QEMU (software emulation) and guests
+//! booted from images/, plus the libvirt test driver for fast checks of carve's own logic.
+
+mod bad_input;
+mod capacity;
+mod helpers;
+mod observability;
+mod reconciler;
+mod recovery;
+mod vm_lifecycle;

@@ -1,0 +1,263 @@
+//! The reconciler against libvirt's test driver (fast; boots nothing): vanished domains,
+//! unmanaged domains, and operations left by a dead process.
+
+use std::time::Duration;
+
+use carve::provision::reconciler;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, spawn_app};
+
+async fn running_vm(app: &TestApp, name: &str) -> String {
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": name, "plan": "small", "image": "tiny", "ports": [22]})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    a.body["vm"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn vanished_domains_are_marked_missing_and_start_brings_them_back() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "ghost").await;
+    let domain = format!("carve-{vm}");
+    let d = domain.clone();
+    app.state
+        .prov
+        .hv
+        .call(move |h| {
+            h.destroy(&d)?;
+            h.undefine(&d)
+        })
+        .await
+        .unwrap();
+
+    // The background loop may get there first; either way one pass settles it.
+    reconciler::pass(&app.state.prov).await.unwrap();
+    assert_eq!(
+        app.call("GET", &format!("/api/v1/vms/{vm}"), None)
+            .await
+            .body["state"],
+        "missing"
+    );
+    // Start redefines the domain from carve's records.
+    app.run_op(
+        "POST",
+        &format!("/api/v1/vms/{vm}/actions"),
+        Some(json!({"action": "start"})),
+    )
+    .await;
+    assert_eq!(
+        app.call("GET", &format!("/api/v1/vms/{vm}"), None)
+            .await
+            .body["state"],
+        "running"
+    );
+    assert!(app.domains().await.contains(&domain));
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unmanaged_domains_are_reported_and_left_alone() {
+    let app = spawn_app(Backend::TestDriver).await;
+    let name = format!("someone-elses-{}", std::process::id());
+    let xml = format!(
+        "<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>"
+    );
+    app.state
+        .prov
+        .hv
+        .call(move |h| h.define(&xml))
+        .await
+        .unwrap();
+    let report = reconciler::pass(&app.state.prov).await.unwrap();
+    assert!(report.unmanaged.contains(&name), "{report:?}");
+    let host = &app.call("GET", "/api/v1/hosts", None).await.body[0];
+    assert!(
+        host["unmanaged_domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == name.as_str()),
+        "{host}"
+    );
+    assert!(app.domains().await.contains(&name), "never deleted");
+    let n = name.clone();
+    app.state
+        .prov
+        .hv
+        .call(move |h| h.undefine(&n))
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operations_of_a_dead_process_are_finished() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "orphan").await;
+    // A stop that a process which no longer exists had claimed and half done.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let dead_owner = format!("{host}/4194304/1");
+    let op_id = carve::domain::ids::OperationId::generate();
+    sqlx::query(
+        "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at, started_at)
+         VALUES (?1, 'tn_0000000000000000', 'stop', 'vm', ?2, 'running', ?3, ?4, ?4, ?4)",
+    )
+    .bind(&op_id)
+    .bind(&vm)
+    .bind(&dead_owner)
+    .bind(chrono::Utc::now())
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE vms SET state = 'stopping' WHERE id = ?1")
+        .bind(&vm)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+
+    let report = reconciler::pass(&app.state.prov).await.unwrap();
+    let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM operations WHERE id = ?1")
+        .bind(&op_id)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert!(
+        report.resumed.contains(&op_id.to_string())
+            || owner.as_deref() == Some(app.state.prov.owner.id.as_str()),
+        "taken over by this process: {report:?} {owner:?}"
+    );
+    let op = app
+        .wait_operation(op_id.as_str(), Duration::from_secs(60))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(
+        app.call("GET", &format!("/api/v1/vms/{vm}"), None)
+            .await
+            .body["state"],
+        "stopped"
+    );
+    // A second pass finds nothing to take over.
+    assert!(
+        reconciler::pass(&app.state.prov)
+            .await
+            .unwrap()
+            .resumed
+            .is_empty()
+    );
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_operation_on_a_busy_vm_is_refused() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "busy").await;
+    let op_id = carve::domain::ids::OperationId::generate();
+    sqlx::query(
+        "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at)
+         VALUES (?1, 'tn_0000000000000000', 'reboot', 'vm', ?2, 'running', ?3, ?4, ?4)",
+    )
+    .bind(&op_id)
+    .bind(&vm)
+    .bind(&app.state.prov.owner.id)
+    .bind(chrono::Utc::now())
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    let a = app.call("DELETE", &format!("/api/v1/vms/{vm}"), None).await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(
+        a.body["detail"].as_str().unwrap().contains(op_id.as_str()),
+        "{}",
+        a.text
+    );
+    sqlx::query("UPDATE operations SET state = 'failed' WHERE id = ?1")
+        .bind(&op_id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_create_is_rolled_back_completely() {
+    // A private copy of the image whose base disk disappears after registration.
+    let images = crate::helpers::data_dir();
+    let tiny = images.path().join("tiny");
+    std::fs::create_dir(&tiny).unwrap();
+    for f in std::fs::read_dir(crate::helpers::image_dir().join("tiny")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), tiny.join(f.file_name())).unwrap();
+    }
+    let dir = images.path().to_string_lossy().into_owned();
+    let app =
+        crate::helpers::spawn_app_with(Backend::TestDriver, &[("CARVE_IMAGE_DIR", dir.as_str())])
+            .await;
+    app.plan("small", 1, 128, 1).await;
+    std::fs::remove_file(tiny.join("disk.qcow2")).unwrap();
+
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "doomed", "plan": "small", "image": "tiny", "ports": [80]})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(op["state"], "failed", "{op}");
+    let error = op["error"].as_str().unwrap();
+    assert!(
+        error.contains("everything made for it was removed"),
+        "{error}"
+    );
+    assert!(error.contains("step \"create disk\" failed"), "{error}");
+    let steps: Vec<(&str, &str)> = op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("create disk", "failed"), ("roll back", "done")]);
+    assert_eq!(
+        app.call("GET", &format!("/api/v1/vms/{vm}"), None)
+            .await
+            .status,
+        404
+    );
+    assert!(!app.data_dir.path().join("vms").join(&vm).exists());
+    assert!(!app.domains().await.contains(&format!("carve-{vm}")));
+    let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(ports, 0);
+    // The name is free again.
+    let host = &app.call("GET", "/api/v1/hosts", None).await.body[0];
+    assert_eq!(host["allocated"]["memory_mib"], 0);
+    app.stop().await;
+}

@@ -1,0 +1,297 @@
+//! `kill -9` of `carve serve` in the middle of 10 concurrent creates, then a restart: every VM
+//! ends up running or cleanly gone, with no orphan domain, disk or port reservation.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{answer, data_dir, image_dir, port_range};
+
+/// A `carve` child process and how to reach it.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn carve(data: &Path, ports: (u16, u16), http_port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carve"));
+    cmd.env("CARVE_DATA_DIR", data)
+        .env("CARVE_IMAGE_DIR", image_dir())
+        .env("CARVE_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+        .env("CARVE_SFTP_LISTEN", "127.0.0.1:0")
+        .env("CARVE_LIBVIRT_URI", "qemu:///system")
+        .env("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu")
+        .env(
+            "CARVE_NETWORK_FORWARD_PORTS",
+            format!("{}-{}", ports.0, ports.1),
+        )
+        .env("CARVE_CAPACITY_CPU_OVERCOMMIT", "8")
+        .env("CARVE_RECONCILER_INTERVAL_SECS", "2")
+        .env("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6")
+        .env(
+            "RUST_LOG",
+            std::env::var("CARVETEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    cmd
+}
+
+async fn start(data: &Path, ports: (u16, u16), http_port: u16) -> Server {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("serve.log"))
+        .unwrap();
+    let child = carve(data, ports, http_port)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("carve serve starts");
+    let base = format!("http://127.0.0.1:{http_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{base}/healthz"))
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "carve serve did not come up; see {}",
+            data.join("serve.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Server { child, base }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn call(
+    client: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> crate::helpers::Answer {
+    let mut req = client.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    answer(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
+    let data = data_dir();
+    let ports = port_range();
+    let http_port = free_port();
+    // Bootstrap an admin through the CLI, as an operator would.
+    let mut create = carve(data.path(), ports, http_port)
+        .args([
+            "admin",
+            "create-user",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "admin",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long password\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let out = carve(data.path(), ports, http_port)
+        .args([
+            "admin",
+            "create-token",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "ci",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let mut server = start(data.path(), ports, http_port).await;
+    let client = reqwest::Client::new();
+    let a = call(
+        &client,
+        &token,
+        reqwest::Method::POST,
+        format!("{}/api/v1/plans", server.base),
+        Some(json!({"name": "small", "vcpus": 1, "memory_mib": 128, "disk_gib": 1})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (client, token, base) = (client.clone(), token.clone(), server.base.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&client, &token, reqwest::Method::POST, format!("{base}/api/v1/vms"), Some(json!({"name": format!("c{i}"), "plan": "small", "image": "tiny", "ports": [80]}))).await
+        }));
+    }
+    let mut vms = Vec::new();
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(a.status, 202, "{}", a.text);
+        vms.push(a.body["vm"]["id"].as_str().unwrap().to_string());
+    }
+    // Kill in the middle of the work: some creates done, some half-way, some not started.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        data.path().join("carve.db").display()
+    ))
+    .await
+    .unwrap();
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE state IN ('pending', 'running')")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    eprintln!("killed with {unfinished} of 10 creates unfinished");
+    assert!(unfinished > 0, "the kill came too late to test recovery");
+
+    let mut server = start(data.path(), ports, http_port).await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let ops = call(
+            &client,
+            &token,
+            reqwest::Method::GET,
+            format!("{}/api/v1/operations", server.base),
+            None,
+        )
+        .await
+        .body;
+        let unfinished = ops
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["state"] == "pending" || o["state"] == "running")
+            .count();
+        if unfinished == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operations still unfinished: {ops}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let domains = String::from_utf8(
+        Command::new("virsh")
+            .args(["-c", "qemu:///system", "list", "--all", "--name"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut running = Vec::new();
+    for vm in &vms {
+        let a = call(
+            &client,
+            &token,
+            reqwest::Method::GET,
+            format!("{}/api/v1/vms/{vm}", server.base),
+            None,
+        )
+        .await;
+        let has_domain = domains.lines().any(|d| d.trim() == format!("carve-{vm}"));
+        let has_dir = data.path().join("vms").join(vm).exists();
+        let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards WHERE vm_id = ?1")
+            .bind(vm)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        match a.status {
+            200 => {
+                assert_eq!(a.body["state"], "running", "{}", a.text);
+                assert!(
+                    has_domain && has_dir && ports == 1,
+                    "{vm}: domain {has_domain}, dir {has_dir}, ports {ports}"
+                );
+                running.push(vm.clone());
+            }
+            404 => assert!(
+                !has_domain && !has_dir && ports == 0,
+                "{vm} is gone but left domain {has_domain}, dir {has_dir}, ports {ports}"
+            ),
+            other => panic!("{vm}: {other} {}", a.text),
+        }
+    }
+    let total_ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        total_ports as usize,
+        running.len(),
+        "no orphan port reservations"
+    );
+    let dirs = std::fs::read_dir(data.path().join("vms"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(dirs, running.len(), "no orphan VM directories");
+    eprintln!(
+        "after kill -9: {} of 10 VMs running, {} cleanly gone",
+        running.len(),
+        10 - running.len()
+    );
+
+    for vm in &running {
+        let a = call(
+            &client,
+            &token,
+            reqwest::Method::DELETE,
+            format!("{}/api/v1/vms/{vm}", server.base),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 202, "{}", a.text);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while call(
+        &client,
+        &token,
+        reqwest::Method::GET,
+        format!("{}/api/v1/vms", server.base),
+        None,
+    )
+    .await
+    .body
+    .as_array()
+    .is_some_and(|v| !v.is_empty())
+    {
+        assert!(Instant::now() < deadline, "VMs not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
