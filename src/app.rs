@@ -24,9 +24,6 @@ use crate::metrics::HttpMetrics;
 use crate::provision::owner::Owner;
 use crate::provision::{self, Provisioner, Settings, reconciler};
 
-/// Argon2 hashes allowed to run at once (each takes ~19 MiB and tens of ms of one core).
-const CONCURRENT_HASHES: usize = 2;
-
 /// Everything handlers share.
 pub struct App {
     pub config: Config,
@@ -102,12 +99,13 @@ impl Application {
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
+        let hasher = PasswordHasher::new(config.auth.concurrent_hashes);
         let state = Arc::new(App {
             config,
             db,
             prov,
             metrics: HttpMetrics::default(),
-            hasher: PasswordHasher::new(CONCURRENT_HASHES),
+            hasher,
             openapi_json,
         });
         Ok(Self {
@@ -133,21 +131,43 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let reconciler = tokio::spawn(reconciler::run_forever(self.state.prov.clone()));
+        let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let router = router(self.state.clone());
         tracing::info!(http = %self.http_addr, "carve is serving");
-        let served = axum::serve(self.http, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.http,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         reconciler.abort();
+        housekeeping.abort();
         served.context("serving HTTP")
     }
 }
 
-/// Every HTTP route: the API, health and metrics.
+/// Removes expired sessions and tokens every ten minutes.
+async fn housekeeping(app: AppState) {
+    loop {
+        match db::sessions::purge_expired(&app.db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired sessions and tokens removed"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove expired sessions"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    }
+}
+
+/// Every HTTP route: the API (authenticated and audited), the panel, health and metrics.
 pub fn router(state: AppState) -> Router {
     let (api, _) = crate::api::router().split_for_parts();
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::api::authenticate,
+    ));
     let max_body = state.config.http.max_body_bytes;
-    api.route("/api/v1/openapi.json", get(openapi))
+    api.merge(crate::web::router())
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db;
 use crate::domain::ids::TenantId;
 use crate::domain::names::ResourceName;
+use crate::tenancy::accounts::{check_email, check_password};
 
 /// carve: self-hosted VPS hosting on libvirt.
 #[derive(Debug, Parser)]
@@ -133,23 +134,13 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Checks an email address enough to catch typos: one '@', something on both sides, no spaces.
-pub fn check_email(email: &str) -> anyhow::Result<()> {
-    let ok = email.len() <= 254
-        && email.split('@').count() == 2
-        && email.split('@').all(|p| !p.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    anyhow::ensure!(ok, "{email:?} is not an email address");
-    Ok(())
-}
-
 async fn create_user(
     config: &Config,
     email: &str,
     role: &str,
     tenant: Option<&str>,
 ) -> anyhow::Result<()> {
-    check_email(email)?;
+    check_email(email).map_err(|e| anyhow::anyhow!("--email: {}", e.message))?;
     let role =
         Role::parse(role).with_context(|| format!("--role {role:?}: use admin or customer"))?;
     let tenant_id = match tenant {
@@ -165,10 +156,8 @@ async fn create_user(
         .read_line(&mut password)
         .context("reading the password from stdin")?;
     let password = password.trim_end_matches(['\r', '\n']).to_string();
-    anyhow::ensure!(
-        password.chars().count() >= 8,
-        "give a password of at least 8 characters on stdin"
-    );
+    check_password("password", &password)
+        .map_err(|e| anyhow::anyhow!("the password on stdin {}", e.message))?;
     let db = open_database(config).await?;
     if let Some(t) = &tenant_id {
         db::tenants::get(&db, t)

@@ -27,6 +27,8 @@ pub struct Config {
     pub network: NetworkConfig,
     pub capacity: CapacityConfig,
     pub reconciler: ReconcilerConfig,
+    pub quota: QuotaConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -42,6 +44,8 @@ impl Default for Config {
             network: NetworkConfig::default(),
             capacity: CapacityConfig::default(),
             reconciler: ReconcilerConfig::default(),
+            quota: QuotaConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -204,6 +208,66 @@ impl Default for ReconcilerConfig {
     }
 }
 
+/// The quota of a tenant that has none of its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub max_vms: u64,
+    pub max_vcpus: u64,
+    /// In MiB.
+    pub max_memory_mib: u64,
+    /// In GiB.
+    pub max_disk_gib: u64,
+    /// SFTP storage in bytes.
+    pub max_sftp_bytes: u64,
+    /// SFTP files and directories.
+    pub max_sftp_files: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            max_vms: 10,
+            max_vcpus: 16,
+            max_memory_mib: 16 * 1024,
+            max_disk_gib: 200,
+            max_sftp_bytes: 10 << 30,
+            max_sftp_files: 100_000,
+        }
+    }
+}
+
+/// Logins, sessions and password hashing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Failed logins of one account within `window_secs` before it is refused (429).
+    pub max_failures_per_account: u32,
+    /// Failed logins from one client address within `window_secs` before it is refused.
+    pub max_failures_per_client: u32,
+    /// Length of the failed-login window, in seconds.
+    pub window_secs: u64,
+    /// Lifetime of a browser session, in hours.
+    pub session_hours: u64,
+    /// Mark session cookies Secure even without `X-Forwarded-Proto: https` (set behind TLS).
+    pub secure_cookies: bool,
+    /// Password hashes computed at once (each uses one core for tens of milliseconds).
+    pub concurrent_hashes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failures_per_account: 5,
+            max_failures_per_client: 30,
+            window_secs: 900,
+            session_hours: 12,
+            secure_cookies: false,
+            concurrent_hashes: 1,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -338,6 +402,14 @@ impl Config {
                 )));
             }
         }
+        if self.auth.concurrent_hashes == 0
+            || self.auth.window_secs == 0
+            || self.auth.session_hours == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth.concurrent_hashes, auth.window_secs and auth.session_hours must be at least 1".into(),
+            ));
+        }
         if self.reconciler.interval_secs == 0 || self.reconciler.operation_lease_secs < 3 {
             return Err(ConfigError::Invalid(
                 "reconciler.interval_secs must be at least 1 and operation_lease_secs at least 3"
@@ -375,6 +447,8 @@ const SECTIONS: &[&str] = &[
     "network",
     "capacity",
     "reconciler",
+    "quota",
+    "auth",
     "log",
 ];
 

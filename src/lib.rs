@@ -13,3 +13,5 @@ pub mod hypervisor;
 pub mod metrics;
 pub mod provision;
 pub mod telemetry;
+pub mod tenancy;
+pub mod web;

@@ -2,9 +2,11 @@
 //! fields, errors as `application/problem+json`, and the OpenAPI document built from the
 //! handlers' annotations.
 
+pub mod accounts;
 pub mod catalog;
 pub mod hosts;
 pub mod operations;
+pub mod tokens;
 pub mod vms;
 
 use axum::extract::rejection::JsonRejection;
@@ -33,6 +35,10 @@ use crate::provision::vms::OperationView;
         (name = "operations", description = "Long-running actions"),
         (name = "catalog", description = "Plans and images"),
         (name = "hosts", description = "Hypervisor hosts (admins)"),
+        (name = "tenants", description = "Tenants, quotas and usage (admins)"),
+        (name = "users", description = "Users (admins) and the caller (`/me`)"),
+        (name = "tokens", description = "API tokens"),
+        (name = "audit", description = "The audit log"),
     )
 )]
 struct ApiDoc;
@@ -56,7 +62,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(vms::router())
         .merge(operations::router())
         .merge(catalog::router())
-        .merge(hosts::router());
+        .merge(hosts::router())
+        .merge(accounts::router())
+        .merge(tokens::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 
@@ -94,6 +102,9 @@ pub enum WriteErrors {
     /// No such object visible to the caller.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
+    /// Too many failed logins; retry after the seconds in Retry-After.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
     /// Conflicts with the current state: name taken, capacity short, object busy.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
@@ -152,70 +163,209 @@ fn json_problem(rejection: JsonRejection) -> Response {
     problem_response(status, detail, Vec::new())
 }
 
-/// The authenticated caller of an API request.
-pub struct Auth(pub Principal);
+/// Who an API request comes from, as its bearer token says; set by [`authenticate`].
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No Authorization header.
+    Anonymous,
+    /// A token was sent but not accepted: the status and reason.
+    Rejected(StatusCode, String),
+    /// A valid token's owner.
+    User(Principal),
+}
 
-impl Auth {
-    /// 403 unless the caller is an admin.
-    pub fn require_admin(&self) -> Result<(), AppError> {
-        if self.0.is_admin() {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden("only admins may do this".into()))
+impl Caller {
+    /// The principal, if authenticated.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Caller::User(p) => Some(p),
+            _ => None,
         }
     }
 }
 
-impl FromRequestParts<AppState> for Auth {
+/// Resolves the bearer token of a request.
+async fn resolve_caller(
+    app: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Caller, AppError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Ok(Caller::Rejected(
+            StatusCode::UNAUTHORIZED,
+            "the Authorization header must be \"Bearer <token>\"".into(),
+        ));
+    };
+    let Some(owner) = crate::db::tokens::find_owner(&app.db, &token_digest(token)).await? else {
+        return Ok(Caller::Rejected(
+            StatusCode::UNAUTHORIZED,
+            "the token is unknown, revoked or expired; create a new one".into(),
+        ));
+    };
+    if owner.suspended {
+        return Ok(Caller::Rejected(
+            StatusCode::FORBIDDEN,
+            "your tenant is suspended; contact your provider".into(),
+        ));
+    }
+    let role = Role::parse(&owner.role).unwrap_or(Role::Customer);
+    Ok(Caller::User(Principal {
+        user_id: owner.user_id,
+        email: owner.email,
+        role,
+        tenant_id: owner.tenant_id,
+    }))
+}
+
+/// What a handler tells the audit log beyond what the request shows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    /// The object acted on (e.g. the id of a VM just created).
+    pub target: Option<String>,
+    /// The tenant the object belongs to.
+    pub tenant_id: Option<String>,
+    /// Who acted, when no token says (a password login).
+    pub actor: Option<String>,
+}
+
+/// Adds an audit note to a response.
+pub fn with_note(mut response: Response, note: AuditNote) -> Response {
+    response.extensions_mut().insert(note);
+    response
+}
+
+/// Middleware: resolves the caller once per request, then records every state-changing
+/// request in the audit log (actor, action, target, outcome; never a body).
+pub async fn authenticate(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = match resolve_caller(&app, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    req.extensions_mut().insert(caller.clone());
+    let method = req.method().clone();
+    if matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let path_target = route
+        .as_deref()
+        .and_then(|r| id_in_path(r, req.uri().path()));
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let response = next.run(req).await;
+    let note = response
+        .extensions()
+        .get::<AuditNote>()
+        .cloned()
+        .unwrap_or_default();
+    let principal = caller.principal();
+    let status = response.status();
+    let entry = crate::db::audit::NewEntry {
+        actor_id: principal.map(|p| p.user_id.to_string()),
+        actor: note
+            .actor
+            .or_else(|| principal.map(|p| p.email.clone()))
+            .unwrap_or_else(|| "anonymous".into()),
+        tenant_id: note
+            .tenant_id
+            .or_else(|| principal.and_then(|p| p.tenant_id.as_ref().map(ToString::to_string))),
+        action: format!("{method} {}", route.unwrap_or_else(|| "unmatched".into())),
+        target: note.target.or(path_target),
+        outcome: outcome(status).into(),
+        status: Some(status.as_u16()),
+        client,
+    };
+    if let Err(e) = crate::db::audit::insert(&app.db, &entry).await {
+        tracing::error!(error = %e, action = %entry.action, "cannot write the audit log");
+    }
+    response
+}
+
+/// `succeeded`, `denied` (401, 403, 429) or `failed`.
+pub fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        s if s < 400 => "succeeded",
+        401 | 403 | 429 => "denied",
+        _ => "failed",
+    }
+}
+
+/// The value of the first `{…}` parameter of a route in a concrete path.
+fn id_in_path(route: &str, path: &str) -> Option<String> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(pattern, _)| pattern.starts_with('{'))
+        .map(|(_, value)| value.chars().take(100).collect())
+}
+
+/// The authenticated caller of an API request.
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let unauthorized = |detail: &str| {
-            let mut r = AppError::Unauthorized(detail.to_string()).into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"carve\""),
-            );
-            r
-        };
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(unauthorized(
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Caller>() {
+            Some(Caller::User(p)) => Ok(Auth(p.clone())),
+            Some(Caller::Rejected(status, detail)) if *status == StatusCode::FORBIDDEN => {
+                Err(AppError::Forbidden(detail.clone()).into_response())
+            }
+            Some(Caller::Rejected(_, detail)) => Err(unauthorized(detail)),
+            _ => Err(unauthorized(
                 "send an API token as Authorization: Bearer <token>",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let Some(token) = token else {
-            return Err(unauthorized(
-                "the Authorization header must be \"Bearer <token>\"",
-            ));
-        };
-        let owner = crate::db::tokens::find_owner(&app.db, &token_digest(token))
-            .await
-            .map_err(|e| AppError::from(e).into_response())?;
-        let Some(owner) = owner else {
-            return Err(unauthorized(
-                "the token is unknown, revoked or expired; create a new one",
-            ));
-        };
-        let role = Role::parse(&owner.role).unwrap_or(Role::Customer);
-        Ok(Auth(Principal {
-            user_id: owner.user_id,
-            email: owner.email,
-            role,
-            tenant_id: owner.tenant_id,
-        }))
+            )),
+        }
     }
+}
+
+/// The caller if a valid token was sent; an invalid one is still refused.
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuth {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Caller>() {
+            None | Some(Caller::Anonymous) => Ok(MaybeAuth(None)),
+            _ => Auth::from_request_parts(parts, state)
+                .await
+                .map(|Auth(p)| MaybeAuth(Some(p))),
+        }
+    }
+}
+
+/// 401 with a `WWW-Authenticate` challenge.
+fn unauthorized(detail: &str) -> Response {
+    let mut r = AppError::Unauthorized(detail.to_string()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"carve\""),
+    );
+    r
 }
 
 /// 202 Accepted with the operation and `Location: /api/v1/operations/{id}`.
@@ -226,4 +376,40 @@ pub fn accepted<T: serde::Serialize>(op: &OperationView, body: T) -> Response {
         response.headers_mut().insert(header::LOCATION, v);
     }
     response
+}
+
+/// Query parameters whose rejections are problem documents (400).
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(problem_response(
+                StatusCode::BAD_REQUEST,
+                format!("the query string is not valid: {}", e.body_text()),
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+/// The client's address, when the server knows it.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let info = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(info.map(|c| c.0.ip())))
+    }
 }

@@ -1,13 +1,13 @@
 //! `/operations`: progress of long actions.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Auth, ReadErrors};
+use super::{ApiQuery, Auth, ReadErrors};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::provision::vms::{self as service, OperationView};
@@ -35,7 +35,7 @@ pub struct OperationQuery {
 async fn list_operations(
     State(app): State<AppState>,
     Auth(actor): Auth,
-    Query(q): Query<OperationQuery>,
+    ApiQuery(q): ApiQuery<OperationQuery>,
 ) -> Result<Json<Vec<OperationView>>, AppError> {
     Ok(Json(
         service::operations(

@@ -1,7 +1,7 @@
 //! `/vms`: create, list, read, resize, act on and delete VMs; read their console.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, Auth, ReadErrors, WriteErrors, accepted};
+use super::{ApiJson, ApiQuery, AuditNote, Auth, ReadErrors, WriteErrors, accepted, with_note};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::provision::vms::{
@@ -34,6 +34,16 @@ pub struct VmAccepted {
     pub vm: VmView,
 }
 
+/// 202 with the operation, noting its VM's tenant for the audit log.
+fn op_accepted(op: OperationView) -> Response {
+    let note = AuditNote {
+        target: Some(op.target.clone()),
+        tenant_id: Some(op.tenant_id.clone()),
+        actor: None,
+    };
+    with_note(accepted(&op, &op), note)
+}
+
 /// List the VMs the caller may see.
 #[utoipa::path(get, path = "/vms", tag = "vms", security(("bearer" = [])),
     responses((status = 200, description = "VMs, newest first", body = Vec<VmView>), ReadErrors))]
@@ -54,7 +64,15 @@ async fn create_vm(
     ApiJson(req): ApiJson<CreateVmRequest>,
 ) -> Result<Response, AppError> {
     let (vm, operation) = service::create(&app.prov, &actor, req).await?;
-    Ok(accepted(&operation.clone(), VmAccepted { operation, vm }))
+    let note = AuditNote {
+        target: Some(vm.id.clone()),
+        tenant_id: Some(vm.tenant_id.clone()),
+        actor: None,
+    };
+    Ok(with_note(
+        accepted(&operation.clone(), VmAccepted { operation, vm }),
+        note,
+    ))
 }
 
 /// Read one VM.
@@ -81,7 +99,7 @@ async fn update_vm(
     ApiJson(req): ApiJson<UpdateVmRequest>,
 ) -> Result<Response, AppError> {
     let op = service::update(&app.prov, &actor, &id, req).await?;
-    Ok(accepted(&op, &op))
+    Ok(op_accepted(op))
 }
 
 /// Delete a VM with its domain, disk, seed and port forwards.
@@ -95,7 +113,7 @@ async fn delete_vm(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let op = service::delete(&app.prov, &actor, &id).await?;
-    Ok(accepted(&op, &op))
+    Ok(op_accepted(op))
 }
 
 /// Start, stop (ACPI, forced after a timeout), reboot or force-stop a VM.
@@ -110,7 +128,7 @@ async fn vm_action(
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> Result<Response, AppError> {
     let op = service::act(&app.prov, &actor, &id, req.action).await?;
-    Ok(accepted(&op, &op))
+    Ok(op_accepted(op))
 }
 
 /// How much console output to return.
@@ -129,7 +147,7 @@ async fn vm_console(
     State(app): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-    Query(q): Query<ConsoleQuery>,
+    ApiQuery(q): ApiQuery<ConsoleQuery>,
 ) -> Result<Response, AppError> {
     let bytes = q.bytes.unwrap_or(64 * 1024).clamp(1, 1 << 20);
     let text = service::console(&app.prov, &actor, &id, bytes).await?;

@@ -2,11 +2,15 @@
 //! table. Every query on a tenant-owned table takes a [`Scope`], so a cross-tenant read cannot
 //! be written by accident.
 
+pub mod audit;
 pub mod hosts;
 pub mod images;
+pub mod login_failures;
 pub mod operations;
 pub mod plans;
 pub mod ports;
+pub mod quotas;
+pub mod sessions;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

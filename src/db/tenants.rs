@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Db;
+use super::{Db, now};
 use crate::domain::ids::TenantId;
 
 /// A tenant row.
@@ -15,9 +15,72 @@ pub struct TenantRow {
 }
 
 /// The tenant with this id.
-pub async fn get(db: &Db, id: &TenantId) -> Result<Option<TenantRow>, sqlx::Error> {
+pub async fn get(
+    db: impl sqlx::SqliteExecutor<'_>,
+    id: &TenantId,
+) -> Result<Option<TenantRow>, sqlx::Error> {
     sqlx::query_as("SELECT id, name, suspended, created_at FROM tenants WHERE id = ?1")
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// Every tenant, by name.
+pub async fn list(db: &Db) -> Result<Vec<TenantRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name, suspended, created_at FROM tenants ORDER BY name")
+        .fetch_all(db)
+        .await
+}
+
+/// Inserts a tenant; the name must be unused.
+pub async fn insert(db: &Db, name: &str) -> Result<TenantRow, sqlx::Error> {
+    let row = TenantRow {
+        id: TenantId::generate(),
+        name: name.into(),
+        suspended: false,
+        created_at: now(),
+    };
+    sqlx::query("INSERT INTO tenants (id, name, suspended, created_at) VALUES (?1, ?2, 0, ?3)")
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(row.created_at)
+        .execute(db)
+        .await?;
+    Ok(row)
+}
+
+/// Renames a tenant.
+pub async fn rename(db: &Db, id: &TenantId, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET name = ?2 WHERE id = ?1")
+        .bind(id)
+        .bind(name)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Suspends or reinstates a tenant.
+pub async fn set_suspended(db: &Db, id: &TenantId, suspended: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET suspended = ?2 WHERE id = ?1")
+        .bind(id)
+        .bind(suspended)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a tenant with its users, their tokens and sessions, its quota, and the records of
+/// its deleted VMs and finished operations. The caller checks it has no live VMs.
+pub async fn delete(conn: &mut sqlx::SqliteConnection, id: &TenantId) -> Result<(), sqlx::Error> {
+    for sql in [
+        "DELETE FROM users WHERE tenant_id = ?1",
+        "DELETE FROM quotas WHERE tenant_id = ?1",
+        "DELETE FROM operations WHERE tenant_id = ?1",
+        "DELETE FROM port_forwards WHERE vm_id IN (SELECT id FROM vms WHERE tenant_id = ?1)",
+        "DELETE FROM vms WHERE tenant_id = ?1",
+        "DELETE FROM tenants WHERE id = ?1",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
 }

@@ -13,6 +13,18 @@ pub struct TokenOwner {
     pub email: String,
     pub role: String,
     pub tenant_id: Option<TenantId>,
+    /// Whether the user's tenant is suspended.
+    pub suspended: bool,
+}
+
+/// A token's public facts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Stores a token's digest.
@@ -22,32 +34,60 @@ pub async fn insert(
     name: &str,
     digest: &[u8],
     expires_at: Option<DateTime<Utc>>,
-) -> Result<TokenId, sqlx::Error> {
-    let id = TokenId::generate();
+) -> Result<TokenRow, sqlx::Error> {
+    let row = TokenRow {
+        id: TokenId::generate(),
+        user_id: user_id.clone(),
+        name: name.into(),
+        created_at: now(),
+        expires_at,
+    };
     sqlx::query(
         "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .bind(&id)
+    .bind(&row.id)
     .bind(user_id)
     .bind(name)
     .bind(digest)
-    .bind(now())
+    .bind(row.created_at)
     .bind(expires_at)
     .execute(db)
     .await?;
-    Ok(id)
+    Ok(row)
 }
 
 /// The owner of the unexpired token with this digest.
 pub async fn find_owner(db: &Db, digest: &[u8]) -> Result<Option<TokenOwner>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT t.id AS token_id, u.id AS user_id, u.email, u.role, u.tenant_id
-         FROM api_tokens t JOIN users u ON u.id = t.user_id
+        "SELECT t.id AS token_id, u.id AS user_id, u.email, u.role, u.tenant_id,
+                COALESCE(tn.suspended, 0) AS suspended
+         FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN tenants tn ON tn.id = u.tenant_id
          WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
     )
     .bind(digest)
     .bind(now())
     .fetch_optional(db)
     .await
+}
+
+/// Tokens of one user, or of everyone when `user` is None, newest first.
+pub async fn list(db: &Db, user: Option<&UserId>) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, name, created_at, expires_at FROM api_tokens
+         WHERE (?1 IS NULL OR user_id = ?1) ORDER BY created_at DESC, id",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes a token of one user (or anyone's when `user` is None); false if there is none.
+pub async fn delete(db: &Db, id: &TokenId, user: Option<&UserId>) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM api_tokens WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)")
+        .bind(id)
+        .bind(user)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

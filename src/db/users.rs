@@ -16,6 +16,13 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// The columns every query of this table reads.
+macro_rules! user_columns {
+    () => {
+        "id, email, role, tenant_id, password_hash, created_at"
+    };
+}
+
 /// Inserts a user; the email must be unused.
 pub async fn insert(
     db: &Db,
@@ -42,10 +49,85 @@ pub async fn insert(
 
 /// The user with this email (case-insensitive).
 pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, email, role, tenant_id, password_hash, created_at FROM users WHERE email = ?1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE email = ?1"
+    ))
     .bind(email)
     .fetch_optional(db)
     .await
+}
+
+/// The user with this id.
+pub async fn get(db: &Db, id: &UserId) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every user, optionally of one tenant, by email.
+pub async fn list(db: &Db, tenant: Option<&TenantId>) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY email"
+    ))
+    .bind(tenant)
+    .fetch_all(db)
+    .await
+}
+
+/// Sets a user's role and tenant.
+pub async fn set_role(
+    db: &Db,
+    id: &UserId,
+    role: &str,
+    tenant: Option<&TenantId>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET role = ?2, tenant_id = ?3, updated_at = ?4 WHERE id = ?1")
+        .bind(id)
+        .bind(role)
+        .bind(tenant)
+        .bind(now())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Replaces a user's password hash and ends the user's browser sessions.
+pub async fn set_password(db: &Db, id: &UserId, hash: &str) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1")
+        .bind(id)
+        .bind(hash)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Deletes a user (tokens and sessions go with it).
+pub async fn delete(db: &Db, id: &UserId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM users WHERE id = ?1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Number of admins.
+pub async fn count_admins(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+        .fetch_one(db)
+        .await
 }

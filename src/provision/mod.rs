@@ -119,6 +119,8 @@ pub struct Settings {
     pub lease: Duration,
     /// Time between reconciler passes.
     pub reconcile_interval: Duration,
+    /// The quota of tenants without their own.
+    pub default_quota: crate::config::QuotaConfig,
 }
 
 impl Settings {
@@ -133,6 +135,7 @@ impl Settings {
             start_timeout: Duration::from_secs(c.libvirt.start_timeout_secs),
             lease: Duration::from_secs(c.reconciler.operation_lease_secs),
             reconcile_interval: Duration::from_secs(c.reconciler.interval_secs),
+            default_quota: c.quota.clone(),
         }
     }
 }

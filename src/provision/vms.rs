@@ -12,6 +12,7 @@ use super::{OpKind, Provisioner, VmState};
 use crate::auth::Principal;
 use crate::db::operations::{OperationRow, Step};
 use crate::db::ports::{AllocateError, Forward};
+use crate::db::quotas::Usage;
 use crate::db::vms::{NewVm, VmRow};
 use crate::db::{self, Scope, WriteTx};
 use crate::domain::Invalid;
@@ -23,6 +24,7 @@ use crate::domain::ssh::{self, SshPublicKey};
 use crate::error::AppError;
 use crate::hypervisor::PowerState;
 use crate::hypervisor::storage::VmFiles;
+use crate::tenancy::accounts::check_quota;
 
 /// Largest user-data accepted, in bytes.
 pub const MAX_USER_DATA: usize = 64 * 1024;
@@ -355,7 +357,12 @@ async fn owning_tenant(
     };
     let unknown = || AppError::invalid("tenant_id", format!("no tenant has id {raw:?}"));
     let id = TenantId::parse(raw).ok_or_else(unknown)?;
-    db::tenants::get(&p.db, &id).await?.ok_or_else(unknown)?;
+    let tenant = db::tenants::get(&p.db, &id).await?.ok_or_else(unknown)?;
+    if tenant.suspended {
+        return Err(AppError::Conflict(format!(
+            "tenant {id} is suspended; reinstate it before creating VMs"
+        )));
+    }
     Ok(id)
 }
 
@@ -440,6 +447,14 @@ pub async fn create(
     let vm_id = VmId::generate();
     let domain_name = format!("carve-{vm_id}");
     let mut tx = db::begin_write(&p.db).await?;
+    let wanted = Usage {
+        vms: 1,
+        vcpus: i64::from(need.vcpus),
+        memory_mib: need.memory_mib as i64,
+        disk_gib: need.disk_gib as i64,
+        ..Usage::default()
+    };
+    check_quota(&mut tx, &p.settings.default_quota, &tenant, wanted).await?;
     let host_id = place(&mut tx, need).await?;
     let inserted = db::vms::insert(
         &mut tx,
@@ -515,6 +530,14 @@ async fn begin_operation(
 ) -> Result<OperationView, AppError> {
     let mut tx = db::begin_write(&p.db).await?;
     if let Some((plan_id, to)) = reserve {
+        let from = vm.resources();
+        let growth = Usage {
+            vcpus: i64::from(to.vcpus) - i64::from(from.vcpus),
+            memory_mib: to.memory_mib as i64 - from.memory_mib as i64,
+            disk_gib: to.disk_gib as i64 - from.disk_gib as i64,
+            ..Usage::default()
+        };
+        check_quota(&mut tx, &p.settings.default_quota, &vm.tenant_id, growth).await?;
         reserve_growth(&mut tx, vm, to).await?;
         db::vms::set_resources(&mut tx, &vm.id, plan_id, to).await?;
     }

@@ -1,0 +1,71 @@
+//! The audit_log table: who did what to which object, when, and how it went. Never secrets.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, Scope, now};
+
+/// An audit entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<String>,
+    pub actor: String,
+    pub tenant_id: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub status: Option<i64>,
+    pub client: Option<String>,
+}
+
+/// What to record.
+#[derive(Debug, Clone, Default)]
+pub struct NewEntry {
+    pub actor_id: Option<String>,
+    pub actor: String,
+    pub tenant_id: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub client: Option<String>,
+}
+
+/// Records an entry.
+pub async fn insert(db: &Db, e: &NewEntry) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(now())
+    .bind(&e.actor_id)
+    .bind(&e.actor)
+    .bind(&e.tenant_id)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.outcome)
+    .bind(e.status.map(i64::from))
+    .bind(&e.client)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The newest entries the scope may see, older than `before` when given.
+pub async fn list(
+    db: &Db,
+    scope: &Scope,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, at, actor_id, actor, tenant_id, action, target, outcome, status, client FROM audit_log
+         WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+    )
+    .bind(scope.tenant())
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,74 @@
+//! The sessions table: browser sessions, keyed by a SHA-256 digest of the cookie.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, now};
+use crate::domain::ids::{TenantId, UserId};
+
+/// A live session and its user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionOwner {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: String,
+    pub tenant_id: Option<TenantId>,
+    pub suspended: bool,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Records a session.
+pub async fn insert(
+    db: &Db,
+    digest: &[u8],
+    user: &UserId,
+    csrf: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(digest)
+        .bind(user)
+        .bind(csrf)
+        .bind(now())
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The unexpired session with this digest.
+pub async fn find(db: &Db, digest: &[u8]) -> Result<Option<SessionOwner>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id AS user_id, u.email, u.role, u.tenant_id, COALESCE(tn.suspended, 0) AS suspended,
+                s.csrf_token, s.expires_at
+         FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = u.tenant_id
+         WHERE s.id_hash = ?1 AND s.expires_at > ?2",
+    )
+    .bind(digest)
+    .bind(now())
+    .fetch_optional(db)
+    .await
+}
+
+/// Ends a session.
+pub async fn delete(db: &Db, digest: &[u8]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = ?1")
+        .bind(digest)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes expired sessions and expired tokens.
+pub async fn purge_expired(db: &Db) -> Result<u64, sqlx::Error> {
+    let at = now();
+    let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?1")
+        .bind(at)
+        .execute(db)
+        .await?;
+    let b = sqlx::query("DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1")
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(a.rows_affected() + b.rows_affected())
+}

@@ -1,0 +1,57 @@
+//! Reading the audit log: admins all of it, customers their tenant's part.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Principal;
+use crate::db::audit::AuditRow;
+use crate::db::{self, Db};
+use crate::error::AppError;
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// Email of who acted (or the email tried, for failed logins).
+    pub actor: String,
+    pub actor_id: Option<String>,
+    pub tenant_id: Option<String>,
+    /// e.g. `POST /api/v1/vms` or `login`.
+    pub action: String,
+    pub target: Option<String>,
+    /// `succeeded`, `failed` or `denied`.
+    pub outcome: String,
+    pub status: Option<i64>,
+    /// Client address.
+    pub client: Option<String>,
+}
+
+impl From<AuditRow> for AuditView {
+    fn from(r: AuditRow) -> Self {
+        Self {
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            actor_id: r.actor_id,
+            tenant_id: r.tenant_id,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            status: r.status,
+            client: r.client,
+        }
+    }
+}
+
+/// The newest entries the caller may see; `before` pages back by id.
+pub async fn list(
+    db: &Db,
+    actor: &Principal,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditView>, AppError> {
+    let rows = db::audit::list(db, &actor.scope(), before, limit.clamp(1, 1000)).await?;
+    Ok(rows.into_iter().map(AuditView::from).collect())
+}

@@ -1,0 +1,7 @@
+//! Multi-tenancy: tenants and users, password logins with throttling, API tokens, quotas and
+//! the audit log.
+
+pub mod accounts;
+pub mod audit;
+pub mod login;
+pub mod tokens;

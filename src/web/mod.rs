@@ -1,0 +1,293 @@
+//! The web panel: askama pages over the same service functions as the API. So far: log in,
+//! log out, and a landing page that greets the logged-in user.
+
+pub mod session;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use crate::api::ClientAddr;
+use crate::app::AppState;
+use crate::db;
+use crate::error::AppError;
+use session::{
+    LOGIN_CSRF_COOKIE, MaybeSession, SESSION_COOKIE, cookie, random_secret, same_secret, secure,
+    set_cookie,
+};
+
+/// The panel's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", get(logout_page).post(logout))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    csrf: &'a str,
+    email: &'a str,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage<'a> {
+    email: &'a str,
+    role: &'a str,
+    tenant: Option<String>,
+    csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+struct LogoutPage<'a> {
+    email: &'a str,
+    csrf: &'a str,
+}
+
+/// Renders a page, or a plain 500 if the template fails.
+fn page(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
+        Err(e) => {
+            AppError::Internal(anyhow::Error::new(e).context("rendering a page")).into_response()
+        }
+    }
+}
+
+/// The landing page for a logged-in user; others go to /login.
+async fn home(
+    State(app): State<AppState>,
+    MaybeSession(user): MaybeSession,
+) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let tenant = match &user.principal.tenant_id {
+        Some(t) => db::tenants::get(&app.db, t).await?.map(|t| t.name),
+        None => None,
+    };
+    Ok(page(
+        StatusCode::OK,
+        &HomePage {
+            email: &user.principal.email,
+            role: user.principal.role.as_str(),
+            tenant,
+            csrf: &user.csrf,
+        },
+    ))
+}
+
+/// The login form, with a double-submit CSRF token (cookie and hidden field).
+async fn login_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    MaybeSession(user): MaybeSession,
+) -> Response {
+    if user.is_some() {
+        return Redirect::to("/").into_response();
+    }
+    login_form(&app, &headers, StatusCode::OK, "", None)
+}
+
+fn login_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    email: &str,
+    error: Option<String>,
+) -> Response {
+    let csrf = cookie(headers, LOGIN_CSRF_COOKIE)
+        .filter(|c| c.len() == 43)
+        .map(str::to_string)
+        .unwrap_or_else(random_secret);
+    let mut response = page(
+        status,
+        &LoginPage {
+            csrf: &csrf,
+            email,
+            error,
+        },
+    );
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, secure(app, headers)),
+    );
+    response
+}
+
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    email: String,
+    password: String,
+    csrf: String,
+}
+
+/// Checks the credentials, starts a session and goes to the landing page.
+async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client_ip = client;
+    let email = form.email.trim().to_string();
+    let csrf_ok = cookie(&headers, LOGIN_CSRF_COOKIE).is_some_and(|c| same_secret(c, &form.csrf));
+    if !csrf_ok {
+        return login_form(
+            &app,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &email,
+            Some("The form expired; please try again.".into()),
+        );
+    }
+    let result = crate::tenancy::login::authenticate(&app, &email, form.password, client_ip).await;
+    let status = match &result {
+        Ok(_) => StatusCode::SEE_OTHER,
+        Err(e) => e.status(),
+    };
+    audit(
+        &app,
+        result.as_ref().ok().map(|u| {
+            (
+                u.id.to_string(),
+                u.tenant_id.as_ref().map(ToString::to_string),
+            )
+        }),
+        &email,
+        "login",
+        status,
+        client_ip,
+    )
+    .await;
+    let user = match result {
+        Ok(user) => user,
+        Err(e) => {
+            let message = match &e {
+                AppError::Internal(_) => {
+                    "carve hit an internal error; please try again.".to_string()
+                }
+                other => other.to_string(),
+            };
+            let mut response = login_form(&app, &headers, e.status(), &email, Some(message));
+            if let AppError::TooManyRequests {
+                retry_after_secs, ..
+            } = e
+            {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after_secs.into());
+            }
+            return response;
+        }
+    };
+    match session::start(&app, &user.id).await {
+        Ok((value, _expires)) => {
+            let max_age = app.config.auth.session_hours as i64 * 3600;
+            let secure = secure(&app, &headers);
+            let mut response = Redirect::to("/").into_response();
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, &value, max_age, secure),
+            );
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure),
+            );
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Asks the logged-in user to confirm logging out (a POST with the session's CSRF token).
+async fn logout_page(MaybeSession(user): MaybeSession) -> Response {
+    match user {
+        Some(u) => page(
+            StatusCode::OK,
+            &LogoutPage {
+                email: &u.principal.email,
+                csrf: &u.csrf,
+            },
+        ),
+        None => Redirect::to("/login").into_response(),
+    }
+}
+
+/// The logout form's field.
+#[derive(Debug, Deserialize)]
+struct LogoutForm {
+    csrf: String,
+}
+
+/// Ends the session (in the database, so on every carve process) and clears the cookie.
+async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
+    MaybeSession(user): MaybeSession,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, AppError> {
+    let Some(user) = user else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    if !same_secret(&user.csrf, &form.csrf) {
+        return Err(AppError::Forbidden(
+            "the logout form expired; reload the page and try again".into(),
+        ));
+    }
+    session::end(&app, &user.cookie).await?;
+    let p = &user.principal;
+    audit(
+        &app,
+        Some((
+            p.user_id.to_string(),
+            p.tenant_id.as_ref().map(ToString::to_string),
+        )),
+        &p.email,
+        "logout",
+        StatusCode::SEE_OTHER,
+        client,
+    )
+    .await;
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", 0, secure(&app, &headers)),
+    );
+    Ok(response)
+}
+
+/// Records a panel login or logout in the audit log.
+async fn audit(
+    app: &AppState,
+    user: Option<(String, Option<String>)>,
+    email: &str,
+    action: &str,
+    status: StatusCode,
+    client: Option<std::net::IpAddr>,
+) {
+    let (actor_id, tenant_id) = user.map(|(u, t)| (Some(u), t)).unwrap_or((None, None));
+    let entry = db::audit::NewEntry {
+        actor_id,
+        actor: email.chars().take(254).collect(),
+        tenant_id,
+        action: action.into(),
+        target: None,
+        outcome: crate::api::outcome(status).into(),
+        status: Some(status.as_u16()),
+        client: client.map(|c| c.to_string()),
+    };
+    if let Err(e) = db::audit::insert(&app.db, &entry).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
+}

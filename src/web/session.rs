@@ -1,0 +1,132 @@
+//! Browser sessions in the database: a random cookie (HttpOnly, SameSite=Lax, Secure behind
+//! TLS, with an expiry) whose SHA-256 digest keys the `sessions` row, so any carve process on
+//! the same database serves the same logged-in user.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+
+use crate::app::AppState;
+use crate::auth::{Principal, Role, token_digest};
+use crate::db;
+use crate::domain::ids::UserId;
+use crate::error::AppError;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "carve_session";
+/// The login form's double-submit CSRF cookie.
+pub const LOGIN_CSRF_COOKIE: &str = "carve_login_csrf";
+
+/// A random URL-safe secret of 32 bytes.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The value of a cookie in the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether cookies must be marked Secure: configured so, or the request came over TLS to a
+/// proxy in front of carve.
+pub fn secure(app: &AppState, headers: &HeaderMap) -> bool {
+    app.config.auth.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// A `Set-Cookie` value; `max_age` 0 deletes the cookie.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, secure: bool) -> HeaderValue {
+    let mut v = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}");
+    if secure {
+        v.push_str("; Secure");
+    }
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Starts a session for a user; returns the cookie value and its expiry.
+pub async fn start(app: &AppState, user: &UserId) -> Result<(String, DateTime<Utc>), AppError> {
+    let secret = random_secret();
+    let expires = Utc::now() + Duration::hours(app.config.auth.session_hours as i64);
+    db::sessions::insert(
+        &app.db,
+        &token_digest(&secret),
+        user,
+        &random_secret(),
+        expires,
+    )
+    .await?;
+    Ok((secret, expires))
+}
+
+/// Ends the session whose cookie this is.
+pub async fn end(app: &AppState, cookie_value: &str) -> Result<(), AppError> {
+    db::sessions::delete(&app.db, &token_digest(cookie_value)).await?;
+    Ok(())
+}
+
+/// The logged-in user of a browser request, with the session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub principal: Principal,
+    pub csrf: String,
+    /// The cookie value (to end the session).
+    pub cookie: String,
+}
+
+/// The session user, if the request carries a live session of a user whose tenant is not
+/// suspended.
+pub struct MaybeSession(pub Option<SessionUser>);
+
+impl FromRequestParts<AppState> for MaybeSession {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Ok(MaybeSession(None));
+        };
+        let Some(owner) = db::sessions::find(&app.db, &token_digest(value)).await? else {
+            return Ok(MaybeSession(None));
+        };
+        if owner.suspended {
+            return Ok(MaybeSession(None));
+        }
+        let principal = Principal {
+            user_id: owner.user_id,
+            email: owner.email,
+            role: Role::parse(&owner.role).unwrap_or(Role::Customer),
+            tenant_id: owner.tenant_id,
+        };
+        Ok(MaybeSession(Some(SessionUser {
+            principal,
+            csrf: owner.csrf_token,
+            cookie: value.to_string(),
+        })))
+    }
+}
