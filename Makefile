@@ -11,7 +11,8 @@ run:
 test: setup images
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	CARVETEST_IMAGE_DIR=$(IMAGE_DIR) cargo test --all-targets
+	CARVETEST_IMAGE_DIR=$(IMAGE_DIR) cargo test
+	CARVE_IMAGE_DIR=$(IMAGE_DIR) ./tests/schemathesis.sh
 
 ## Install and start libvirt, QEMU and the image tools (Debian 12, as root).
 setup:

@@ -43,12 +43,16 @@ impl From<&PlanRow> for PlanView {
 #[serde(deny_unknown_fields)]
 pub struct CreatePlanRequest {
     /// Letters, digits, '.', '_' and '-'; unique.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     /// Virtual CPUs (1-256).
+    #[schema(minimum = 1, maximum = 256)]
     pub vcpus: i64,
     /// Memory in MiB (64 to 4194304).
+    #[schema(minimum = 64, maximum = 4194304)]
     pub memory_mib: i64,
     /// Disk in GiB (1 to 65536).
+    #[schema(minimum = 1, maximum = 65536)]
     pub disk_gib: i64,
 }
 

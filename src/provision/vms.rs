@@ -36,6 +36,7 @@ pub const MAX_PORTS: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct CreateVmRequest {
     /// The VM's name: a DNS label (lowercase letters, digits, '-'), unique in the tenant.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Plan id or name.
     pub plan: String,
@@ -43,12 +44,15 @@ pub struct CreateVmRequest {
     pub image: String,
     /// OpenSSH public keys for the guest.
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub ssh_keys: Vec<String>,
     /// cloud-init user-data; a script starting with `#!` runs at first boot.
     #[serde(default)]
+    #[schema(max_length = 65536)]
     pub user_data: Option<String>,
     /// Guest TCP ports to forward from the host (network mode `user`).
     #[serde(default)]
+    #[schema(max_items = 16, value_type = Vec<u16>)]
     pub ports: Vec<i64>,
     /// Load-balanced pool to join.
     #[serde(default)]

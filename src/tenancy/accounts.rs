@@ -69,6 +69,7 @@ pub fn check_email(email: &str) -> Result<(), Invalid> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantView {
     pub id: String,
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     /// A suspended tenant's VMs are stopped and its users cannot log in.
     pub suspended: bool,
@@ -374,6 +375,7 @@ impl From<&UserRow> for UserView {
 pub struct CreateUserRequest {
     pub email: String,
     /// 10 to 1024 characters; stored only as an argon2id hash.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
     pub role: Role,
     /// Required for customers; optional for admins.
@@ -394,6 +396,7 @@ pub struct UpdateUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    #[schema(min_length = 10, max_length = 1024)]
     pub new_password: String,
 }
 
