@@ -89,6 +89,7 @@ impl Application {
             settings,
             owner: Owner::current(),
             host_id: host.id,
+            list_cache: Default::default(),
         });
 
         let openapi_json = crate::api::router()

@@ -53,6 +53,9 @@ pub struct Principal {
     pub email: String,
     pub role: Role,
     pub tenant_id: Option<TenantId>,
+    /// Version of the data this principal may see, read with its credentials: a rendered VM
+    /// list made at this version is still current.
+    pub view_version: Option<i64>,
 }
 
 impl Principal {

@@ -225,6 +225,7 @@ async fn resolve_caller(
         email: owner.email,
         role,
         tenant_id: owner.tenant_id,
+        view_version: Some(owner.view_version),
     }))
 }
 

@@ -47,11 +47,9 @@ fn op_accepted(op: OperationView) -> Response {
 /// List the VMs the caller may see.
 #[utoipa::path(get, path = "/vms", tag = "vms", security(("bearer" = [])),
     responses((status = 200, description = "VMs, newest first", body = Vec<VmView>), ReadErrors))]
-async fn list_vms(
-    State(app): State<AppState>,
-    Auth(actor): Auth,
-) -> Result<Json<Vec<VmView>>, AppError> {
-    Ok(Json(service::list(&app.prov, &actor).await?))
+async fn list_vms(State(app): State<AppState>, Auth(actor): Auth) -> Result<Response, AppError> {
+    let body = service::list_json(&app.prov, &actor).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Create a VM; it is built and booted by an operation.

@@ -13,6 +13,8 @@ pub struct SessionOwner {
     pub role: String,
     pub tenant_id: Option<TenantId>,
     pub suspended: bool,
+    /// Version of the data the user may see (see migration 0003).
+    pub view_version: i64,
     pub csrf_token: String,
     pub expires_at: DateTime<Utc>,
 }
@@ -40,8 +42,10 @@ pub async fn insert(
 pub async fn find(db: &Db, digest: &[u8]) -> Result<Option<SessionOwner>, sqlx::Error> {
     sqlx::query_as(
         "SELECT u.id AS user_id, u.email, u.role, u.tenant_id, COALESCE(tn.suspended, 0) AS suspended,
-                s.csrf_token, s.expires_at
+                COALESCE(vv.version, 0) AS view_version, s.csrf_token, s.expires_at
          FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = u.tenant_id
+         LEFT JOIN view_versions vv
+            ON vv.scope = CASE WHEN u.role = 'admin' THEN '*' ELSE COALESCE(u.tenant_id, '') END
          WHERE s.id_hash = ?1 AND s.expires_at > ?2",
     )
     .bind(digest)

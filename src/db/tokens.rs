@@ -15,6 +15,8 @@ pub struct TokenOwner {
     pub tenant_id: Option<TenantId>,
     /// Whether the user's tenant is suspended.
     pub suspended: bool,
+    /// Version of the data the user may see (see migration 0003).
+    pub view_version: i64,
 }
 
 /// A token's public facts.
@@ -61,8 +63,10 @@ pub async fn insert(
 pub async fn find_owner(db: &Db, digest: &[u8]) -> Result<Option<TokenOwner>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id AS token_id, u.id AS user_id, u.email, u.role, u.tenant_id,
-                COALESCE(tn.suspended, 0) AS suspended
+                COALESCE(tn.suspended, 0) AS suspended, COALESCE(vv.version, 0) AS view_version
          FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN tenants tn ON tn.id = u.tenant_id
+         LEFT JOIN view_versions vv
+            ON vv.scope = CASE WHEN u.role = 'admin' THEN '*' ELSE COALESCE(u.tenant_id, '') END
          WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
     )
     .bind(digest)

@@ -149,6 +149,8 @@ pub struct Provisioner {
     pub owner: Owner,
     /// The host this process manages.
     pub host_id: HostId,
+    /// Rendered VM lists, checked against the database's view version on every use.
+    pub list_cache: vms::ListCache,
 }
 
 impl Provisioner {

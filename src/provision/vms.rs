@@ -256,6 +256,55 @@ pub async fn list(p: &Provisioner, actor: &Principal) -> Result<Vec<VmView>, App
         .collect())
 }
 
+/// Most rendered lists kept; past it the cache starts over.
+const LIST_CACHE_ENTRIES: usize = 4096;
+
+/// Rendered VM lists by scope, each tagged with the view version it was rendered at. An entry
+/// is used only when the version the caller's credentials were read with (from the database,
+/// in the same query) is the same, so a change made by any process is seen at once.
+#[derive(Default)]
+pub struct ListCache {
+    entries: std::sync::Mutex<HashMap<String, (i64, axum::body::Bytes)>>,
+}
+
+impl ListCache {
+    fn get(&self, key: &str, version: i64) -> Option<axum::body::Bytes> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, body)| body.clone())
+    }
+
+    fn put(&self, key: String, version: i64, body: axum::body::Bytes) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= LIST_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (version, body));
+    }
+}
+
+/// Every VM the actor may see, as the JSON the API answers with; served from the cache when
+/// nothing the actor may see has changed since it was rendered.
+pub async fn list_json(p: &Provisioner, actor: &Principal) -> Result<axum::body::Bytes, AppError> {
+    let key = match actor.scope() {
+        Scope::All => "*".to_string(),
+        Scope::Tenant(t) => t.to_string(),
+    };
+    if let Some(version) = actor.view_version
+        && let Some(body) = p.list_cache.get(&key, version)
+    {
+        return Ok(body);
+    }
+    let views = list(p, actor).await?;
+    let body = axum::body::Bytes::from(serde_json::to_vec(&views).map_err(anyhow::Error::from)?);
+    if let Some(version) = actor.view_version {
+        p.list_cache.put(key, version, body.clone());
+    }
+    Ok(body)
+}
+
 /// Checked fields of a create request.
 struct CheckedCreate {
     name: VmName,

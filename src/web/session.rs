@@ -122,6 +122,7 @@ impl FromRequestParts<AppState> for MaybeSession {
             email: owner.email,
             role: Role::parse(&owner.role).unwrap_or(Role::Customer),
             tenant_id: owner.tenant_id,
+            view_version: Some(owner.view_version),
         };
         Ok(MaybeSession(Some(SessionUser {
             principal,

@@ -600,3 +600,56 @@ async fn users_change_passwords_and_admins_reset_them() {
     assert!(hashes.iter().all(|h| h.starts_with("$argon2id$")));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_vm_list_is_never_stale_whichever_process_writes() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let (_tenant, token) = tenant_with_customer(&app, "fresh").await;
+    let (vm, _) = create_vm(&app, &token, "one").await;
+    let first = app.call_as(&token, "GET", "/api/v1/vms", None).await.body;
+    assert_eq!(first[0]["state"], "running");
+    assert_eq!(
+        app.call_as(&token, "GET", "/api/v1/vms", None).await.body,
+        first,
+        "a repeat answers the same"
+    );
+    // Another process (here: plain SQL on the shared database) changes the VM.
+    sqlx::query("UPDATE vms SET state = 'paused' WHERE id = ?1")
+        .bind(&vm)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.call_as(&token, "GET", "/api/v1/vms", None).await.body[0]["state"],
+        "paused"
+    );
+    sqlx::query("DELETE FROM port_forwards WHERE vm_id = ?1")
+        .bind(&vm)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.call_as(&token, "GET", "/api/v1/vms", None).await.body[0]["forwards"],
+        json!([])
+    );
+    // The admin's view of every tenant follows too.
+    assert_eq!(
+        app.call("GET", "/api/v1/vms", None).await.body[0]["state"],
+        "paused"
+    );
+    sqlx::query("UPDATE vms SET state = 'stopped' WHERE id = ?1")
+        .bind(&vm)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.call("GET", "/api/v1/vms", None).await.body[0]["state"],
+        "stopped"
+    );
+    let (second, _) = create_vm(&app, &token, "two").await;
+    let list = app.call_as(&token, "GET", "/api/v1/vms", None).await.body;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["id"], second.as_str());
+    app.stop().await;
+}
