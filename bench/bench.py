@@ -35,6 +35,8 @@ def free_port():
 class Carve:
     """A `carve serve` process with an admin token."""
 
+    running = []
+
     def __init__(self, binary, data, images, uri, extra_env=None):
         self.binary, self.data = binary, data
         os.makedirs(data, exist_ok=True)
@@ -44,7 +46,9 @@ class Carve:
                         CARVE_HTTP_LISTEN=f"127.0.0.1:{self.port}", CARVE_SFTP_LISTEN="127.0.0.1:0",
                         CARVE_LIBVIRT_URI=uri, CARVE_LIBVIRT_DOMAIN_TYPE="qemu",
                         CARVE_CAPACITY_CPU_OVERCOMMIT="100", CARVE_CAPACITY_MEMORY_OVERCOMMIT="100",
-                        CARVE_CAPACITY_DISK_OVERCOMMIT="100", RUST_LOG="warn",
+                        CARVE_CAPACITY_DISK_OVERCOMMIT="100", CARVE_QUOTA_MAX_VMS="100000",
+                        CARVE_QUOTA_MAX_VCPUS="100000", CARVE_QUOTA_MAX_MEMORY_MIB="100000000",
+                        CARVE_QUOTA_MAX_DISK_GIB="100000000", RUST_LOG="warn",
                         **(extra_env or {}))
         subprocess.run([binary, "admin", "create-user", "--email", "bench@localhost", "--role", "admin"],
                        input=b"bench password\n", env=self.env, check=True, capture_output=True)
@@ -52,6 +56,7 @@ class Carve:
                                     env=self.env, check=True, capture_output=True).stdout.decode().strip()
         self.log = open(os.path.join(data, "serve.log"), "ab")
         self.proc = subprocess.Popen([binary, "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
+        Carve.running.append(self)
         deadline = time.time() + 60
         while True:
             try:
@@ -90,6 +95,8 @@ class Carve:
         return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
     def stop(self):
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=15)
@@ -251,7 +258,11 @@ def main():
     for name, fn in (("provision", bench_provision), ("disk", bench_disk), ("rss", bench_rss)):
         if args.only in (None, name):
             print(f"== {name}", file=sys.stderr, flush=True)
-            results[name] = fn(args, args.images)
+            try:
+                results[name] = fn(args, args.images)
+            finally:
+                for c in Carve.running:
+                    c.stop()
             print(json.dumps(results[name], indent=2), flush=True)
     with open(os.path.join(args.work, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

@@ -23,6 +23,8 @@ use crate::hypervisor::{Hv, storage};
 use crate::metrics::HttpMetrics;
 use crate::provision::owner::Owner;
 use crate::provision::{self, Provisioner, Settings, reconciler};
+use crate::sftp::SftpServer;
+use crate::sftp::quota::Ledger;
 
 /// Everything handlers share.
 pub struct App {
@@ -31,6 +33,8 @@ pub struct App {
     pub prov: Arc<Provisioner>,
     pub metrics: HttpMetrics,
     pub hasher: PasswordHasher,
+    /// SFTP usage of the accounts this process serves.
+    pub sftp_ledger: Arc<crate::sftp::quota::Ledger>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: String,
 }
@@ -43,6 +47,8 @@ pub struct Application {
     state: AppState,
     http: TcpListener,
     http_addr: SocketAddr,
+    sftp: SftpServer,
+    sftp_addr: SocketAddr,
 }
 
 /// Creates a directory (and parents) traversable, not listable, by other users.
@@ -101,24 +107,36 @@ impl Application {
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
         let hasher = PasswordHasher::new(config.auth.concurrent_hashes);
+        let sftp_ledger = Arc::new(Ledger::new(db.clone(), config.quota.clone()));
+        let sftp =
+            SftpServer::build(&config, db.clone(), hasher.clone(), sftp_ledger.clone()).await?;
+        let sftp_addr = sftp.local_addr()?;
         let state = Arc::new(App {
             config,
             db,
             prov,
             metrics: HttpMetrics::default(),
             hasher,
+            sftp_ledger,
             openapi_json,
         });
         Ok(Self {
             state,
             http,
             http_addr,
+            sftp,
+            sftp_addr,
         })
     }
 
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound SFTP address.
+    pub fn sftp_addr(&self) -> SocketAddr {
+        self.sftp_addr
     }
 
     /// The shared state (tests use it to reach the database and provisioner).
@@ -133,8 +151,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let reconciler = tokio::spawn(reconciler::run_forever(self.state.prov.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
+        let sftp = tokio::spawn(self.sftp.run());
         let router = router(self.state.clone());
-        tracing::info!(http = %self.http_addr, "carve is serving");
+        tracing::info!(http = %self.http_addr, sftp = %self.sftp_addr, "carve is serving");
         let served = axum::serve(
             self.http,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -143,6 +162,7 @@ impl Application {
         .await;
         reconciler.abort();
         housekeeping.abort();
+        sftp.abort();
         served.context("serving HTTP")
     }
 }

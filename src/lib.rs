@@ -12,6 +12,7 @@ pub mod error;
 pub mod hypervisor;
 pub mod metrics;
 pub mod provision;
+pub mod sftp;
 pub mod telemetry;
 pub mod tenancy;
 pub mod web;

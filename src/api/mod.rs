@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod catalog;
 pub mod hosts;
 pub mod operations;
+pub mod sftp_accounts;
 pub mod tokens;
 pub mod vms;
 
@@ -39,6 +40,7 @@ use crate::provision::vms::OperationView;
         (name = "users", description = "Users (admins) and the caller (`/me`)"),
         (name = "tokens", description = "API tokens"),
         (name = "audit", description = "The audit log"),
+        (name = "sftp", description = "SFTP accounts"),
     )
 )]
 struct ApiDoc;
@@ -64,7 +66,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(catalog::router())
         .merge(hosts::router())
         .merge(accounts::router())
-        .merge(tokens::router());
+        .merge(tokens::router())
+        .merge(sftp_accounts::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 

@@ -11,6 +11,7 @@ pub mod plans;
 pub mod ports;
 pub mod quotas;
 pub mod sessions;
+pub mod sftp_accounts;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

@@ -103,12 +103,13 @@ pub async fn usage(conn: &mut SqliteConnection, tenant: &TenantId) -> Result<Usa
     .bind(tenant)
     .fetch_one(&mut *conn)
     .await?;
+    let (sftp_bytes, sftp_files) = super::sftp_accounts::tenant_usage(&mut *conn, tenant).await?;
     Ok(Usage {
         vms,
         vcpus,
         memory_mib,
         disk_gib,
-        sftp_bytes: 0,
-        sftp_files: 0,
+        sftp_bytes,
+        sftp_files,
     })
 }

@@ -74,6 +74,7 @@ pub async fn set_suspended(db: &Db, id: &TenantId, suspended: bool) -> Result<()
 pub async fn delete(conn: &mut sqlx::SqliteConnection, id: &TenantId) -> Result<(), sqlx::Error> {
     for sql in [
         "DELETE FROM users WHERE tenant_id = ?1",
+        "DELETE FROM sftp_accounts WHERE tenant_id = ?1",
         "DELETE FROM quotas WHERE tenant_id = ?1",
         "DELETE FROM operations WHERE tenant_id = ?1",
         "DELETE FROM port_forwards WHERE vm_id IN (SELECT id FROM vms WHERE tenant_id = ?1)",

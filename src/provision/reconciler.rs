@@ -29,6 +29,8 @@ pub struct Report {
     pub unmanaged: Vec<String>,
     /// VM directories removed because their VM is deleted.
     pub removed_dirs: Vec<String>,
+    /// VM directories of VMs this database does not know (left alone).
+    pub unknown_dirs: Vec<String>,
     /// Port reservations of deleted VMs released.
     pub released_ports: u64,
 }
@@ -164,8 +166,9 @@ async fn observe_vms(
     Ok(())
 }
 
-/// Removes VM directories whose VM is deleted or unknown (a crash between removing a VM's
-/// files and recording it can leave one).
+/// Removes VM directories whose VM this database records as deleted (a crash between removing
+/// a VM's files and recording it can leave one). A directory of a VM this database does not
+/// know is reported, never removed: it may belong to another carve sharing the directory.
 async fn remove_deleted_dirs(
     p: &Provisioner,
     busy: &HashSet<String>,
@@ -182,13 +185,17 @@ async fn remove_deleted_dirs(
         if busy.contains(vm_id.as_str()) {
             continue;
         }
-        let live = db::vms::get_any(&p.db, &vm_id)
-            .await?
-            .is_some_and(|v| v.deleted_at.is_none());
-        if !live {
-            VmFiles::new(&p.settings.vm_root, &vm_id).remove().await?;
-            tracing::info!(vm = %vm_id, "removed the files of a deleted VM");
-            report.removed_dirs.push(name);
+        match db::vms::get_any(&p.db, &vm_id).await? {
+            Some(vm) if vm.deleted_at.is_some() => {
+                VmFiles::new(&p.settings.vm_root, &vm_id).remove().await?;
+                tracing::info!(vm = %vm_id, "removed the files of a deleted VM");
+                report.removed_dirs.push(name);
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(dir = %entry.path().display(), "a VM directory this database does not know; leaving it alone");
+                report.unknown_dirs.push(name);
+            }
         }
     }
     Ok(())

@@ -51,7 +51,6 @@ pub fn check_email(email: &str) -> Result<(), Invalid> {
     let ok = email.len() <= 254
         && parts.len() == 2
         && parts.iter().all(|p| !p.is_empty())
-        && parts[1].contains('.')
         && !email
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "<>\"'`;,()[]\\".contains(c));
@@ -211,6 +210,16 @@ pub async fn delete_tenant(db: &Db, actor: &Principal, id: &str) -> Result<(), A
     }
     let mut tx = db::begin_write(db).await?;
     let usage = db::quotas::usage(&mut tx, &tenant.id).await?;
+    if usage.sftp_files > 0
+        || !db::sftp_accounts::list(&mut *tx, &Scope::Tenant(tenant.id.clone()))
+            .await?
+            .is_empty()
+    {
+        return Err(AppError::Conflict(format!(
+            "tenant {} still has SFTP accounts; delete them first",
+            tenant.id
+        )));
+    }
     if usage.vms > 0 {
         return Err(AppError::Conflict(format!(
             "tenant {} still has {} VMs; delete them first",

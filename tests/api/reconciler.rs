@@ -261,3 +261,23 @@ async fn a_failed_create_is_rolled_back_completely() {
     assert_eq!(host["allocated"]["memory_mib"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn directories_of_deleted_vms_go_and_unknown_ones_stay() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "leftover").await;
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    // A crash between removing the files and recording the deletion would leave this.
+    let vms = app.data_dir.path().join("vms");
+    std::fs::create_dir(vms.join(&vm)).unwrap();
+    // A directory this database never heard of (another carve sharing the directory).
+    let stranger = carve::domain::ids::VmId::generate().to_string();
+    std::fs::create_dir(vms.join(&stranger)).unwrap();
+    let report = reconciler::pass(&app.state.prov).await.unwrap();
+    assert!(!vms.join(&vm).exists(), "{report:?}");
+    assert!(vms.join(&stranger).exists(), "never removed: {report:?}");
+    assert_eq!(report.unknown_dirs, vec![stranger]);
+    app.stop().await;
+}

@@ -1,0 +1,105 @@
+//! `/sftp-accounts`: SFTP logins of a tenant, with their usage.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, ApiQuery, Auth, ReadErrors, WriteErrors};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::sftp::accounts::{
+    self as service, CreateSftpAccountRequest, SftpAccountView, UpdateSftpAccountRequest,
+};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(get_account, update_account, delete_account))
+        .routes(routes!(rescan))
+}
+
+/// List SFTP accounts (customers: their tenant's).
+#[utoipa::path(get, path = "/sftp-accounts", tag = "sftp", security(("bearer" = [])),
+    responses((status = 200, description = "Accounts by username", body = Vec<SftpAccountView>), ReadErrors))]
+async fn list_accounts(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+) -> Result<Json<Vec<SftpAccountView>>, AppError> {
+    Ok(Json(service::list(&app, &actor).await?))
+}
+
+/// Create an SFTP account with a password and/or public keys.
+#[utoipa::path(post, path = "/sftp-accounts", tag = "sftp", security(("bearer" = [])), request_body = CreateSftpAccountRequest,
+    responses((status = 201, description = "The account", body = SftpAccountView), WriteErrors))]
+async fn create_account(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    ApiJson(req): ApiJson<CreateSftpAccountRequest>,
+) -> Result<(StatusCode, Json<SftpAccountView>), AppError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(service::create(&app, &actor, req).await?),
+    ))
+}
+
+/// Read an SFTP account and its usage.
+#[utoipa::path(get, path = "/sftp-accounts/{id}", tag = "sftp", security(("bearer" = [])),
+    params(("id" = String, Path, description = "SFTP account id")),
+    responses((status = 200, description = "The account", body = SftpAccountView), ReadErrors))]
+async fn get_account(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<SftpAccountView>, AppError> {
+    Ok(Json(service::get(&app, &actor, &id).await?))
+}
+
+/// Enable or disable an account, reset its password or replace its keys (next login).
+#[utoipa::path(patch, path = "/sftp-accounts/{id}", tag = "sftp", security(("bearer" = [])), request_body = UpdateSftpAccountRequest,
+    params(("id" = String, Path, description = "SFTP account id")),
+    responses((status = 200, description = "The account", body = SftpAccountView), WriteErrors))]
+async fn update_account(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateSftpAccountRequest>,
+) -> Result<Json<SftpAccountView>, AppError> {
+    Ok(Json(service::update(&app, &actor, &id, req).await?))
+}
+
+/// Whether to keep a deleted account's files.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    /// Keep the files (moved aside under the data directory) instead of removing them.
+    keep_files: Option<bool>,
+}
+
+/// Delete an SFTP account, removing its files unless `keep_files=true`.
+#[utoipa::path(delete, path = "/sftp-accounts/{id}", tag = "sftp", security(("bearer" = [])),
+    params(("id" = String, Path, description = "SFTP account id"), DeleteQuery),
+    responses((status = 204, description = "Deleted"), WriteErrors))]
+async fn delete_account(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<StatusCode, AppError> {
+    service::delete(&app, &actor, &id, q.keep_files.unwrap_or(false)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Recount every account's usage from disk (admins).
+#[utoipa::path(post, path = "/sftp-accounts/rescan", tag = "sftp", security(("bearer" = [])),
+    responses((status = 200, description = "Accounts with fresh usage", body = Vec<SftpAccountView>), WriteErrors))]
+async fn rescan(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+) -> Result<Json<Vec<SftpAccountView>>, AppError> {
+    Ok(Json(service::rescan_now(&app, &actor).await?))
+}

@@ -1,0 +1,440 @@
+//! The SFTP server: russh for SSH (a persistent Ed25519 host key, password and public-key
+//! logins against the `sftp_accounts` table), and carve's own SFTP v3 engine
+//! ([`session`]) on a jailed filesystem ([`jail`]) with per-tenant quotas ([`quota`]).
+
+pub mod accounts;
+pub mod jail;
+pub mod protocol;
+pub mod quota;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::PasswordHasher;
+use crate::config::Config;
+use crate::db::sftp_accounts::SftpAccountRow;
+use crate::db::{self, Db};
+use crate::domain::ids::SftpAccountId;
+
+/// How long a client may take to log in.
+const LOGIN_GRACE: Duration = Duration::from_secs(60);
+/// Connections allowed to be logging in at once; more wait (a flood cannot exhaust us).
+const MAX_UNAUTHENTICATED: usize = 64;
+
+/// What every SFTP connection shares.
+pub struct Shared {
+    pub db: Db,
+    pub hasher: PasswordHasher,
+    pub ledger: Arc<quota::Ledger>,
+    /// Where homes live: `<data_dir>/sftp/<account id>`.
+    pub homes: PathBuf,
+    pub config: Config,
+}
+
+impl Shared {
+    /// The home directory of an account.
+    pub fn home(&self, account: &SftpAccountId) -> PathBuf {
+        home_of(&self.homes, account)
+    }
+}
+
+/// The home directory of an account under `homes`.
+pub fn home_of(homes: &Path, account: &SftpAccountId) -> PathBuf {
+    homes.join(account.as_str())
+}
+
+/// Loads the host key, making one at first start (so clients' known_hosts stay valid).
+pub fn host_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    if path.exists() {
+        return russh::keys::load_secret_key(path, None)
+            .with_context(|| format!("reading the SSH host key {}", path.display()));
+    }
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.write_openssh_file(path, LineEnding::LF)
+        .with_context(|| format!("writing the SSH host key {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(path = %path.display(), "made a new SSH host key");
+    Ok(key)
+}
+
+/// The SSH server settings: tuned windows and packets for throughput, Nagle off, constant-time
+/// rejections, idle connections closed.
+fn ssh_config(key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-carve".into()),
+        methods: MethodSet::from(&[MethodKind::Password, MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![key],
+        window_size: 16 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        channel_buffer_size: 256,
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(Duration::from_secs(600)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// The bound SFTP listener, ready to serve.
+pub struct SftpServer {
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+}
+
+impl SftpServer {
+    /// Binds the listener, loads the host key and rescans every account's usage from disk.
+    pub async fn build(
+        config: &Config,
+        db: Db,
+        hasher: PasswordHasher,
+        ledger: Arc<quota::Ledger>,
+    ) -> anyhow::Result<Self> {
+        let homes = std::path::absolute(config.data_dir.join("sftp"))?;
+        std::fs::create_dir_all(&homes)?;
+        let key = host_key(&config.data_dir.join("ssh_host_ed25519_key"))?;
+        let shared = Arc::new(Shared {
+            db,
+            hasher,
+            ledger,
+            homes,
+            config: config.clone(),
+        });
+        accounts::rescan(&shared.db, &shared.homes, &shared.ledger, None).await?;
+        let listener = TcpListener::bind(config.sftp.listen)
+            .await
+            .with_context(|| format!("binding sftp.listen = {}", config.sftp.listen))?;
+        Ok(Self {
+            listener,
+            config: Arc::new(ssh_config(key)),
+            shared,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections forever; usage is flushed to the database every few seconds.
+    pub async fn run(self) {
+        let ledger = self.shared.ledger.clone();
+        let flusher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                ledger.flush().await;
+            }
+        });
+        let gate = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SFTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = gate.clone().acquire_owned().await else {
+                break;
+            };
+            let authed = Arc::new(AtomicBool::new(false));
+            let handler = Connection {
+                shared: self.shared.clone(),
+                peer: peer.ip(),
+                account: None,
+                channels: HashMap::new(),
+                authed: authed.clone(),
+                permit: Some(permit),
+            };
+            let config = self.config.clone();
+            tokio::spawn(async move {
+                let session = match russh::server::run_stream(config, stream, handler).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "SSH handshake failed");
+                        return;
+                    }
+                };
+                let handle = session.handle();
+                let watchdog = tokio::spawn(async move {
+                    tokio::time::sleep(LOGIN_GRACE).await;
+                    if !authed.load(Ordering::SeqCst) {
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "login took too long".into(),
+                                "en".into(),
+                            )
+                            .await;
+                    }
+                });
+                if let Err(e) = session.await {
+                    tracing::debug!(error = %e, "SSH session ended with an error");
+                }
+                watchdog.abort();
+            });
+        }
+        flusher.abort();
+    }
+}
+
+/// One SSH connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    account: Option<SftpAccountRow>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    authed: Arc<AtomicBool>,
+    /// Held while not logged in; released at login so logged-in users do not count.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A russh handler error.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error(transparent)]
+    Russh(#[from] russh::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl Connection {
+    /// Looks up an enabled account whose tenant is not suspended.
+    async fn usable_account(&self, user: &str) -> Result<Option<SftpAccountRow>, sqlx::Error> {
+        if !accounts::valid_username(user) {
+            return Ok(None);
+        }
+        let Some(account) = db::sftp_accounts::find_by_username(&self.shared.db, user).await?
+        else {
+            return Ok(None);
+        };
+        let suspended = db::tenants::get(&self.shared.db, &account.tenant_id)
+            .await?
+            .is_none_or(|t| t.suspended);
+        Ok((account.enabled && !suspended).then_some(account))
+    }
+
+    /// Records the outcome of a login: audit entry, failure counters, session start.
+    async fn finish_login(
+        &mut self,
+        user: &str,
+        account: Option<SftpAccountRow>,
+        method: &str,
+    ) -> Result<Auth, SshError> {
+        let window = chrono::Duration::seconds(self.shared.config.auth.window_secs as i64);
+        let (account_key, client_key) = (format!("sftp:{user}"), format!("client:{}", self.peer));
+        let outcome = if account.is_some() {
+            "succeeded"
+        } else {
+            "denied"
+        };
+        let entry = db::audit::NewEntry {
+            actor_id: account.as_ref().map(|a| a.id.to_string()),
+            actor: format!("sftp:{}", user.chars().take(64).collect::<String>()),
+            tenant_id: account.as_ref().map(|a| a.tenant_id.to_string()),
+            action: format!("sftp login ({method})"),
+            target: account.as_ref().map(|a| a.id.to_string()),
+            outcome: outcome.into(),
+            status: None,
+            client: Some(self.peer.to_string()),
+        };
+        db::audit::insert(&self.shared.db, &entry).await?;
+        let Some(account) = account else {
+            db::login_failures::record(&self.shared.db, &account_key, window).await?;
+            db::login_failures::record(&self.shared.db, &client_key, window).await?;
+            return Ok(Auth::reject());
+        };
+        db::login_failures::clear(&self.shared.db, &account_key).await?;
+        if let Err(e) = std::fs::create_dir_all(self.shared.home(&account.id)) {
+            tracing::error!(error = %e, "cannot create an SFTP home");
+            return Ok(Auth::reject());
+        }
+        self.account = Some(account);
+        self.authed.store(true, Ordering::SeqCst);
+        self.permit = None;
+        Ok(Auth::Accept)
+    }
+
+    /// Whether failed logins for this user or address have hit their limit.
+    async fn throttled(&self, user: &str) -> Result<bool, sqlx::Error> {
+        let cfg = &self.shared.config.auth;
+        let window = chrono::Duration::seconds(cfg.window_secs as i64);
+        let account = db::login_failures::retry_after(
+            &self.shared.db,
+            &format!("sftp:{user}"),
+            cfg.max_failures_per_account,
+            window,
+        )
+        .await?;
+        let client = db::login_failures::retry_after(
+            &self.shared.db,
+            &format!("client:{}", self.peer),
+            cfg.max_failures_per_client,
+            window,
+        )
+        .await?;
+        Ok(account.is_some() || client.is_some())
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = SshError;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.throttled(user).await? {
+            tracing::info!(user, client = %self.peer, "SFTP login refused: too many failures");
+            return Ok(Auth::reject());
+        }
+        let account = self.usable_account(user).await?;
+        let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+        // An unknown user (or one without a password) costs as much as a wrong password.
+        let ok = self.shared.hasher.verify(hash, password.to_string()).await;
+        self.finish_login(user, account.filter(|_| ok), "password")
+            .await
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let known = self
+            .usable_account(user)
+            .await?
+            .is_some_and(|a| accounts::key_allowed(&a, offer.public_key));
+        Ok(if known { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.throttled(user).await? {
+            return Ok(Auth::reject());
+        }
+        let account = self
+            .usable_account(user)
+            .await?
+            .filter(|a| accounts::key_allowed(a, key.public_key));
+        self.finish_login(user, account, "publickey").await
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.account.is_none() || self.channels.len() >= 8 {
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(account), true) = (self.account.clone(), name == "sftp") else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        let Some(ch) = self.channels.remove(&channel) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        let home = self.shared.home(&account.id);
+        let jail = match jail::Jail::open(&home) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, home = %home.display(), "cannot open an SFTP home");
+                session.channel_failure(channel)?;
+                return Ok(());
+            }
+        };
+        session.channel_success(channel)?;
+        let shared = self.shared.clone();
+        let who = session::Account {
+            id: account.id.clone(),
+            tenant: account.tenant_id.clone(),
+            username: account.username.clone(),
+            client: Some(self.peer),
+        };
+        tokio::spawn(async move {
+            let _ = shared.ledger.ensure(&who.tenant).await;
+            session::serve(ch.into_stream(), shared, who, jail).await;
+        });
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+}
+
+/// Records an upload or deletion in the audit log.
+pub async fn audit(
+    shared: &Shared,
+    who: &session::Account,
+    action: &str,
+    path: &str,
+    bytes: Option<u64>,
+) {
+    let target = match bytes {
+        Some(b) => format!("{path} ({b} bytes)"),
+        None => path.to_string(),
+    };
+    let entry = db::audit::NewEntry {
+        actor_id: Some(who.id.to_string()),
+        actor: format!("sftp:{}", who.username),
+        tenant_id: Some(who.tenant.to_string()),
+        action: action.into(),
+        target: Some(target.chars().take(512).collect()),
+        outcome: "succeeded".into(),
+        status: None,
+        client: who.client.map(|c| c.to_string()),
+    };
+    if let Err(e) = db::audit::insert(&shared.db, &entry).await {
+        tracing::warn!(error = %e, "cannot write the audit log");
+    }
+}
