@@ -5,11 +5,8 @@
 # so the thousands of generated requests create no real guests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${SCHEMATHESIS_VENV:-/opt/carve-schemathesis}
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'schemathesis>=4,<5'
-fi
+venv=${CARVETEST_VENV:-/opt/carve-testenv}
+./tests/setup-python.sh >/dev/null
 cargo build -q --bin carve
 work=$(mktemp -d /var/tmp/carve-schemathesis.XXXXXX)
 chmod 0711 "$work"

@@ -34,6 +34,9 @@ pub struct TestApp {
     pub state: AppState,
     pub data_dir: tempfile::TempDir,
     pub forward_ports: (u16, u16),
+    /// Port of the SFTP server on 127.0.0.1.
+    pub sftp_port: u16,
+    backend: Backend,
     server: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -100,6 +103,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts carve in this process with extra `CARVE_*` settings.
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let app = start_in(backend, data_dir(), extra).await;
+    let admin_token = make_user(&app.state, "admin@example.com", "admin", None).await;
+    TestApp { admin_token, ..app }
+}
+
+/// Starts carve on an existing data directory (no admin token yet).
+async fn start_in(
+    backend: Backend,
+    data_dir: tempfile::TempDir,
+    extra: &[(&str, &str)],
+) -> TestApp {
     LOG.call_once(|| {
         if let Ok(filter) = std::env::var("CARVETEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -108,11 +122,11 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
                 .try_init();
         }
     });
-    let data_dir = data_dir();
     let ports = port_range();
     let config = config(backend, data_dir.path(), ports, extra);
     let app = Application::build(config).await.expect("carve builds");
     let addr = format!("http://{}", app.http_addr());
+    let sftp_port = app.sftp_addr().port();
     let state = app.state();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -122,14 +136,15 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
             })
             .await;
     });
-    let admin_token = make_user(&state, "admin@example.com", "admin", None).await;
     TestApp {
         addr,
         client: reqwest::Client::new(),
-        admin_token,
+        admin_token: String::new(),
         state,
         data_dir,
         forward_ports: ports,
+        sftp_port,
+        backend,
         server,
         stop: Some(tx),
     }
@@ -273,11 +288,29 @@ impl TestApp {
 
     /// Stops the server (the state stays usable).
     pub async fn stop(mut self) -> AppState {
+        self.halt().await;
+        self.state.clone()
+    }
+
+    async fn halt(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
-        self.state.clone()
+        self.server.abort();
+    }
+
+    /// Stops carve and starts it again on the same data directory.
+    pub async fn restart(mut self) -> TestApp {
+        self.halt().await;
+        let token = self.admin_token.clone();
+        let backend = self.backend;
+        let TestApp { data_dir, .. } = self;
+        let app = start_in(backend, data_dir, &[]).await;
+        TestApp {
+            admin_token: token,
+            ..app
+        }
     }
 }
 

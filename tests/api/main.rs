@@ -9,5 +9,6 @@ mod openapi;
 mod reconciler;
 mod recovery;
 mod sessions;
+mod sftp;
 mod tenancy;
 mod vm_lifecycle;
