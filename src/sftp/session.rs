@@ -356,30 +356,49 @@ impl Session {
         };
         let mode = Mode::from_raw_mode(attrs.permissions.unwrap_or(0o644) & 0o777);
         let base = access | OFlags::NONBLOCK;
-        let existing = if flags & pflags::EXCL != 0 && flags & pflags::CREAT != 0 {
-            Err(Errno::NOENT)
-        } else {
-            self.jail.open_path(&path, base, Mode::empty())
-        };
-        let fd = match existing {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if flags & pflags::CREAT != 0 && write => {
-                self.ensure_ledger().await;
-                if let Err(e) = self.charge(0, 1) {
-                    return p::status(id, Code::Failure, &e.to_string());
-                }
-                match self
+        let create = flags & pflags::CREAT != 0 && write;
+        let exclusive = flags & pflags::EXCL != 0;
+        let fd = if create {
+            // Create first (one directory lookup for the usual upload of a new file); the new
+            // file is charged to the files quota before it exists.
+            self.ensure_ledger().await;
+            let charged = self.charge(0, 1);
+            let created = match &charged {
+                Ok(()) => self
                     .jail
-                    .open_path(&path, base | OFlags::CREATE | OFlags::EXCL, mode)
-                {
-                    Ok(fd) => fd,
-                    Err(e) => {
+                    .open_path(&path, base | OFlags::CREATE | OFlags::EXCL, mode),
+                Err(_) => Err(Errno::EXIST),
+            };
+            match created {
+                Ok(fd) => fd,
+                Err(e) => {
+                    if charged.is_ok() {
                         let _ = self.charge(0, -1);
-                        return errno_status(id, e);
+                    }
+                    match (e, exclusive) {
+                        (Errno::EXIST, true) if charged.is_ok() => return errno_status(id, e),
+                        // It exists (or the files quota is full): open what is there.
+                        (Errno::EXIST, _) => {
+                            match self.jail.open_path(&path, base, Mode::empty()) {
+                                Ok(fd) if !exclusive => fd,
+                                Ok(_) => return errno_status(id, Errno::EXIST),
+                                Err(Errno::NOENT) => {
+                                    let message =
+                                        charged.err().map(|q| q.to_string()).unwrap_or_default();
+                                    return p::status(id, Code::Failure, &message);
+                                }
+                                Err(e) => return errno_status(id, e),
+                            }
+                        }
+                        (e, _) => return errno_status(id, e),
                     }
                 }
             }
-            Err(e) => return errno_status(id, e),
+        } else {
+            match self.jail.open_path(&path, base, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(e) => return errno_status(id, e),
+            }
         };
         let st = match rustix::fs::fstat(&fd) {
             Ok(st) => st,
@@ -400,12 +419,7 @@ impl Session {
                 )
             };
         }
-        if let Err(e) = rustix::fs::fcntl_setfl(
-            &fd,
-            rustix::fs::fcntl_getfl(&fd).unwrap_or(OFlags::empty()) - OFlags::NONBLOCK,
-        ) {
-            return errno_status(id, e);
-        }
+        // O_NONBLOCK (which kept a FIFO from blocking the open) means nothing for regular files.
         if flags & pflags::TRUNC != 0 && write && st.st_size > 0 {
             if let Err(e) = rustix::fs::ftruncate(&fd, 0) {
                 return errno_status(id, e);
