@@ -24,6 +24,7 @@ fn carve(data: &std::path::Path, port: u16) -> Command {
     cmd.env("CARVE_DATA_DIR", data)
         .env("CARVE_IMAGE_DIR", image_dir())
         .env("CARVE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CARVE_SFTP_LISTEN", "127.0.0.1:0")
         .env("CARVE_LIBVIRT_URI", "test:///default")
         .env("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu")
         .env(
