@@ -76,12 +76,18 @@ impl Default for HttpConfig {
 pub struct SftpConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Seconds a connection may stay silent before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to log in.
+    pub login_grace_secs: u64,
 }
 
 impl Default for SftpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
+            idle_timeout_secs: 600,
+            login_grace_secs: 60,
         }
     }
 }

@@ -28,8 +28,6 @@ use crate::db::sftp_accounts::SftpAccountRow;
 use crate::db::{self, Db};
 use crate::domain::ids::SftpAccountId;
 
-/// How long a client may take to log in.
-const LOGIN_GRACE: Duration = Duration::from_secs(60);
 /// Connections allowed to be logging in at once; more wait (a flood cannot exhaust us).
 const MAX_UNAUTHENTICATED: usize = 64;
 
@@ -86,7 +84,7 @@ const CIPHERS: &[russh::cipher::Name] = &[
 
 /// The SSH server settings: tuned windows and packets for throughput, Nagle off, constant-time
 /// rejections, idle connections closed.
-fn ssh_config(key: PrivateKey) -> russh::server::Config {
+fn ssh_config(key: PrivateKey, sftp: &crate::config::SftpConfig) -> russh::server::Config {
     russh::server::Config {
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(CIPHERS),
@@ -101,9 +99,10 @@ fn ssh_config(key: PrivateKey) -> russh::server::Config {
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
         max_auth_attempts: 6,
-        inactivity_timeout: Some(Duration::from_secs(600)),
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 3,
+        inactivity_timeout: Some(Duration::from_secs(sftp.idle_timeout_secs.max(1))),
+        // No server keepalives: russh counts their replies as activity, which would keep idle
+        // connections open forever; the inactivity timeout also ends dead ones.
+        keepalive_interval: None,
         nodelay: true,
         ..Default::default()
     }
@@ -142,7 +141,7 @@ impl SftpServer {
             .with_context(|| format!("binding sftp.listen = {}", config.sftp.listen))?;
         Ok(Self {
             listener,
-            config: Arc::new(ssh_config(key)),
+            config: Arc::new(ssh_config(key, &config.sftp)),
             shared,
         })
     }
@@ -184,6 +183,7 @@ impl SftpServer {
                 authed: authed.clone(),
                 permit: Some(permit),
             };
+            let grace = Duration::from_secs(self.shared.config.sftp.login_grace_secs.max(1));
             let config = self.config.clone();
             tokio::spawn(async move {
                 let session = match russh::server::run_stream(config, stream, handler).await {
@@ -195,7 +195,7 @@ impl SftpServer {
                 };
                 let handle = session.handle();
                 let watchdog = tokio::spawn(async move {
-                    tokio::time::sleep(LOGIN_GRACE).await;
+                    tokio::time::sleep(grace).await;
                     if !authed.load(Ordering::SeqCst) {
                         let _ = handle
                             .disconnect(
@@ -403,9 +403,14 @@ impl russh::server::Handler for Connection {
             username: account.username.clone(),
             client: Some(self.peer),
         };
+        let handle = session.handle();
         tokio::spawn(async move {
             let _ = shared.ledger.ensure(&who.tenant).await;
             session::serve(ch.into_stream(), shared, who, jail).await;
+            // Like OpenSSH's sftp-server exiting: scp and others check the exit status.
+            let _ = handle.exit_status_request(channel, 0).await;
+            let _ = handle.eof(channel).await;
+            let _ = handle.close(channel).await;
         });
         Ok(())
     }

@@ -244,6 +244,58 @@ ls -l site
     assert_eq!(r[8]["value"], json!(["big.bin"]));
     wait_usage(&app, &id, 3 << 20, 1).await;
 
+    // scp speaks SFTP since OpenSSH 9: upload and download through it too.
+    let scp = |from: String, to: String| {
+        let key = key.clone();
+        let port = app.sftp_port;
+        async move {
+            tokio::process::Command::new("scp")
+                .arg("-i")
+                .arg(&key)
+                .args([
+                    "-P",
+                    &port.to_string(),
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "LogLevel=ERROR",
+                ])
+                .arg(from)
+                .arg(to)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let up = scp(
+        dir.path().join("small.txt").display().to_string(),
+        "alice@127.0.0.1:/scp.txt".into(),
+    )
+    .await;
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = scp(
+        "alice@127.0.0.1:/scp.txt".into(),
+        dir.path().join("scp-back.txt").display().to_string(),
+    )
+    .await;
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("scp-back.txt")).unwrap(),
+        "hello\n"
+    );
+
     // Uploads, deletions and logins are in the audit log.
     let audit = app.call("GET", "/api/v1/audit?limit=100", None).await.text;
     for needle in [
@@ -676,5 +728,123 @@ async fn sftp_accounts_api_checks_input_and_tenants() {
         .path();
     assert!(kept.join("keep.me").exists());
     assert!(!app.data_dir.path().join("sftp").join(&id).exists());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_packets_and_idle_or_slow_clients_end_only_their_own_session() {
+    let app = crate::helpers::spawn_app_with(
+        Backend::TestDriver,
+        &[
+            ("CARVE_SFTP_IDLE_TIMEOUT_SECS", "2"),
+            ("CARVE_SFTP_LOGIN_GRACE_SECS", "2"),
+        ],
+    )
+    .await;
+    account(
+        &app,
+        json!({"username": "carol", "password": "carol password"}),
+    )
+    .await;
+    let login = Login::Password("carol password".into());
+    // An over-long packet, then a malformed one: each ends its own channel, and the session's
+    // other channel keeps working.
+    let r = ok_session(
+        app.sftp_port,
+        "carol",
+        &login,
+        json!([
+            {"op": "write", "path": "before", "data": "eA=="},
+            {"op": "garbage_session", "hex": "0100000002"},
+            {"op": "garbage_session", "hex": "0000000503ffffffff"},
+            {"op": "listdir"},
+        ]),
+    )
+    .await;
+    assert_eq!(r[1]["value"], "closed", "{r:?}");
+    assert_eq!(r[2]["value"], "closed", "{r:?}");
+    assert_eq!(r[3]["value"], json!(["before"]), "{r:?}");
+    // A client that logs in and then goes quiet is disconnected.
+    let r = ok_session(
+        app.sftp_port,
+        "carol",
+        &login,
+        json!([{"op": "sleep", "seconds": 4}, {"op": "listdir"}]),
+    )
+    .await;
+    assert_eq!(r[1]["ok"], false, "an idle session was closed: {r:?}");
+    // A client that never logs in is disconnected after the grace time.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", app.sftp_port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(b"SSH-2.0-silent\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "an unauthenticated connection was closed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rclone_sftp_backend_works_unchanged() {
+    let app = spawn_app(Backend::TestDriver).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(dir.path(), "rc");
+    account(&app, json!({"username": "rc", "public_keys": [public]})).await;
+    let local = dir.path().join("site");
+    std::fs::create_dir_all(local.join("assets")).unwrap();
+    std::fs::write(local.join("index.html"), data(300_000, 9)).unwrap();
+    std::fs::write(local.join("assets/app.js"), "console.log(1)\n").unwrap();
+    let port = app.sftp_port.to_string();
+    let rclone = async |args: &[&str]| -> String {
+        let out = tokio::process::Command::new("rclone")
+            .args(args)
+            .env("RCLONE_CONFIG", "/dev/null")
+            .env("RCLONE_CONFIG_CARVE_TYPE", "sftp")
+            .env("RCLONE_CONFIG_CARVE_HOST", "127.0.0.1")
+            .env("RCLONE_CONFIG_CARVE_PORT", &port)
+            .env("RCLONE_CONFIG_CARVE_USER", "rc")
+            .env("RCLONE_CONFIG_CARVE_KEY_FILE", &key)
+            .env("RCLONE_CONFIG_CARVE_SHELL_TYPE", "none")
+            .output()
+            .await
+            .expect("rclone");
+        assert!(
+            out.status.success(),
+            "rclone {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let site = local.display().to_string();
+    let back = dir.path().join("back").display().to_string();
+    rclone(&["copy", &site, "carve:/www"]).await;
+    let mut listed: Vec<String> = rclone(&["lsf", "-R", "carve:/www"])
+        .await
+        .lines()
+        .map(String::from)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["assets/", "assets/app.js", "index.html"]);
+    rclone(&["check", &site, "carve:/www"]).await;
+    rclone(&["copy", "carve:/www", &back]).await;
+    assert_eq!(
+        std::fs::read(dir.path().join("back/index.html")).unwrap(),
+        data(300_000, 9)
+    );
+    rclone(&["moveto", "carve:/www/index.html", "carve:/www/home.html"]).await;
+    rclone(&["purge", "carve:/www/assets"]).await;
+    assert_eq!(
+        rclone(&["lsf", "-R", "carve:/www"]).await.trim(),
+        "home.html"
+    );
     app.stop().await;
 }

@@ -71,6 +71,23 @@ def run(sftp, transport, op):
         return True
     if kind == "host_key":
         return transport.get_remote_server_key().get_base64()
+    if kind == "garbage_session":
+        # A second SFTP channel that sends a packet claiming 16 MiB: the server must end that
+        # channel only; the answer is whether it closed.
+        chan = transport.open_session()
+        chan.invoke_subsystem("sftp")
+        chan.sendall(bytes.fromhex(op.get("hex", "01000000" + "02")))
+        chan.settimeout(10)
+        try:
+            while chan.recv(65536):
+                pass
+        except Exception:
+            return "open"
+        return "closed" if chan.closed or chan.eof_received else "open"
+    if kind == "sleep":
+        import time
+        time.sleep(op["seconds"])
+        return True
     raise ValueError(f"unknown op {kind}")
 
 
