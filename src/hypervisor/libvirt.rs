@@ -19,6 +19,8 @@ pub struct Libvirt {
 impl Libvirt {
     /// Connects to `uri` (e.g. `qemu:///system`, or `test:///default` in unit tests).
     pub fn connect(uri: &str) -> Result<Self, HypervisorError> {
+        // libvirt prints every error to stderr by default; carve reports them itself.
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| {
             HypervisorError::Libvirt(format!(
                 "cannot connect to {uri}: {} (is libvirtd running? see scripts/setup-host.sh)",
