@@ -9,7 +9,7 @@ run:
 
 ## Set up the host and images, then run every check and test.
 test: setup images
-	./tests/setup-python.sh
+	./tests/setup-test-tools.sh
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	CARVETEST_IMAGE_DIR=$(IMAGE_DIR) cargo test

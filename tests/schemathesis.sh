@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${CARVETEST_VENV:-/opt/carve-testenv}
-./tests/setup-python.sh >/dev/null
+./tests/setup-test-tools.sh >/dev/null
 cargo build -q --bin carve
 work=$(mktemp -d /var/tmp/carve-schemathesis.XXXXXX)
 chmod 0711 "$work"

@@ -2,6 +2,7 @@
 //! booted from images/, plus the libvirt test driver for fast checks of carve's own logic.
 
 mod bad_input;
+mod browser;
 mod capacity;
 mod helpers;
 mod observability;

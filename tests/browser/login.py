@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Logs in and out of carve's panel in headless Chromium (selenium + Debian's chromedriver).
+
+Usage: login.py BASE_URL EMAIL PASSWORD; prints "ok" or fails with a message.
+"""
+import sys
+import tempfile
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+
+def browser(profile):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def log_in(driver, base, email, password):
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def main():
+    base, email, password = sys.argv[1:4]
+    with tempfile.TemporaryDirectory() as profile:
+        driver = browser(profile)
+        try:
+            driver.get(base + "/")
+            assert driver.current_url.endswith("/login"), f"not sent to /login: {driver.current_url}"
+            log_in(driver, base, email, "not the password")
+            alert = driver.find_element(By.CSS_SELECTOR, "[role=alert]").text
+            assert "wrong" in alert, f"no error shown: {alert!r}"
+            log_in(driver, base, email, password)
+            assert driver.current_url == base + "/", f"not on the landing page: {driver.current_url}"
+            heading = driver.find_element(By.TAG_NAME, "h1").text
+            assert heading == f"Hello, {email}", heading
+            cookie = driver.get_cookie("carve_session")
+            assert cookie and cookie["httpOnly"] and cookie.get("sameSite") == "Lax", cookie
+            assert "carve_session" not in driver.execute_script("return document.cookie"), "script can read the session"
+            driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+            assert driver.current_url.endswith("/login"), f"logout did not go to /login: {driver.current_url}"
+            driver.get(base + "/")
+            assert driver.current_url.endswith("/login"), "the session survived logout"
+            print("ok")
+        finally:
+            driver.quit()
+
+
+if __name__ == "__main__":
+    main()
