@@ -34,6 +34,11 @@ pub struct NewEntry {
 
 /// Records an entry.
 pub async fn insert(db: &Db, e: &NewEntry) -> Result<(), sqlx::Error> {
+    insert_one(db, e).await
+}
+
+/// The INSERT of one entry, on any executor.
+async fn insert_one(conn: impl sqlx::SqliteExecutor<'_>, e: &NewEntry) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -47,7 +52,7 @@ pub async fn insert(db: &Db, e: &NewEntry) -> Result<(), sqlx::Error> {
     .bind(&e.outcome)
     .bind(e.status.map(i64::from))
     .bind(&e.client)
-    .execute(db)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -74,21 +79,7 @@ pub async fn list(
 pub async fn insert_many(db: &Db, entries: &[NewEntry]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     for e in entries {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(now())
-        .bind(&e.actor_id)
-        .bind(&e.actor)
-        .bind(&e.tenant_id)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.outcome)
-        .bind(e.status.map(i64::from))
-        .bind(&e.client)
-        .execute(&mut *tx)
-        .await?;
+        insert_one(&mut *tx, e).await?;
     }
     tx.commit().await
 }

@@ -749,22 +749,34 @@ impl Session {
         p::status(id, Code::Ok, "")
     }
 
-    async fn mkdir(&mut self, id: u32, raw: &[u8], attrs: &Attrs) -> Vec<u8> {
-        let path = match self.parse(raw) {
-            Ok(p) => p,
-            Err(e) => return bad_path_status(id, e),
-        };
+    /// Makes one new name (directory, link): charged to the files quota first, released
+    /// again if making it fails.
+    async fn create_counted(
+        &self,
+        id: u32,
+        make: impl FnOnce(&Jail) -> Result<(), Errno>,
+    ) -> Vec<u8> {
         self.ensure_ledger().await;
         if let Err(e) = self.charge(0, 1) {
             return p::status(id, Code::Failure, &e.to_string());
         }
-        match self.jail.mkdir(&path, attrs.permissions.unwrap_or(0o755)) {
+        match make(&self.jail) {
             Ok(()) => p::status(id, Code::Ok, ""),
             Err(e) => {
                 let _ = self.charge(0, -1);
                 errno_status(id, e)
             }
         }
+    }
+
+    async fn mkdir(&mut self, id: u32, raw: &[u8], attrs: &Attrs) -> Vec<u8> {
+        let path = match self.parse(raw) {
+            Ok(p) => p,
+            Err(e) => return bad_path_status(id, e),
+        };
+        let mode = attrs.permissions.unwrap_or(0o755);
+        self.create_counted(id, |jail| jail.mkdir(&path, mode))
+            .await
     }
 
     async fn rmdir(&mut self, id: u32, raw: &[u8]) -> Vec<u8> {
@@ -837,17 +849,8 @@ impl Session {
                 "permission denied: a link must be relative and stay inside your home",
             );
         }
-        self.ensure_ledger().await;
-        if let Err(e) = self.charge(0, 1) {
-            return p::status(id, Code::Failure, &e.to_string());
-        }
-        match self.jail.symlink(&link, target) {
-            Ok(()) => p::status(id, Code::Ok, ""),
-            Err(e) => {
-                let _ = self.charge(0, -1);
-                errno_status(id, e)
-            }
-        }
+        self.create_counted(id, |jail| jail.symlink(&link, target))
+            .await
     }
 
     async fn extended(
@@ -867,17 +870,8 @@ impl Session {
                 let to = r.bytes()?;
                 match (self.parse(from), self.parse(to)) {
                     (Ok(from), Ok(to)) => {
-                        self.ensure_ledger().await;
-                        match self.charge(0, 1) {
-                            Err(e) => p::status(id, Code::Failure, &e.to_string()),
-                            Ok(()) => match self.jail.hardlink(&from, &to) {
-                                Ok(()) => p::status(id, Code::Ok, ""),
-                                Err(e) => {
-                                    let _ = self.charge(0, -1);
-                                    errno_status(id, e)
-                                }
-                            },
-                        }
+                        self.create_counted(id, |jail| jail.hardlink(&from, &to))
+                            .await
                     }
                     (Err(e), _) | (_, Err(e)) => bad_path_status(id, e),
                 }

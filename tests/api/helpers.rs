@@ -354,3 +354,99 @@ echo \"hello from $(hostname)\" > /srv/www/index.html
 printf '#!/bin/sh\\nhttpd -p 80 -h /srv/www\\n' > /etc/rc.local
 chmod +x /etc/rc.local
 ";
+
+/// A `carve` command for a child process on `data`, reached on `http_port`; `extra` are
+/// more `CARVE_*` settings.
+pub fn carve_command(
+    data: &Path,
+    backend: Backend,
+    http_port: u16,
+    extra: &[(&str, &str)],
+) -> std::process::Command {
+    let ports = port_range();
+    let uri = match backend {
+        Backend::Qemu => "qemu:///system",
+        Backend::TestDriver => "test:///default",
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_carve"));
+    cmd.env("CARVE_DATA_DIR", data)
+        .env("CARVE_IMAGE_DIR", image_dir())
+        .env("CARVE_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+        .env("CARVE_SFTP_LISTEN", "127.0.0.1:0")
+        .env("CARVE_LIBVIRT_URI", uri)
+        .env("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu")
+        .env(
+            "CARVE_NETWORK_FORWARD_PORTS",
+            format!("{}-{}", ports.0, ports.1),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("CARVETEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `carve serve` as a child process (killed when dropped).
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `carve serve` on `data` and waits until /healthz answers; stderr goes to
+/// `<data>/serve.log`.
+pub async fn serve_child(
+    data: &Path,
+    backend: Backend,
+    http_port: u16,
+    extra: &[(&str, &str)],
+) -> ChildServer {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("serve.log"))
+        .unwrap();
+    let child = carve_command(data, backend, http_port, extra)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("carve serve starts");
+    let server = ChildServer {
+        child,
+        base: format!("http://127.0.0.1:{http_port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "carve serve did not come up; see {}",
+            data.join("serve.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+}

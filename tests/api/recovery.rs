@@ -1,79 +1,19 @@
 //! `kill -9` of `carve serve` in the middle of 10 concurrent creates, then a restart: every VM
 //! ends up running or cleanly gone, with no orphan domain, disk or port reservation.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{answer, data_dir, image_dir, port_range};
+use crate::helpers::{Backend, answer, carve_command, data_dir, free_port, serve_child};
 
-/// A `carve` child process and how to reach it.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn carve(data: &Path, ports: (u16, u16), http_port: u16) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carve"));
-    cmd.env("CARVE_DATA_DIR", data)
-        .env("CARVE_IMAGE_DIR", image_dir())
-        .env("CARVE_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
-        .env("CARVE_SFTP_LISTEN", "127.0.0.1:0")
-        .env("CARVE_LIBVIRT_URI", "qemu:///system")
-        .env("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu")
-        .env(
-            "CARVE_NETWORK_FORWARD_PORTS",
-            format!("{}-{}", ports.0, ports.1),
-        )
-        .env("CARVE_CAPACITY_CPU_OVERCOMMIT", "8")
-        .env("CARVE_RECONCILER_INTERVAL_SECS", "2")
-        .env("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6")
-        .env(
-            "RUST_LOG",
-            std::env::var("CARVETEST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-    cmd
-}
-
-async fn start(data: &Path, ports: (u16, u16), http_port: u16) -> Server {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.join("serve.log"))
-        .unwrap();
-    let child = carve(data, ports, http_port)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("carve serve starts");
-    let base = format!("http://127.0.0.1:{http_port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{base}/healthz"))
-        .await
-        .map(|r| r.status().is_success())
-        .ok()
-        != Some(true)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "carve serve did not come up; see {}",
-            data.join("serve.log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Server { child, base }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Settings of the recovery runs: 10 VMs need more vCPUs than 2 cores sell by default.
+const SETTINGS: &[(&str, &str)] = &[
+    ("CARVE_CAPACITY_CPU_OVERCOMMIT", "8"),
+    ("CARVE_RECONCILER_INTERVAL_SECS", "2"),
+    ("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6"),
+];
 
 async fn call(
     client: &reqwest::Client,
@@ -92,10 +32,9 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     let data = data_dir();
-    let ports = port_range();
     let http_port = free_port();
     // Bootstrap an admin through the CLI, as an operator would.
-    let mut create = carve(data.path(), ports, http_port)
+    let mut create = carve_command(data.path(), Backend::Qemu, http_port, SETTINGS)
         .args([
             "admin",
             "create-user",
@@ -115,7 +54,7 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
         .write_all(b"a long password\n")
         .unwrap();
     assert!(create.wait().unwrap().success());
-    let out = carve(data.path(), ports, http_port)
+    let out = carve_command(data.path(), Backend::Qemu, http_port, SETTINGS)
         .args([
             "admin",
             "create-token",
@@ -133,7 +72,7 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
-    let mut server = start(data.path(), ports, http_port).await;
+    let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
     let client = reqwest::Client::new();
     let a = call(
         &client,
@@ -176,7 +115,7 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     eprintln!("killed with {unfinished} of 10 creates unfinished");
     assert!(unfinished > 0, "the kill came too late to test recovery");
 
-    let mut server = start(data.path(), ports, http_port).await;
+    let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let ops = call(

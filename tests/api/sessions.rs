@@ -1,65 +1,9 @@
 //! Browser sessions live in the database: log in through one `carve serve`, use the cookie on
 //! another on the same database; logging out ends it on both.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use crate::helpers::{data_dir, image_dir, port_range};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn carve(data: &std::path::Path, port: u16) -> Command {
-    let ports = port_range();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carve"));
-    cmd.env("CARVE_DATA_DIR", data)
-        .env("CARVE_IMAGE_DIR", image_dir())
-        .env("CARVE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CARVE_SFTP_LISTEN", "127.0.0.1:0")
-        .env("CARVE_LIBVIRT_URI", "test:///default")
-        .env("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu")
-        .env(
-            "CARVE_NETWORK_FORWARD_PORTS",
-            format!("{}-{}", ports.0, ports.1),
-        )
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-async fn serve(data: &std::path::Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = carve(data, port)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/healthz"))
-        .await
-        .map(|r| r.status().is_success())
-        .ok()
-        != Some(true)
-    {
-        assert!(Instant::now() < deadline, "carve serve did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Server { child, base }
-}
+use crate::helpers::{Backend, carve_command, data_dir, free_port, serve_child};
 
 /// The value of a cookie set by a response.
 fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
@@ -83,7 +27,7 @@ fn csrf_field(html: &str) -> String {
 #[tokio::test]
 async fn a_session_works_on_every_process_and_logout_ends_it_everywhere() {
     let data = data_dir();
-    let mut create = carve(data.path(), 0)
+    let mut create = carve_command(data.path(), Backend::TestDriver, 0, &[])
         .args([
             "admin",
             "create-user",
@@ -104,8 +48,8 @@ async fn a_session_works_on_every_process_and_logout_ends_it_everywhere() {
         .write_all(b"carol's password\n")
         .unwrap();
     assert!(create.wait().unwrap().success());
-    let one = serve(data.path()).await;
-    let two = serve(data.path()).await;
+    let one = serve_child(data.path(), Backend::TestDriver, free_port(), &[]).await;
+    let two = serve_child(data.path(), Backend::TestDriver, free_port(), &[]).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
