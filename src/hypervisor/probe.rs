@@ -49,6 +49,7 @@ pub async fn kvm_boots(
     let started = hv.call(move |h| h.start_transient(&xml)).await;
     if let Err(e) = started {
         tracing::info!(error = %e, "KVM probe guest did not start");
+        let _ = std::fs::remove_file(&console);
         return Ok(false);
     }
     let deadline = Instant::now() + PROBE_TIMEOUT;
