@@ -731,12 +731,13 @@ impl Session {
         if let Err(e) = self.jail.unlink(&path) {
             return errno_status(id, e);
         }
+        self.deleted(&path, bytes_freed(&st)).await;
+        p::status(id, Code::Ok, "")
+    }
+
+    /// Releases a removed name (and the bytes it freed) and audits the deletion.
+    async fn deleted(&self, path: &JailPath, bytes: i64) {
         self.ensure_ledger().await;
-        let bytes = if jail::is_file(&st) && st.st_nlink <= 1 {
-            st.st_size
-        } else {
-            0
-        };
         let _ = self.charge(-bytes, -1);
         audit(
             &self.shared,
@@ -746,7 +747,6 @@ impl Session {
             None,
         )
         .await;
-        p::status(id, Code::Ok, "")
     }
 
     /// Makes one new name (directory, link): charged to the files quota first, released
@@ -786,16 +786,7 @@ impl Session {
         };
         match self.jail.rmdir(&path) {
             Ok(()) => {
-                self.ensure_ledger().await;
-                let _ = self.charge(0, -1);
-                audit(
-                    &self.shared,
-                    &self.account,
-                    "sftp delete",
-                    &path.display(),
-                    None,
-                )
-                .await;
+                self.deleted(&path, 0).await;
                 p::status(id, Code::Ok, "")
             }
             Err(e) => errno_status(id, e),
@@ -817,12 +808,7 @@ impl Session {
             Ok(()) => {
                 if let Some(st) = replaced {
                     self.ensure_ledger().await;
-                    let bytes = if jail::is_file(&st) && st.st_nlink <= 1 {
-                        st.st_size
-                    } else {
-                        0
-                    };
-                    let _ = self.charge(-bytes, -1);
+                    let _ = self.charge(-bytes_freed(&st), -1);
                 }
                 p::status(id, Code::Ok, "")
             }
@@ -948,6 +934,15 @@ fn version() -> Vec<u8> {
         w.bytes(name.as_bytes()).bytes(v.as_bytes());
     }
     w.finish()
+}
+
+/// Bytes a file frees when its name goes: its size if this was its last link.
+fn bytes_freed(st: &Stat) -> i64 {
+    if jail::is_file(st) && st.st_nlink <= 1 {
+        st.st_size
+    } else {
+        0
+    }
 }
 
 fn bad_handle(id: u32) -> Vec<u8> {
