@@ -9,6 +9,7 @@ import tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def browser(profile):
@@ -18,7 +19,17 @@ def browser(profile):
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.implicitly_wait(10)  # elements of a page still loading are waited for
+    return driver
+
+
+def wait_url(driver, check, what):
+    """Waits (up to 10 s) until the page URL passes `check`: clicks navigate asynchronously."""
+    try:
+        WebDriverWait(driver, 10).until(lambda d: check(d.current_url))
+    except Exception:
+        raise AssertionError(f"{what}: still at {driver.current_url}") from None
 
 
 def log_in(driver, base, email, password):
@@ -34,21 +45,21 @@ def main():
         driver = browser(profile)
         try:
             driver.get(base + "/")
-            assert driver.current_url.endswith("/login"), f"not sent to /login: {driver.current_url}"
+            wait_url(driver, lambda u: u.endswith("/login"), "not sent to /login")
             log_in(driver, base, email, "not the password")
             alert = driver.find_element(By.CSS_SELECTOR, "[role=alert]").text
             assert "wrong" in alert, f"no error shown: {alert!r}"
             log_in(driver, base, email, password)
-            assert driver.current_url == base + "/", f"not on the landing page: {driver.current_url}"
+            wait_url(driver, lambda u: u == base + "/", "not on the landing page")
             heading = driver.find_element(By.TAG_NAME, "h1").text
             assert heading == f"Hello, {email}", heading
             cookie = driver.get_cookie("carve_session")
             assert cookie and cookie["httpOnly"] and cookie.get("sameSite") == "Lax", cookie
             assert "carve_session" not in driver.execute_script("return document.cookie"), "script can read the session"
             driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-            assert driver.current_url.endswith("/login"), f"logout did not go to /login: {driver.current_url}"
+            wait_url(driver, lambda u: u.endswith("/login"), "logout did not go to /login")
             driver.get(base + "/")
-            assert driver.current_url.endswith("/login"), "the session survived logout"
+            wait_url(driver, lambda u: u.endswith("/login"), "the session survived logout")
             print("ok")
         finally:
             driver.quit()
