@@ -22,6 +22,7 @@ if [ ! -s "$credentials" ]; then
   umask 077
   printf 'email: admin@localhost\npassword: %s\napi token: %s\n' "$password" "$token" > "$credentials"
 fi
+chmod 0600 "$credentials"
 listen=${CARVE_HTTP_LISTEN:-127.0.0.1:8080}
 cat <<MSG
 

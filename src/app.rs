@@ -64,6 +64,24 @@ fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises this process's open-file limit to its hard maximum: every SFTP handle, VM console
+/// and HTTP connection is a file descriptor, and the default soft limit (1024) is low.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(max) = limit.maximum
+        && limit.current.is_some_and(|c| c < max)
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(max),
+            maximum: Some(max),
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+}
+
 /// Opens the database and applies migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     create_private_dir(&config.data_dir)?;
@@ -80,6 +98,7 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
 impl Application {
     /// Builds the application from its configuration.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        raise_open_file_limit();
         let settings = Settings::from_config(&config);
         create_private_dir(&settings.vm_root)?;
         storage::check_traversable(&settings.vm_root).map_err(anyhow::Error::msg)?;
@@ -106,7 +125,8 @@ impl Application {
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
-        let hasher = PasswordHasher::new(config.auth.concurrent_hashes);
+        let hasher =
+            PasswordHasher::new(config.auth.concurrent_hashes, config.auth.max_queued_hashes);
         let sftp_ledger = Arc::new(Ledger::new(db.clone(), config.quota.clone()));
         let sftp =
             SftpServer::build(&config, db.clone(), hasher.clone(), sftp_ledger.clone()).await?;
@@ -154,12 +174,8 @@ impl Application {
         let sftp = tokio::spawn(self.sftp.run());
         let router = router(self.state.clone());
         tracing::info!(http = %self.http_addr, sftp = %self.sftp_addr, "carve is serving");
-        let served = axum::serve(
-            self.http,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let http_config = self.state.config.http.clone();
+        let served = crate::http_server::serve(self.http, router, &http_config, shutdown).await;
         reconciler.abort();
         housekeeping.abort();
         sftp.abort();
@@ -167,13 +183,26 @@ impl Application {
     }
 }
 
-/// Removes expired sessions and tokens every ten minutes.
+/// Every ten minutes: removes expired sessions and tokens, login-failure counters whose
+/// window has ended, and audit entries past the retention.
 async fn housekeeping(app: AppState) {
+    let auth = &app.config.auth;
+    let window = chrono::Duration::seconds(auth.window_secs as i64);
+    let keep = chrono::Duration::days(auth.audit_retention_days.min(100_000) as i64);
+    let max_entries = auth.audit_max_entries.min(i64::MAX as u64) as i64;
     loop {
         match db::sessions::purge_expired(&app.db).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired sessions and tokens removed"),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired sessions"),
+        }
+        if let Err(e) = db::login_failures::purge(&app.db, window).await {
+            tracing::warn!(error = %e, "cannot remove old login-failure counters");
+        }
+        match db::audit::purge(&app.db, keep, max_entries).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "audit entries past retention removed"),
+            Err(e) => tracing::warn!(error = %e, "cannot trim the audit log"),
         }
         tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     }
@@ -196,6 +225,10 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(state.config.http.request_timeout_secs),
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

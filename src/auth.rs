@@ -2,6 +2,7 @@
 //! API tokens, of which only a SHA-256 digest is stored.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -76,11 +77,30 @@ impl Principal {
 }
 
 /// Hashes and verifies passwords with argon2id, at most `limit` at a time, off the async
-/// threads, so a flood of logins cannot starve request handling.
+/// threads, so a flood of logins cannot starve request handling; past `max_waiting` queued
+/// checks a login is turned away at once instead of delaying every honest one.
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     dummy_hash: Arc<String>,
+    /// Checks running or waiting now.
+    queued: Arc<AtomicUsize>,
+    /// Most checks running or waiting at once.
+    max_queued: usize,
+}
+
+/// Too many password checks are waiting.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the server is busy checking other logins; try again in a moment")]
+pub struct HashQueueFull;
+
+/// A place in the check queue, given back when dropped.
+struct QueueSlot(Arc<AtomicUsize>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Hashing could not complete.
@@ -89,12 +109,14 @@ pub struct PasswordHasher {
 pub struct HashError(String);
 
 impl PasswordHasher {
-    /// A hasher allowing `limit` concurrent hashes.
-    pub fn new(limit: usize) -> Self {
+    /// A hasher allowing `limit` concurrent hashes and `max_waiting` more queued checks.
+    pub fn new(limit: usize, max_waiting: usize) -> Self {
         let dummy = hash_now("carve dummy password for unknown users").unwrap_or_default();
         Self {
             permits: Arc::new(Semaphore::new(limit.max(1))),
             dummy_hash: Arc::new(dummy),
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queued: limit.max(1) + max_waiting,
         }
     }
 
@@ -111,8 +133,35 @@ impl PasswordHasher {
     }
 
     /// Whether `password` matches `hash`. With no hash (unknown user) a dummy hash is checked
-    /// so the answer takes as long as for a wrong password.
-    pub async fn verify(&self, hash: Option<String>, password: String) -> bool {
+    /// so the answer takes as long as for a wrong password. Refused at once when the queue
+    /// is full.
+    pub async fn verify(
+        &self,
+        hash: Option<String>,
+        password: String,
+    ) -> Result<bool, HashQueueFull> {
+        let slot = self.enter()?;
+        Ok(self.verify_in(slot, hash, password).await)
+    }
+
+    /// Takes a place in the check queue, or says it is full.
+    fn enter(&self) -> Result<QueueSlot, HashQueueFull> {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(HashQueueFull);
+        }
+        Ok(QueueSlot(self.queued.clone()))
+    }
+
+    /// Reserves a place in the queue now for a check made later (after the attempt is counted).
+    pub fn reserve(&self) -> Result<QueuedCheck<'_>, HashQueueFull> {
+        Ok(QueuedCheck {
+            hasher: self,
+            slot: self.enter()?,
+        })
+    }
+
+    async fn verify_in(&self, _slot: QueueSlot, hash: Option<String>, password: String) -> bool {
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
@@ -133,11 +182,53 @@ impl PasswordHasher {
     }
 }
 
+/// A password check whose place in the queue is already held.
+pub struct QueuedCheck<'a> {
+    hasher: &'a PasswordHasher,
+    slot: QueueSlot,
+}
+
+impl QueuedCheck<'_> {
+    /// Whether `password` matches `hash` (a dummy hash when `None`, as in [`PasswordHasher::verify`]).
+    pub async fn verify(self, hash: Option<String>, password: String) -> bool {
+        self.hasher.verify_in(self.slot, hash, password).await
+    }
+}
+
 /// argon2id with the crate's recommended parameters and a random salt.
 fn hash_now(password: &str) -> Result<String, HashError> {
     let hash: Result<PasswordHash, _> = Argon2::default().hash_password(password.as_bytes());
     hash.map(|h| h.to_string())
         .map_err(|e| HashError(e.to_string()))
+}
+
+/// The real client of a request from `peer`: `peer` itself unless it is a trusted proxy; then
+/// the nearest address in `X-Forwarded-For` (read from the right) that is not a trusted
+/// proxy, so a client cannot choose its address by sending the header itself.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    forwarded_for: &[&str],
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = forwarded_for
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.into_iter().rev() {
+        let Ok(addr) = hop.parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = addr;
+        if !trusted.contains(&addr) {
+            break;
+        }
+    }
+    client
 }
 
 /// A new API token: the secret (shown once) and the digest to store.
@@ -163,19 +254,55 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_hash_with_argon2id_and_verify() {
-        let hasher = PasswordHasher::new(2);
+        let hasher = PasswordHasher::new(2, 4);
         let hash = hasher.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(
             hasher
                 .verify(Some(hash.clone()), "correct horse".into())
                 .await
+                .unwrap()
         );
-        assert!(!hasher.verify(Some(hash), "wrong".into()).await);
+        assert!(!hasher.verify(Some(hash), "wrong".into()).await.unwrap());
         assert!(
             !hasher
                 .verify(None, "carve dummy password for unknown users".into())
                 .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_check_queue_turns_logins_away_at_once() {
+        let hasher = PasswordHasher::new(1, 2);
+        let held: Vec<_> = (0..3).map(|_| hasher.reserve().unwrap()).collect();
+        assert!(hasher.reserve().is_err());
+        assert!(hasher.verify(None, "x".into()).await.is_err());
+        drop(held);
+        assert!(hasher.reserve().is_ok());
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let proxy = [ip("127.0.0.2")];
+        // Straight from a client: its header is ignored.
+        assert_eq!(
+            client_address(ip("127.0.0.9"), &["1.2.3.4"], &proxy),
+            ip("127.0.0.9")
+        );
+        // Through the proxy: the address the proxy appended, not one the client made up.
+        assert_eq!(
+            client_address(ip("127.0.0.2"), &["6.6.6.6, 127.0.0.7"], &proxy),
+            ip("127.0.0.7")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.2"), &[], &proxy),
+            ip("127.0.0.2")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.2"), &["garbage"], &proxy),
+            ip("127.0.0.2")
         );
     }
 

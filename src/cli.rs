@@ -164,7 +164,7 @@ async fn create_user(
             .await?
             .with_context(|| format!("no tenant has id {t}"))?;
     }
-    let hash = PasswordHasher::new(1).hash(password).await?;
+    let hash = PasswordHasher::new(1, 0).hash(password).await?;
     match db::users::insert(&db, email, role.as_str(), tenant_id.as_ref(), &hash).await {
         Ok(id) => {
             println!("created {} {email} ({id})", role.as_str());

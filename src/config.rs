@@ -59,6 +59,15 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers; also how long an idle kept-alive
+    /// connection stays open.
+    pub header_timeout_secs: u64,
+    /// Seconds a whole request (headers, body and answer) may take; event streams excepted.
+    pub request_timeout_secs: u64,
+    /// HTTP connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -66,6 +75,10 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 256 * 1024,
+            header_timeout_secs: 30,
+            request_timeout_secs: 120,
+            max_connections: 4096,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -78,8 +91,16 @@ pub struct SftpConfig {
     pub listen: SocketAddr,
     /// Seconds a connection may stay silent before it is closed.
     pub idle_timeout_secs: u64,
-    /// Seconds a client has to log in.
+    /// Seconds a client has to log in, counted from the TCP connection.
     pub login_grace_secs: u64,
+    /// Connections not yet logged in, in all; more are refused at once.
+    pub max_unauthenticated: usize,
+    /// Connections not yet logged in from one client address.
+    pub max_unauthenticated_per_client: usize,
+    /// SFTP sessions open at once for one account.
+    pub max_sessions_per_account: usize,
+    /// Connections open at once from one client address, logged in or not.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for SftpConfig {
@@ -88,6 +109,10 @@ impl Default for SftpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             idle_timeout_secs: 600,
             login_grace_secs: 60,
+            max_unauthenticated: 64,
+            max_unauthenticated_per_client: 8,
+            max_sessions_per_account: 16,
+            max_connections_per_client: 64,
         }
     }
 }
@@ -259,6 +284,12 @@ pub struct AuthConfig {
     pub secure_cookies: bool,
     /// Password hashes computed at once (each uses one core for tens of milliseconds).
     pub concurrent_hashes: usize,
+    /// Logins that may wait for a hash; past that they are answered 503 at once.
+    pub max_queued_hashes: usize,
+    /// Days the audit log is kept.
+    pub audit_retention_days: u64,
+    /// Most audit entries kept; the oldest go first.
+    pub audit_max_entries: u64,
 }
 
 impl Default for AuthConfig {
@@ -270,6 +301,9 @@ impl Default for AuthConfig {
             session_hours: 12,
             secure_cookies: false,
             concurrent_hashes: 1,
+            max_queued_hashes: 32,
+            audit_retention_days: 365,
+            audit_max_entries: 5_000_000,
         }
     }
 }
@@ -416,6 +450,21 @@ impl Config {
                 "auth.concurrent_hashes, auth.window_secs and auth.session_hours must be at least 1".into(),
             ));
         }
+        let s = &self.sftp;
+        if s.max_unauthenticated == 0
+            || s.max_unauthenticated_per_client == 0
+            || s.max_sessions_per_account == 0
+            || s.max_connections_per_client == 0
+            || self.http.max_connections == 0
+            || self.http.header_timeout_secs == 0
+            || self.http.request_timeout_secs == 0
+            || self.auth.audit_retention_days == 0
+            || self.auth.audit_max_entries == 0
+        {
+            return Err(ConfigError::Invalid(
+                "the sftp.max_*, http.max_connections, http.*_timeout_secs and auth.audit_* settings must be at least 1".into(),
+            ));
+        }
         if self.reconciler.interval_secs == 0 || self.reconciler.operation_lease_secs < 3 {
             return Err(ConfigError::Invalid(
                 "reconciler.interval_secs must be at least 1 and operation_lease_secs at least 3"
@@ -492,14 +541,19 @@ fn apply_env(table: &mut toml::Table, vars: &BTreeMap<String, String>) -> Result
     Ok(())
 }
 
-/// Interprets an environment value as a TOML scalar (number, boolean) or else a string.
+/// Interprets an environment value as a TOML number, boolean or array, or else a string.
 fn env_value(raw: &str) -> toml::Value {
     let parsed = format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"));
     match parsed {
-        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+        Some(
+            v @ (toml::Value::Integer(_)
+            | toml::Value::Float(_)
+            | toml::Value::Boolean(_)
+            | toml::Value::Array(_)),
+        ) => v,
         _ => toml::Value::String(raw.to_string()),
     }
 }

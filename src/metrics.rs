@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -51,7 +52,17 @@ impl HttpMetrics {
 /// not explode the series).
 pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    // Known methods only: any other method string would make a new series.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => req.method().as_str().to_string(),
+        _ => "other".to_string(),
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()

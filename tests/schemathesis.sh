@@ -5,6 +5,8 @@
 # so the thousands of generated requests create no real guests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A failing step says which one it was (and, once carve runs, what carve said).
+trap 'echo "schemathesis.sh: the step \"$BASH_COMMAND\" failed (line $LINENO)" >&2; [ -n "${work:-}" ] && [ -s "$work/serve.log" ] && tail -20 "$work/serve.log" >&2' ERR
 venv=${CARVETEST_VENV:-/opt/carve-testenv}
 ./tests/setup-test-tools.sh >/dev/null
 cargo build -q --bin carve
@@ -12,7 +14,9 @@ work=$(mktemp -d /var/tmp/carve-schemathesis.XXXXXX)
 chmod 0711 "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export CARVE_DATA_DIR=$work/data CARVE_IMAGE_DIR=${CARVE_IMAGE_DIR:-/var/lib/carve/images}
+# Every listener on a free port, so this runs beside `make run` (8080, 2222) or another test.
 export CARVE_LIBVIRT_URI=test:///default CARVE_LIBVIRT_DOMAIN_TYPE=qemu CARVE_HTTP_LISTEN=127.0.0.1:$port
+export CARVE_SFTP_LISTEN=127.0.0.1:0
 export CARVE_NETWORK_FORWARD_PORTS=39000-39999 RUST_LOG=warn
 carve=target/debug/carve
 echo "schemathesis admin pw" | $carve admin create-user --email admin@example.com --role admin >/dev/null
@@ -21,7 +25,12 @@ $carve serve 2> "$work/serve.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 base=http://127.0.0.1:$port
-for _ in $(seq 1 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 300); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+if ! curl -sf "$base/healthz" >/dev/null; then
+  echo "schemathesis.sh: carve serve did not become healthy on $base; its log:" >&2
+  cat "$work/serve.log" >&2
+  exit 1
+fi
 
 api() { curl -sf -H "Authorization: Bearer $1" -H 'content-type: application/json' -X "$2" "$base/api/v1$3" ${4:+-d "$4"}; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }

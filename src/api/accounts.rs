@@ -255,9 +255,10 @@ async fn my_usage(
 async fn change_password(
     State(app): State<AppState>,
     Auth(actor): Auth,
+    super::ClientAddr(client): super::ClientAddr,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, AppError> {
-    service::change_password(&app, &actor, req).await?;
+    service::change_password(&app, &actor, req, client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -275,10 +275,9 @@ pub async fn authenticate(
     let path_target = route
         .as_deref()
         .and_then(|r| id_in_path(r, req.uri().path()));
-    let client = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let (parts, body) = req.into_parts();
+    let client = client_of(&parts, &app.config.http.trusted_proxies).map(|c| c.to_string());
+    let req = Request::from_parts(parts, body);
     let response = next.run(req).await;
     let note = response
         .extensions()
@@ -404,16 +403,36 @@ where
     }
 }
 
-/// The client's address, when the server knows it.
+/// The client's address, when the server knows it: the peer's, or what `X-Forwarded-For`
+/// says when the peer is one of `http.trusted_proxies`.
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let info = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(ClientAddr(info.map(|c| c.0.ip())))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_of(
+            parts,
+            &app.config.http.trusted_proxies,
+        )))
     }
+}
+
+/// The client address of a request (see [`ClientAddr`]).
+pub fn client_of(parts: &Parts, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(crate::auth::client_address(peer, &forwarded, trusted))
 }

@@ -80,7 +80,7 @@ struct DeleteQuery {
     keep_files: Option<bool>,
 }
 
-/// Delete an SFTP account, removing its files unless `keep_files=true`.
+/// Delete an SFTP account, removing its files unless `keep_files=true` (admins only: kept files leave the quota).
 #[utoipa::path(delete, path = "/sftp-accounts/{id}", tag = "sftp", security(("bearer" = [])),
     params(("id" = String, Path, description = "SFTP account id"), DeleteQuery),
     responses((status = 204, description = "Deleted"), WriteErrors))]

@@ -37,21 +37,35 @@ pub async fn insert(db: &Db, e: &NewEntry) -> Result<(), sqlx::Error> {
     insert_one(db, e).await
 }
 
-/// The INSERT of one entry, on any executor.
+/// Longest actor stored (an email is at most 254 characters), in characters.
+const MAX_ACTOR: usize = 254;
+/// Longest action, target or client address stored, in characters.
+const MAX_FIELD: usize = 512;
+
+/// `s` cut to at most `max` characters, so no request can grow the log by more than that.
+fn bounded(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// The INSERT of one entry, on any executor; every text is bounded in length.
 async fn insert_one(conn: impl sqlx::SqliteExecutor<'_>, e: &NewEntry) -> Result<(), sqlx::Error> {
+    let opt = |v: &Option<String>, max| v.as_deref().map(|s| bounded(s, max).to_string());
     sqlx::query(
         "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(now())
-    .bind(&e.actor_id)
-    .bind(&e.actor)
-    .bind(&e.tenant_id)
-    .bind(&e.action)
-    .bind(&e.target)
-    .bind(&e.outcome)
+    .bind(opt(&e.actor_id, 64))
+    .bind(bounded(&e.actor, MAX_ACTOR))
+    .bind(opt(&e.tenant_id, 64))
+    .bind(bounded(&e.action, MAX_FIELD))
+    .bind(opt(&e.target, MAX_FIELD))
+    .bind(bounded(&e.outcome, 32))
     .bind(e.status.map(i64::from))
-    .bind(&e.client)
+    .bind(opt(&e.client, 64))
     .execute(conn)
     .await?;
     Ok(())
@@ -73,6 +87,24 @@ pub async fn list(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// Removes entries older than `keep` and, past that, the oldest beyond `max_rows`; returns
+/// how many went.
+pub async fn purge(db: &Db, keep: chrono::Duration, max_rows: i64) -> Result<u64, sqlx::Error> {
+    let old = sqlx::query("DELETE FROM audit_log WHERE at < ?1")
+        .bind(now() - keep)
+        .execute(db)
+        .await?
+        .rows_affected();
+    let excess = sqlx::query(
+        "DELETE FROM audit_log WHERE id <= (SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+    )
+    .bind(max_rows)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(old + excess)
 }
 
 /// Records several entries in one transaction.

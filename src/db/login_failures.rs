@@ -26,6 +26,43 @@ pub async fn retry_after(
         .then(|| left.num_seconds().max(1) as u64))
 }
 
+/// Counts an attempt for `key` before its password is checked (so a concurrent burst cannot
+/// slip past the limit); the seconds to wait instead if `limit` attempts already failed in the
+/// window. A successful attempt is taken back with [`clear`] or [`forgive`].
+pub async fn attempt(
+    db: &Db,
+    key: &str,
+    limit: u32,
+    window: Duration,
+) -> Result<Option<u64>, sqlx::Error> {
+    let at = now();
+    let (failures, started): (i64, DateTime<Utc>) = sqlx::query_as(
+        "INSERT INTO login_failures (key, failures, window_started_at) VALUES (?1, 1, ?2)
+         ON CONFLICT(key) DO UPDATE SET
+            failures = CASE WHEN window_started_at <= ?3 THEN 1
+                            WHEN failures > ?4 THEN failures ELSE failures + 1 END,
+            window_started_at = CASE WHEN window_started_at <= ?3 THEN ?2 ELSE window_started_at END
+         RETURNING failures, window_started_at",
+    )
+    .bind(key)
+    .bind(at)
+    .bind(at - window)
+    .bind(i64::from(limit))
+    .fetch_one(db)
+    .await?;
+    let left = started + window - at;
+    Ok((failures > i64::from(limit)).then(|| left.num_seconds().max(1) as u64))
+}
+
+/// Takes back one counted attempt of `key` (it succeeded).
+pub async fn forgive(db: &Db, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE login_failures SET failures = MAX(failures - 1, 0) WHERE key = ?1")
+        .bind(key)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Counts one failure for `key`, starting a new window if the old one ended.
 pub async fn record(db: &Db, key: &str, window: Duration) -> Result<(), sqlx::Error> {
     let at = now();
@@ -50,4 +87,15 @@ pub async fn clear(db: &Db, key: &str) -> Result<(), sqlx::Error> {
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Removes counters whose window ended before `window` ago; returns how many went.
+pub async fn purge(db: &Db, window: Duration) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM login_failures WHERE window_started_at < ?1")
+            .bind(now() - window)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }

@@ -59,12 +59,37 @@ pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(15));
+    restrict_files(options.get_filename()).map_err(sqlx::Error::Io)?;
     SqlitePoolOptions::new()
         .max_connections(16)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await
+}
+
+/// Makes the database file (created empty if missing) and its `-wal` and `-shm` companions
+/// readable by carve's user alone: they hold password hashes. SQLite gives the companions it
+/// creates the database file's mode.
+fn restrict_files(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Applies the embedded migrations.

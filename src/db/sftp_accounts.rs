@@ -93,6 +93,21 @@ pub async fn find_by_username(
     .await
 }
 
+/// Of `ids`, the accounts that may still log in: present, enabled, tenant not suspended.
+pub async fn usable_among(
+    db: &Db,
+    ids: &[SftpAccountId],
+) -> Result<Vec<SftpAccountId>, sqlx::Error> {
+    let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    sqlx::query_scalar(
+        "SELECT a.id FROM sftp_accounts a JOIN tenants t ON t.id = a.tenant_id
+         WHERE a.enabled = 1 AND t.suspended = 0 AND a.id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(list)
+    .fetch_all(db)
+    .await
+}
+
 /// The accounts the scope may see, by username.
 pub async fn list(
     db: impl sqlx::SqliteExecutor<'_>,

@@ -140,6 +140,22 @@ pub async fn list_on_host(db: &Db, host: &HostId) -> Result<Vec<VmRow>, sqlx::Er
     .await
 }
 
+/// Running VMs on `host` whose tenant is suspended (they must be stopped).
+pub async fn running_of_suspended_tenants(
+    db: &Db,
+    host: &HostId,
+) -> Result<Vec<VmRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        vm_columns!(),
+        " FROM vms WHERE deleted_at IS NULL AND host_id = ?1 AND state = 'running'
+          AND tenant_id IN (SELECT id FROM tenants WHERE suspended = 1) ORDER BY id"
+    ))
+    .bind(host)
+    .fetch_all(db)
+    .await
+}
+
 /// Sets a VM's state.
 pub async fn set_state(
     db: impl sqlx::SqliteExecutor<'_>,

@@ -33,6 +33,8 @@ pub struct Report {
     pub unknown_dirs: Vec<String>,
     /// Port reservations of deleted VMs released.
     pub released_ports: u64,
+    /// VMs of suspended tenants found running and being stopped.
+    pub stopped_suspended: Vec<String>,
 }
 
 /// Runs passes forever, every `reconcile_interval`.
@@ -57,6 +59,7 @@ pub async fn pass(p: &Arc<Provisioner>) -> anyhow::Result<Report> {
     }
     let busy = resume_orphaned_operations(p, &mut report).await?;
     observe_vms(p, &busy, &mut report).await?;
+    stop_suspended(p, &busy, &mut report).await?;
     report.released_ports = db::ports::release_orphans(&p.db).await?;
     remove_deleted_dirs(p, &busy, &mut report).await?;
     Ok(report)
@@ -163,6 +166,39 @@ async fn observe_vms(
     }
     db::hosts::set_unmanaged(&p.db, &p.host_id, &unmanaged).await?;
     report.unmanaged = unmanaged;
+    Ok(())
+}
+
+/// Stops VMs of suspended tenants that are running (busy when the tenant was suspended, or
+/// started behind carve's back).
+async fn stop_suspended(
+    p: &Arc<Provisioner>,
+    busy: &HashSet<String>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    for vm in db::vms::running_of_suspended_tenants(&p.db, &p.host_id).await? {
+        if busy.contains(vm.id.as_str()) {
+            continue;
+        }
+        match super::vms::begin_operation(
+            p,
+            &vm,
+            super::OpKind::Stop,
+            VmState::Stopping,
+            serde_json::json!({}),
+            None,
+        )
+        .await
+        {
+            Ok(op) => {
+                tracing::info!(vm = %vm.id, op = %op.id, "stopping a VM of a suspended tenant");
+                report.stopped_suspended.push(vm.id.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(vm = %vm.id, error = %e, "cannot stop a VM of a suspended tenant")
+            }
+        }
+    }
     Ok(())
 }
 

@@ -132,11 +132,25 @@ pub struct OperationView {
     /// `pending`, `running`, `succeeded` or `failed`.
     pub state: String,
     pub steps: Vec<Step>,
-    /// What went wrong, for a failed operation.
+    /// What went wrong, for a failed operation: the detail for admins; for customers a plain
+    /// message with a reference (the operation id) their provider can look up.
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl OperationView {
+    /// The view as `actor` may see it: host paths and tool output stay with admins.
+    pub fn for_viewer(mut self, actor: &Principal) -> Self {
+        if !actor.is_admin() && self.error.is_some() {
+            self.error = Some(format!(
+                "the {} operation failed on the host; try again, or quote reference {} to your provider",
+                self.kind, self.id
+            ));
+        }
+        self
+    }
 }
 
 impl From<&OperationRow> for OperationView {
@@ -573,7 +587,7 @@ async fn power_state(p: &Provisioner, vm: &VmRow) -> Result<Option<PowerState>, 
 
 /// Records an operation on `vm` and sets its transitional state in one transaction; 409 if
 /// another operation on it is unfinished.
-async fn begin_operation(
+pub(crate) async fn begin_operation(
     p: &Arc<Provisioner>,
     vm: &VmRow,
     kind: OpKind,
@@ -840,7 +854,7 @@ pub async fn operation(
     let op = db::operations::get(&p.db, &actor.scope(), &op_id)
         .await?
         .ok_or_else(|| AppError::not_found("operation", id))?;
-    Ok(OperationView::from(&op))
+    Ok(OperationView::from(&op).for_viewer(actor))
 }
 
 /// The newest operations the actor may see, optionally only those on one target.
@@ -851,5 +865,8 @@ pub async fn operations(
     limit: i64,
 ) -> Result<Vec<OperationView>, AppError> {
     let ops = db::operations::list(&p.db, &actor.scope(), target, limit.clamp(1, 1000)).await?;
-    Ok(ops.iter().map(OperationView::from).collect())
+    Ok(ops
+        .iter()
+        .map(|o| OperationView::from(o).for_viewer(actor))
+        .collect())
 }

@@ -149,6 +149,10 @@ async fn execute(
         .await?
         .ok_or_else(|| anyhow!("VM {vm_id} does not exist"))?;
     if vm.deleted_at.is_some() {
+        // A delete resumed after its process died past the last step has nothing left to do.
+        if kind == OpKind::Delete {
+            return Ok(());
+        }
         anyhow::bail!("VM {vm_id} was deleted before this operation could run");
     }
     let result = match kind {

@@ -287,8 +287,8 @@ pub async fn update(
     get(app, actor, id).await
 }
 
-/// Deletes an account; its files are removed, or with `keep_files` moved aside to
-/// `<data_dir>/sftp-deleted/<username>-<time>` (they then no longer count against the quota).
+/// Deletes an account; its files are removed, or with `keep_files` (admins only) moved aside
+/// to `<data_dir>/sftp-deleted/<username>-<time>` (they then no longer count against the quota).
 pub async fn delete(
     app: &App,
     actor: &Principal,
@@ -296,6 +296,13 @@ pub async fn delete(
     keep_files: bool,
 ) -> Result<(), AppError> {
     let account = load(&app.db, actor, id).await?;
+    if keep_files && !actor.is_admin() {
+        // Kept files leave the tenant's quota but stay on the disk VMs and the database
+        // share: only an admin may set them aside.
+        return Err(AppError::Forbidden(
+            "only an admin can keep a deleted account's files; download what you need, then delete without keep_files".into(),
+        ));
+    }
     db::sftp_accounts::delete(&app.db, &account.id).await?;
     app.sftp_ledger.forget(&account.tenant_id, &account.id);
     let home = super::home_of(&sftp_homes(app), &account.id);

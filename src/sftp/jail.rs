@@ -175,7 +175,7 @@ impl Jail {
     /// Creates a directory.
     pub fn mkdir(&self, path: &JailPath, mode: u32) -> Result<(), Errno> {
         let (dir, name) = self.parent(path)?;
-        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(mode & 0o7777))
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(mode & 0o777))
     }
 
     /// Removes an empty directory.

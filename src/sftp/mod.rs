@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod jail;
+pub mod limits;
 pub mod protocol;
 pub mod quota;
 pub mod session;
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,7 +21,6 @@ use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::auth::PasswordHasher;
 use crate::config::Config;
@@ -28,8 +28,8 @@ use crate::db::sftp_accounts::SftpAccountRow;
 use crate::db::{self, Db};
 use crate::domain::ids::SftpAccountId;
 
-/// Connections allowed to be logging in at once; more wait (a flood cannot exhaust us).
-const MAX_UNAUTHENTICATED: usize = 64;
+/// Channels (pending or serving SFTP) one connection may have open at once.
+const MAX_CHANNELS: usize = 8;
 
 /// What every SFTP connection shares.
 pub struct Shared {
@@ -41,6 +41,8 @@ pub struct Shared {
     pub config: Config,
     /// Uploads and deletions go to the audit log through this batching writer.
     pub audit: db::audit::Batcher,
+    /// Live connections and their limits.
+    pub registry: Arc<limits::Registry>,
 }
 
 impl Shared {
@@ -57,17 +59,26 @@ pub fn home_of(homes: &Path, account: &SftpAccountId) -> PathBuf {
 
 /// Loads the host key, making one at first start (so clients' known_hosts stay valid).
 pub fn host_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making the SSH host key {} private", path.display()))?;
         return russh::keys::load_secret_key(path, None)
             .with_context(|| format!("reading the SSH host key {}", path.display()));
     }
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    key.write_openssh_file(path, LineEnding::LF)
+    let text = key.to_openssh(LineEnding::LF)?;
+    // Created readable by carve alone: never a moment with a wider mode.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
         .with_context(|| format!("writing the SSH host key {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(path = %path.display(), "made a new SSH host key");
     Ok(key)
 }
@@ -134,6 +145,7 @@ impl SftpServer {
             homes,
             config: config.clone(),
             audit,
+            registry: limits::Registry::new(config.sftp.clone()),
         });
         accounts::rescan(&shared.db, &shared.homes, &shared.ledger, None).await?;
         let listener = TcpListener::bind(config.sftp.listen)
@@ -151,16 +163,21 @@ impl SftpServer {
         self.listener.local_addr()
     }
 
-    /// Accepts connections forever; usage is flushed to the database every few seconds.
+    /// Accepts connections forever; usage is flushed to the database every few seconds, and
+    /// connections whose account may no longer log in are ended.
     pub async fn run(self) {
         let ledger = self.shared.ledger.clone();
-        let flusher = tokio::spawn(async move {
+        // Both end with this server (when its task is aborted, these guards drop).
+        let _flusher = AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 ledger.flush().await;
             }
-        });
-        let gate = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
+        }));
+        let _watcher = AbortOnDrop(tokio::spawn(
+            self.shared.registry.clone().watch(self.shared.db.clone()),
+        ));
+        let grace = Duration::from_secs(self.shared.config.sftp.login_grace_secs.max(1));
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(c) => c,
@@ -170,22 +187,31 @@ impl SftpServer {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
-            let Ok(permit) = gate.clone().acquire_owned().await else {
-                break;
+            // Refused connections are closed at once, never queued: a flood of silent
+            // connections from one client delays no one else's login.
+            let admission = match self.shared.registry.admit(peer.ip()) {
+                Ok(a) => a,
+                Err(why) => {
+                    tracing::info!(client = %peer.ip(), ?why, "SFTP connection refused");
+                    drop(stream);
+                    continue;
+                }
             };
+            let _ = stream.set_nodelay(true);
+            let connection_id = admission.id();
             let authed = Arc::new(AtomicBool::new(false));
             let handler = Connection {
                 shared: self.shared.clone(),
                 peer: peer.ip(),
                 account: None,
                 channels: HashMap::new(),
+                sessions: Arc::new(AtomicUsize::new(0)),
                 authed: authed.clone(),
-                permit: Some(permit),
+                admission,
             };
-            let grace = Duration::from_secs(self.shared.config.sftp.login_grace_secs.max(1));
             let config = self.config.clone();
-            tokio::spawn(async move {
+            let registry = self.shared.registry.clone();
+            let task = tokio::spawn(async move {
                 let session = match russh::server::run_stream(config, stream, handler).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -193,26 +219,34 @@ impl SftpServer {
                         return;
                     }
                 };
-                let handle = session.handle();
-                let watchdog = tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    if !authed.load(Ordering::SeqCst) {
-                        let _ = handle
-                            .disconnect(
-                                russh::Disconnect::ByApplication,
-                                "login took too long".into(),
-                                "en".into(),
-                            )
-                            .await;
-                    }
-                });
+                registry.set_ssh(connection_id, session.handle());
                 if let Err(e) = session.await {
                     tracing::debug!(error = %e, "SSH session ended with an error");
                 }
-                watchdog.abort();
             });
+            // The login grace runs from accept: a client silent before the SSH version line
+            // is dropped as surely as one that never sends a password.
+            let registry = self.shared.registry.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                if !authed.load(Ordering::SeqCst) {
+                    registry.end(connection_id, "login took too long");
+                }
+            });
+            // The handler (and its admission) lives in the task: record the task to end it.
+            self.shared
+                .registry
+                .set_task(connection_id, task.abort_handle());
         }
-        flusher.abort();
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -222,9 +256,11 @@ struct Connection {
     peer: IpAddr,
     account: Option<SftpAccountRow>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// SFTP sessions running on this connection.
+    sessions: Arc<AtomicUsize>,
     authed: Arc<AtomicBool>,
-    /// Held while not logged in; released at login so logged-in users do not count.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// This connection's place in the registry (limits, and ending it from the watcher).
+    admission: limits::Admission,
 }
 
 /// A russh handler error.
@@ -252,15 +288,13 @@ impl Connection {
         Ok((account.enabled && !suspended).then_some(account))
     }
 
-    /// Records the outcome of a login: audit entry, failure counters, session start.
+    /// Records the outcome of a login (audit entry) and, on success, starts the session.
     async fn finish_login(
         &mut self,
         user: &str,
         account: Option<SftpAccountRow>,
         method: &str,
     ) -> Result<Auth, SshError> {
-        let window = chrono::Duration::seconds(self.shared.config.auth.window_secs as i64);
-        let (account_key, client_key) = (format!("sftp:{user}"), format!("client:{}", self.peer));
         let outcome = if account.is_some() {
             "succeeded"
         } else {
@@ -278,32 +312,23 @@ impl Connection {
         };
         db::audit::insert(&self.shared.db, &entry).await?;
         let Some(account) = account else {
-            db::login_failures::record(&self.shared.db, &account_key, window).await?;
-            db::login_failures::record(&self.shared.db, &client_key, window).await?;
             return Ok(Auth::reject());
         };
-        db::login_failures::clear(&self.shared.db, &account_key).await?;
         if let Err(e) = std::fs::create_dir_all(self.shared.home(&account.id)) {
             tracing::error!(error = %e, "cannot create an SFTP home");
             return Ok(Auth::reject());
         }
+        self.admission.logged_in(&account.id);
         self.account = Some(account);
         self.authed.store(true, Ordering::SeqCst);
-        self.permit = None;
         Ok(Auth::Accept)
     }
 
-    /// Whether failed logins for this user or address have hit their limit.
-    async fn throttled(&self, user: &str) -> Result<bool, sqlx::Error> {
+    /// Whether failed password logins from this address have hit their limit (key logins
+    /// are not held back by password failures against the same username).
+    async fn client_throttled(&self) -> Result<bool, sqlx::Error> {
         let cfg = &self.shared.config.auth;
         let window = chrono::Duration::seconds(cfg.window_secs as i64);
-        let account = db::login_failures::retry_after(
-            &self.shared.db,
-            &format!("sftp:{user}"),
-            cfg.max_failures_per_account,
-            window,
-        )
-        .await?;
         let client = db::login_failures::retry_after(
             &self.shared.db,
             &format!("client:{}", self.peer),
@@ -311,7 +336,7 @@ impl Connection {
             window,
         )
         .await?;
-        Ok(account.is_some() || client.is_some())
+        Ok(client.is_some())
     }
 }
 
@@ -319,14 +344,39 @@ impl russh::server::Handler for Connection {
     type Error = SshError;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.throttled(user).await? {
-            tracing::info!(user, client = %self.peer, "SFTP login refused: too many failures");
-            return Ok(Auth::reject());
-        }
+        // Counted before the check, so a burst of guesses cannot pass the limit; an invalid
+        // (e.g. over-long) username is counted under one key, never stored as given.
+        let key = if accounts::valid_username(user) {
+            format!("sftp:{user}")
+        } else {
+            "sftp:(invalid username)".into()
+        };
+        let shared = self.shared.clone();
+        let attempt = match crate::tenancy::login::Attempt::start_with(
+            &shared.db,
+            &shared.config.auth,
+            &shared.hasher,
+            key,
+            Some(self.peer),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(client = %self.peer, reason = %e, "SFTP password login refused");
+                return Ok(Auth::reject());
+            }
+        };
         let account = self.usable_account(user).await?;
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
         // An unknown user (or one without a password) costs as much as a wrong password.
-        let ok = self.shared.hasher.verify(hash, password.to_string()).await;
+        let ok = match attempt.verify(hash, password.to_string()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(error = %e, "SFTP login check failed");
+                false
+            }
+        };
         self.finish_login(user, account.filter(|_| ok), "password")
             .await
     }
@@ -348,7 +398,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.throttled(user).await? {
+        if self.client_throttled().await? {
             return Ok(Auth::reject());
         }
         let account = self
@@ -364,7 +414,8 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.account.is_none() || self.channels.len() >= 8 {
+        let open = self.channels.len() + self.sessions.load(Ordering::SeqCst);
+        if self.account.is_none() || open >= MAX_CHANNELS {
             return Ok(());
         }
         self.channels.insert(channel.id(), channel);
@@ -386,6 +437,12 @@ impl russh::server::Handler for Connection {
             session.channel_failure(channel)?;
             return Ok(());
         };
+        if !self.admission.start_session() {
+            tracing::info!(user = %account.username, "SFTP session refused: the account has its most sessions open");
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        let guard = self.admission.session_guard();
         let home = self.shared.home(&account.id);
         let jail = match jail::Jail::open(&home) {
             Ok(j) => j,
@@ -404,9 +461,13 @@ impl russh::server::Handler for Connection {
             client: Some(self.peer),
         };
         let handle = session.handle();
+        let sessions = self.sessions.clone();
+        sessions.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
+            let _guard = guard;
             let _ = shared.ledger.ensure(&who.tenant).await;
             session::serve(ch.into_stream(), shared, who, jail).await;
+            sessions.fetch_sub(1, Ordering::SeqCst);
             // Like OpenSSH's sftp-server exiting: scp and others check the exit status.
             let _ = handle.exit_status_request(channel, 0).await;
             let _ = handle.eof(channel).await;

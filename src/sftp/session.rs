@@ -651,7 +651,9 @@ impl Session {
             }
         }
         if let Some(mode) = attrs.permissions
-            && let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))
+            // Permission bits only: the files belong to carve's user, so setuid, setgid and
+            // sticky bits are never the client's to set.
+            && let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o777))
         {
             return errno_status(id, e);
         }
@@ -798,9 +800,14 @@ impl Session {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => return bad_path_status(id, e),
         };
-        // What the rename replaces is released from the quota.
+        // What the rename replaces is released from the quota, unless both names are links to
+        // one file (a rename onto itself or onto another of its hard links): the kernel then
+        // changes nothing, so nothing is freed.
         let replaced = if replace {
-            self.jail.lstat(&to).ok()
+            match (self.jail.lstat(&from), self.jail.lstat(&to)) {
+                (Ok(f), Ok(t)) if (f.st_dev, f.st_ino) == (t.st_dev, t.st_ino) => None,
+                (_, t) => t.ok(),
+            }
         } else {
             None
         };

@@ -593,16 +593,13 @@ pub async fn change_password(
     app: &App,
     actor: &Principal,
     req: ChangePasswordRequest,
+    client: Option<std::net::IpAddr>,
 ) -> Result<(), AppError> {
     check_password("new_password", &req.new_password)?;
     let user = db::users::get(&app.db, &actor.user_id)
         .await?
         .ok_or_else(|| AppError::Unauthorized("your account is gone".into()))?;
-    if !app
-        .hasher
-        .verify(Some(user.password_hash), req.current_password)
-        .await
-    {
+    if !super::login::check_current_password(app, &user, req.current_password, client).await? {
         return Err(AppError::invalid(
             "current_password",
             "is not your current password",

@@ -19,13 +19,13 @@ fn client_py() -> PathBuf {
 
 /// How a client logs in.
 #[derive(Clone)]
-enum Login {
+pub enum Login {
     Password(String),
     Key(PathBuf),
 }
 
 /// Runs paramiko operations in one session; returns the results (or `{"login": false}`).
-async fn paramiko(port: u16, user: &str, login: &Login, ops: Value) -> Value {
+pub async fn paramiko(port: u16, user: &str, login: &Login, ops: Value) -> Value {
     let mut cmd = tokio::process::Command::new(python());
     cmd.arg(client_py()).arg(port.to_string()).arg(user);
     match login {
@@ -51,14 +51,14 @@ async fn paramiko(port: u16, user: &str, login: &Login, ops: Value) -> Value {
 }
 
 /// Results of a session that must log in.
-async fn ok_session(port: u16, user: &str, login: &Login, ops: Value) -> Vec<Value> {
+pub async fn ok_session(port: u16, user: &str, login: &Login, ops: Value) -> Vec<Value> {
     let v = paramiko(port, user, login, ops).await;
     assert_eq!(v["login"], true, "{v}");
     v["results"].as_array().unwrap().clone()
 }
 
 /// Runs an OpenSSH `sftp -b` batch with a key; returns (success, stdout + stderr).
-async fn openssh(port: u16, user: &str, key: &Path, dir: &Path, batch: &str) -> (bool, String) {
+pub async fn openssh(port: u16, user: &str, key: &Path, dir: &Path, batch: &str) -> (bool, String) {
     let batch_file = dir.join("batch");
     std::fs::write(&batch_file, batch).unwrap();
     let out = tokio::process::Command::new("sftp")
@@ -93,7 +93,7 @@ async fn openssh(port: u16, user: &str, key: &Path, dir: &Path, batch: &str) -> 
 }
 
 /// A fresh Ed25519 key pair; returns (private key path, public key line).
-fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+pub fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
     let st = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
@@ -109,7 +109,7 @@ fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
 }
 
 /// Creates an account through the API; returns its id.
-async fn account(app: &TestApp, body: Value) -> String {
+pub async fn account(app: &TestApp, body: Value) -> String {
     let a = app.call("POST", "/api/v1/sftp-accounts", Some(body)).await;
     assert_eq!(a.status, 201, "{}", a.text);
     assert!(
@@ -121,7 +121,7 @@ async fn account(app: &TestApp, body: Value) -> String {
 }
 
 /// Deterministic pseudo-random bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -136,7 +136,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Waits until the API shows the account's usage equal to `bytes` (flushed every 2 s).
-async fn wait_usage(app: &TestApp, id: &str, bytes: i64, files: i64) -> Value {
+pub async fn wait_usage(app: &TestApp, id: &str, bytes: i64, files: i64) -> Value {
     let mut last = Value::Null;
     for _ in 0..40 {
         last = app
@@ -312,7 +312,7 @@ ls -l site
     app.stop().await;
 }
 
-fn base64(b: &[u8]) -> String {
+pub fn base64(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }

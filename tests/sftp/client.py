@@ -69,6 +69,10 @@ def run(sftp, transport, op):
     if kind == "chmod":
         sftp.chmod(path(op["path"]), op["mode"])
         return True
+    if kind == "posix_rename_raw":
+        # posix-rename@openssh.com sent as is (paramiko's own checks are skipped).
+        sftp._request(paramiko.sftp.CMD_EXTENDED, "posix-rename@openssh.com", path(op["from"]), path(op["to"]))
+        return True
     if kind == "host_key":
         return transport.get_remote_server_key().get_base64()
     if kind == "garbage_session":
@@ -108,8 +112,8 @@ def main():
     for op in json.load(sys.stdin):
         try:
             results.append({"ok": True, "value": run(sftp, transport, op)})
-        except (IOError, OSError) as e:
-            results.append({"ok": False, "error": str(e), "errno": getattr(e, "errno", None)})
+        except Exception as e:  # a closed connection raises EOFError or SSHException too
+            results.append({"ok": False, "error": str(e) or type(e).__name__, "errno": getattr(e, "errno", None)})
     print(json.dumps({"login": True, "results": results}))
     sftp.close()
     transport.close()

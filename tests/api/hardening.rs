@@ -1,0 +1,651 @@
+//! The hostile-tenant battery: each attack that was reproduced against `carve serve` (issue 9),
+//! run again against a real server with real clients (paramiko, OpenSSH, plain sockets, HTTP).
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::sftp::{Login, account, base64, data, keypair, ok_session, openssh, paramiko};
+
+/// Sets a tenant's SFTP quota (and small VM limits).
+async fn sftp_quota(app: &TestApp, tenant: &str, bytes: i64, files: i64) {
+    let q = json!({"max_vms": 2, "max_vcpus": 2, "max_memory_mib": 256, "max_disk_gib": 2,
+        "max_sftp_bytes": bytes, "max_sftp_files": files});
+    let a = app
+        .call("PUT", &format!("/api/v1/tenants/{tenant}/quota"), Some(q))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+/// Bytes the tenant uses by SFTP, as the API reports it.
+async fn used_bytes(app: &TestApp, tenant: &str) -> i64 {
+    let u = app
+        .call("GET", &format!("/api/v1/tenants/{tenant}/usage"), None)
+        .await;
+    u.body["usage"]["sftp_bytes"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("usage: {}", u.text))
+}
+
+/// Bytes really stored under a home (each inode once).
+fn stored(app: &TestApp, account: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    std::fs::read_dir(app.data_dir.path().join("sftp").join(account))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file() && seen.insert(m.ino()))
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_onto_the_same_file_free_nothing() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let (tenant, _) = crate::tenancy::tenant_with_customer(&app, "renamers").await;
+    sftp_quota(&app, &tenant, 2 << 20, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(dir.path(), "ren");
+    let id = account(
+        &app,
+        json!({"username": "ren", "password": "rename password", "public_keys": [public], "tenant_id": tenant}),
+    )
+    .await;
+    let login = Login::Password("rename password".into());
+    let mib = base64(&data(1 << 20, 7));
+    // Upload 1 MiB, rename it onto itself, six times: only what fits is stored.
+    let mut ops = Vec::new();
+    for i in 0..6 {
+        let f = format!("f{i}");
+        ops.push(json!({"op": "write", "path": f, "data": mib}));
+        ops.push(json!({"op": "posix_rename_raw", "from": f, "to": f}));
+    }
+    let r = ok_session(app.sftp_port, "ren", &login, json!(ops)).await;
+    assert_eq!(r[0]["ok"], true, "{r:?}");
+    assert!(
+        r.iter()
+            .any(|x| x["error"].as_str().unwrap_or("").contains("quota")),
+        "writes past the quota are refused: {r:?}"
+    );
+    assert!(
+        stored(&app, &id) <= 2 << 20,
+        "at most the quota is stored: {}",
+        stored(&app, &id)
+    );
+    // A rename between two hard links of one file (OpenSSH: ln, then rename) frees nothing.
+    std::fs::write(dir.path().join("small"), data(100_000, 3)).unwrap();
+    let batch = "rm f1\nrm f2\nrm f3\nrm f4\nrm f5\nput small a\nln a b\nrename a b\n";
+    let _ = openssh(app.sftp_port, "ren", &key, dir.path(), batch).await;
+    let r = ok_session(app.sftp_port, "ren", &login, json!([{"op": "listdir"}])).await;
+    let names = r[0]["value"].as_array().unwrap().clone();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let used = used_bytes(&app, &tenant).await;
+    assert_eq!(
+        used as u64,
+        stored(&app, &id),
+        "usage matches the disk after self-renames and link renames ({names:?})"
+    );
+    app.stop().await;
+}
+
+/// Opens `n` TCP connections from `source` that send nothing.
+async fn silent_connections(port: u16, source: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        if let Ok(s) = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+        {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Whether the server closes `s` within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_locks_no_one_out() {
+    let app = spawn_app_with(Backend::TestDriver, &[("CARVE_SFTP_LOGIN_GRACE_SECS", "3")]).await;
+    account(
+        &app,
+        json!({"username": "honest", "password": "honest password"}),
+    )
+    .await;
+    // 70 silent connections from one address (127.0.0.2), as in the report.
+    let mut flood = silent_connections(app.sftp_port, "127.0.0.2", 70).await;
+    let started = Instant::now();
+    let r = ok_session(
+        app.sftp_port,
+        "honest",
+        &Login::Password("honest password".into()),
+        json!([{"op": "listdir"}]),
+    )
+    .await;
+    assert_eq!(r[0]["ok"], true, "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an honest login was not held up by the flood: {:?}",
+        started.elapsed()
+    );
+    // Past the per-address limit the flood's connections were closed at once, and the rest
+    // are closed by the login grace, which counts from accept (no version line was sent).
+    let mut closed = 0;
+    for s in flood.iter_mut() {
+        if closed_within(s, Duration::from_secs(8)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, flood.len(), "every silent connection was closed");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspension_disable_and_delete_end_live_sessions() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let (tenant, _) = crate::tenancy::tenant_with_customer(&app, "evicted").await;
+    let mut ids = Vec::new();
+    for user in ["ev1", "ev2", "ev3"] {
+        ids.push(
+            account(
+                &app,
+                json!({"username": user, "password": "evicted password", "tenant_id": tenant}),
+            )
+            .await,
+        );
+    }
+    let login = Login::Password("evicted password".into());
+    let chunk = base64(&data(1000, 1));
+    // Each session writes, waits, and writes again; meanwhile its access is taken away.
+    let session = |user: &'static str| {
+        let (port, login, chunk) = (app.sftp_port, login.clone(), chunk.clone());
+        tokio::spawn(async move {
+            paramiko(
+                port,
+                user,
+                &login,
+                json!([{"op": "write", "path": "one", "data": chunk},
+                       {"op": "sleep", "seconds": 5},
+                       {"op": "write", "path": "two", "data": chunk}]),
+            )
+            .await
+        })
+    };
+    let (s1, s2, s3) = (session("ev1"), session("ev2"), session("ev3"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/sftp-accounts/{}", ids[1]),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = app
+        .call("DELETE", &format!("/api/v1/sftp-accounts/{}", ids[2]), None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/tenants/{tenant}"),
+            Some(json!({"suspended": true})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    for (name, s) in [("suspended", s1), ("disabled", s2), ("deleted", s3)] {
+        let v = s.await.unwrap();
+        assert_eq!(v["results"][0]["ok"], true, "{name}: {v}");
+        assert_eq!(
+            v["results"][2]["ok"], false,
+            "the {name} account's session was ended: {v}"
+        );
+    }
+    assert!(
+        !app.data_dir
+            .path()
+            .join("sftp")
+            .join(&ids[0])
+            .join("two")
+            .exists()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn setstat_keeps_only_permission_bits() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let id = account(
+        &app,
+        json!({"username": "chm", "password": "chmod password"}),
+    )
+    .await;
+    let r = ok_session(
+        app.sftp_port,
+        "chm",
+        &Login::Password("chmod password".into()),
+        json!([{"op": "write", "path": "f", "data": "eA=="},
+               {"op": "chmod", "path": "f", "mode": 0o6755},
+               {"op": "mkdir", "path": "d"},
+               {"op": "chmod", "path": "d", "mode": 0o3777}]),
+    )
+    .await;
+    assert!(r.iter().all(|x| x["ok"] == true), "{r:?}");
+    let home = app.data_dir.path().join("sftp").join(&id);
+    let mode = |p: &str| {
+        std::fs::metadata(home.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("f"), 0o755, "no setuid or setgid on files");
+    assert_eq!(mode("d") & 0o7000, 0, "no special bits on directories");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn files_holding_secrets_are_readable_by_carve_alone() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    // Make sure the WAL exists: write something.
+    account(
+        &app,
+        json!({"username": "sec", "password": "secret password"}),
+    )
+    .await;
+    let data_dir = app.data_dir.path().to_path_buf();
+    for name in [
+        "carve.db",
+        "carve.db-wal",
+        "carve.db-shm",
+        "ssh_host_ed25519_key",
+    ] {
+        let path = data_dir.join(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{name} is private (mode {:o})",
+            mode & 0o777
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_cannot_grow_the_database() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let long = format!("{}@example.com", "a".repeat(200_000));
+    for _ in 0..5 {
+        let r = app
+            .client
+            .post(format!("{}/api/v1/tokens", app.addr))
+            .json(&json!({"email": long, "password": "whatever password"}))
+            .send()
+            .await
+            .unwrap();
+        let a = crate::helpers::answer(r).await;
+        assert_eq!(a.status, 422, "{}", a.text);
+        assert!(a.text.contains("254"), "says the limit: {}", a.text);
+    }
+    let db = &app.state.db;
+    let (longest_actor,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(LENGTH(actor)), 0) FROM audit_log")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert!(
+        longest_actor <= 254,
+        "audit actors are bounded: {longest_actor}"
+    );
+    let (keys,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE LENGTH(key) > 300")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(keys, 0, "no over-long throttle key was stored");
+    // Retention: entries older than the retention go at housekeeping.
+    sqlx::query("UPDATE audit_log SET at = '2000-01-01T00:00:00Z'")
+        .execute(db)
+        .await
+        .unwrap();
+    let removed = carve::db::audit::purge(db, chrono::Duration::days(365), 1_000_000)
+        .await
+        .unwrap();
+    assert!(removed >= 5, "old entries removed: {removed}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn customers_cannot_keep_deleted_accounts_files() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let (tenant, customer) = crate::tenancy::tenant_with_customer(&app, "keepers").await;
+    let id = account(
+        &app,
+        json!({"username": "kept", "password": "kept password", "tenant_id": tenant}),
+    )
+    .await;
+    let path = format!("/api/v1/sftp-accounts/{id}?keep_files=true");
+    let a = app.call_as(&customer, "DELETE", &path, None).await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert!(a.text.contains("admin"), "{}", a.text);
+    let a = app
+        .call_as(
+            &customer,
+            "GET",
+            &format!("/api/v1/sftp-accounts/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "nothing was deleted: {}", a.text);
+    // An admin may.
+    let a = app.call("DELETE", &path, None).await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    app.stop().await;
+}
+
+/// `POST /tokens` with email and password; the status.
+async fn try_login(app: &TestApp, email: &str, password: &str) -> u16 {
+    app.client
+        .post(format!("{}/api/v1/tokens", app.addr))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_throttling_holds_against_bursts() {
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[
+            ("CARVE_AUTH_CONCURRENT_HASHES", "2"),
+            ("CARVE_AUTH_MAX_QUEUED_HASHES", "64"),
+        ],
+    )
+    .await;
+    let (_, customer) = crate::tenancy::tenant_with_customer(&app, "burst").await;
+    // 20 wrong passwords at once for one account: at most the limit (5) are even checked.
+    let mut tries = Vec::new();
+    for _ in 0..20 {
+        let app_addr = app.addr.clone();
+        let client = app.client.clone();
+        tries.push(tokio::spawn(async move {
+            client
+                .post(format!("{app_addr}/api/v1/tokens"))
+                .json(&json!({"email": "owner@burst.example", "password": "wrong password"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut checked = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            401 => checked += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        checked <= 5,
+        "{checked} guesses were checked; the limit is 5"
+    );
+    assert_eq!(
+        try_login(&app, "owner@burst.example", "customer password").await,
+        429
+    );
+    // Changing a password is a login too: guesses at the current one are throttled.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let a = app
+            .call_as(
+                &customer,
+                "PUT",
+                "/api/v1/me/password",
+                Some(json!({"current_password": "not my password", "new_password": "a new long password"})),
+            )
+            .await;
+        statuses.push(a.status);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hash_queue_answers_at_once() {
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[
+            ("CARVE_AUTH_CONCURRENT_HASHES", "1"),
+            ("CARVE_AUTH_MAX_QUEUED_HASHES", "1"),
+            ("CARVE_AUTH_MAX_FAILURES_PER_CLIENT", "1000"),
+        ],
+    )
+    .await;
+    let mut tries = Vec::new();
+    for i in 0..12 {
+        let (addr, client) = (app.addr.clone(), app.client.clone());
+        tries.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{addr}/api/v1/tokens"))
+                .json(&json!({"email": format!("nobody{i}@example.com"), "password": "wrong password"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }));
+    }
+    let mut busy = 0;
+    for t in tries {
+        let (status, text) = t.await.unwrap();
+        if status == 429 {
+            assert!(text.contains("busy"), "{text}");
+            busy += 1;
+        } else {
+            assert_eq!(status, 401, "{text}");
+        }
+    }
+    assert!(busy >= 1, "some logins were turned away at once");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_failures_do_not_lock_out_key_logins() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(dir.path(), "keyed");
+    account(
+        &app,
+        json!({"username": "keyed", "password": "keyed password", "public_keys": [public]}),
+    )
+    .await;
+    for _ in 0..6 {
+        let v = paramiko(
+            app.sftp_port,
+            "keyed",
+            &Login::Password("guess guess guess".into()),
+            json!([]),
+        )
+        .await;
+        assert_eq!(v["login"], false);
+    }
+    // The password is now throttled, even the right one…
+    let v = paramiko(
+        app.sftp_port,
+        "keyed",
+        &Login::Password("keyed password".into()),
+        json!([]),
+    )
+    .await;
+    assert_eq!(v["login"], false, "{v}");
+    // …but the key still logs in.
+    let r = ok_session(
+        app.sftp_port,
+        "keyed",
+        &Login::Key(key),
+        json!([{"op": "listdir"}]),
+    )
+    .await;
+    assert_eq!(r[0]["ok"], true, "{r:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_limits_slow_clients_and_odd_methods() {
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_HTTP_HEADER_TIMEOUT_SECS", "2")],
+    )
+    .await;
+    let port = app.addr.rsplit(':').next().unwrap().to_string();
+    // A client that sends half a header and stops is disconnected.
+    let mut slow = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(6)).await);
+    // An idle kept-alive connection is closed too.
+    let mut idle = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(6)).await);
+    // Made-up methods share one metrics series.
+    for m in ["FOOBAR", "BAZQUX"] {
+        let _ = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                format!("{}/healthz", app.addr),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("FOOBAR") && !metrics.contains("BAZQUX"));
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_stops_vms_of_suspended_tenants() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    app.plan("tiny1", 1, 128, 1).await;
+    let (tenant, customer) = crate::tenancy::tenant_with_customer(&app, "behind").await;
+    let a = app
+        .call_as(
+            &customer,
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "sneaky", "plan": "tiny1", "image": "tiny"})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/tenants/{tenant}"),
+            Some(json!({"suspended": true})),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while vm_state(&app, &vm).await != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "the suspended tenant's VM stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Started again behind carve's back: the reconciler stops it once more (a new stop
+    // operation, and the VM ends stopped).
+    let before = succeeded_stops(&app, &vm).await;
+    let domain: String = sqlx::query_scalar("SELECT domain_name FROM vms WHERE id = ?1")
+        .bind(&vm)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    app.state
+        .prov
+        .hv
+        .call(move |h| h.start(&domain))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if succeeded_stops(&app, &vm).await > before && vm_state(&app, &vm).await == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the VM was stopped again");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.stop().await;
+}
+
+/// A VM's state as the API shows it.
+async fn vm_state(app: &TestApp, vm: &str) -> String {
+    app.call("GET", &format!("/api/v1/vms/{vm}"), None)
+        .await
+        .body["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Stop operations of a VM that succeeded.
+async fn succeeded_stops(app: &TestApp, vm: &str) -> usize {
+    let ops = app
+        .call("GET", &format!("/api/v1/operations?target={vm}"), None)
+        .await
+        .body;
+    ops.as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "stop" && o["state"] == "succeeded")
+        .count()
+}
