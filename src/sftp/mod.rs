@@ -3,6 +3,8 @@
 //! ([`session`]) on a jailed filesystem ([`jail`]) with per-tenant quotas ([`quota`]).
 
 pub mod accounts;
+#[cfg(test)]
+mod fuzz;
 pub mod jail;
 pub mod limits;
 pub mod protocol;
