@@ -83,7 +83,7 @@ fn field(rng: &mut Rng, out: &mut Vec<u8>) {
         // Attributes with random flags (extended ones included).
         _ => {
             out.extend_from_slice(
-                &(rng.next() as u32 | 0x8000_0000 * (rng.below(2) as u32)).to_be_bytes(),
+                &(rng.next() as u32 | (0x8000_0000 * (rng.below(2) as u32))).to_be_bytes(),
             );
             out.extend((0..rng.below(40)).map(|_| rng.next() as u8));
         }
