@@ -870,3 +870,48 @@ pub async fn operations(
         .map(|o| OperationView::from(o).for_viewer(actor))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::domain::ids::UserId;
+
+    fn principal(role: Role) -> Principal {
+        Principal {
+            user_id: UserId::generate(),
+            email: "someone@example.com".into(),
+            role,
+            tenant_id: Some(TenantId::default_tenant()),
+            view_version: None,
+        }
+    }
+
+    #[test]
+    fn customers_see_a_reference_instead_of_host_detail() {
+        let failed = OperationView {
+            id: "op_0123456789abcdef".into(),
+            kind: "create".into(),
+            target_type: "vm".into(),
+            target: "vm_0123456789abcdef".into(),
+            tenant_id: TenantId::default_tenant().to_string(),
+            state: "failed".into(),
+            steps: Vec::new(),
+            error: Some(
+                "step \"make disk\" failed: qemu-img: /var/lib/carve/vms/x: No space".into(),
+            ),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let customer = failed.clone().for_viewer(&principal(Role::Customer));
+        let shown = customer.error.unwrap();
+        assert!(
+            !shown.contains("/var/lib") && !shown.contains("qemu-img"),
+            "{shown}"
+        );
+        assert!(shown.contains("op_0123456789abcdef"), "{shown}");
+        let admin = failed.clone().for_viewer(&principal(Role::Admin));
+        assert_eq!(admin.error, failed.error);
+    }
+}

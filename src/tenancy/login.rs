@@ -107,22 +107,30 @@ impl<'a> Attempt<'a> {
     }
 }
 
-/// Counts an attempt for the account and the client; the seconds to wait if either is over.
+/// Counts an attempt for the account and the client; the seconds to wait if either is over
+/// (the attempt is then not counted).
 pub async fn count(
     db: &Db,
     cfg: &AuthConfig,
     account_key: &str,
     client_key: Option<&str>,
 ) -> Result<Option<u64>, sqlx::Error> {
+    // A refused attempt counts against neither key.
     let window = Duration::seconds(cfg.window_secs as i64);
-    let mut wait =
+    let wait =
         db::login_failures::attempt(db, account_key, cfg.max_failures_per_account, window).await?;
+    if wait.is_some() {
+        return Ok(wait);
+    }
     if let Some(key) = client_key {
         let client =
             db::login_failures::attempt(db, key, cfg.max_failures_per_client, window).await?;
-        wait = wait.max(client);
+        if client.is_some() {
+            db::login_failures::forgive(db, account_key).await?;
+            return Ok(client);
+        }
     }
-    Ok(wait)
+    Ok(None)
 }
 
 /// Checks an email and password; on success the user (whose tenant is not suspended).

@@ -703,7 +703,7 @@ async fn sftp_accounts_api_checks_input_and_tenants() {
             .status,
         403
     );
-    // Deleting keeps the files aside on request.
+    // Deleting keeps the files aside on an admin's request (a customer may not).
     std::fs::write(
         app.data_dir.path().join("sftp").join(&id).join("keep.me"),
         "x",
@@ -712,6 +712,16 @@ async fn sftp_accounts_api_checks_input_and_tenants() {
     assert_eq!(
         app.call_as(
             &alice,
+            "DELETE",
+            &format!("/api/v1/sftp-accounts/{id}?keep_files=true"),
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        app.call(
             "DELETE",
             &format!("/api/v1/sftp-accounts/{id}?keep_files=true"),
             None
