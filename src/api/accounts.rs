@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -34,13 +35,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// List tenants (admins).
-#[utoipa::path(get, path = "/tenants", tag = "tenants", security(("bearer" = [])),
-    responses((status = 200, description = "Tenants by name", body = Vec<TenantView>), ReadErrors))]
+#[utoipa::path(get, path = "/tenants", tag = "tenants", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "Tenants by name (a page; `Link: rel=\"next\"` when more follow)", body = Vec<TenantView>), ReadErrors))]
 async fn list_tenants(
     State(app): State<AppState>,
     Auth(actor): Auth,
-) -> Result<Json<Vec<TenantView>>, AppError> {
-    Ok(Json(service::list_tenants(&app.db, &actor).await?))
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    ApiQuery(q): ApiQuery<super::Paging>,
+) -> Result<Response, AppError> {
+    let page = service::list_tenants(&app.db, &actor, &q.request()?).await?;
+    Ok(super::paged(&uri, page))
 }
 
 /// Create a tenant (admins).
@@ -165,19 +169,26 @@ async fn tenant_usage(
 struct UserQuery {
     /// Only users of this tenant.
     tenant_id: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` URL.
+    #[param(max_length = 2048)]
+    cursor: Option<String>,
 }
 
 /// List users (admins).
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(UserQuery),
-    responses((status = 200, description = "Users by email", body = Vec<UserView>), ReadErrors))]
+    responses((status = 200, description = "Users by email (a page; `Link: rel=\"next\"` when more follow)", body = Vec<UserView>), ReadErrors))]
 async fn list_users(
     State(app): State<AppState>,
     Auth(actor): Auth,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     ApiQuery(q): ApiQuery<UserQuery>,
-) -> Result<Json<Vec<UserView>>, AppError> {
-    Ok(Json(
-        service::list_users(&app.db, &actor, q.tenant_id.as_deref()).await?,
-    ))
+) -> Result<Response, AppError> {
+    let page = super::page_request(q.limit, q.cursor.as_deref())?;
+    let users = service::list_users(&app.db, &actor, q.tenant_id.as_deref(), &page).await?;
+    Ok(super::paged(&uri, users))
 }
 
 /// Create a user (admins).
@@ -266,21 +277,31 @@ async fn change_password(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    /// Only entries older than this id.
+    /// Only entries older than this id (same as a cursor).
     before: Option<i64>,
-    /// At most this many (default 100, at most 1000).
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` URL.
+    #[param(max_length = 2048)]
+    cursor: Option<String>,
 }
 
 /// Read the audit log, newest first (customers: their tenant's part).
 #[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
-    responses((status = 200, description = "Entries, newest first", body = Vec<AuditView>), ReadErrors))]
+    responses((status = 200, description = "Entries, newest first (a page; `Link: rel=\"next\"` when more follow)", body = Vec<AuditView>), ReadErrors))]
 async fn list_audit(
     State(app): State<AppState>,
     Auth(actor): Auth,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Vec<AuditView>>, AppError> {
-    Ok(Json(
-        audit::list(&app.db, &actor, q.before, q.limit.unwrap_or(100)).await?,
+) -> Result<Response, AppError> {
+    let mut page = super::page_request(q.limit, q.cursor.as_deref())?;
+    if let Some(before) = q.before {
+        page.after = Some(vec![before.to_string()]);
+    }
+    Ok(super::paged(
+        &uri,
+        audit::list(&app.db, &actor, &page).await?,
     ))
 }

@@ -20,13 +20,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// List plans.
-#[utoipa::path(get, path = "/plans", tag = "catalog", security(("bearer" = [])),
-    responses((status = 200, description = "Plans, smallest first", body = Vec<PlanView>), ReadErrors))]
+#[utoipa::path(get, path = "/plans", tag = "catalog", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "Plans, smallest first (a page; `Link: rel=\"next\"` when more follow)", body = Vec<PlanView>), ReadErrors))]
 async fn list_plans(
     State(app): State<AppState>,
     _auth: Auth,
-) -> Result<Json<Vec<PlanView>>, AppError> {
-    Ok(Json(service::list_plans(&app.db).await?))
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::ApiQuery(q): super::ApiQuery<super::Paging>,
+) -> Result<axum::response::Response, AppError> {
+    let page = service::list_plans(&app.db, &q.request()?).await?;
+    Ok(super::paged(&uri, page))
 }
 
 /// Create a plan (admins).
@@ -57,11 +60,14 @@ async fn delete_plan(
 }
 
 /// List images.
-#[utoipa::path(get, path = "/images", tag = "catalog", security(("bearer" = [])),
-    responses((status = 200, description = "Images by name", body = Vec<ImageView>), ReadErrors))]
+#[utoipa::path(get, path = "/images", tag = "catalog", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "Images by name (a page; `Link: rel=\"next\"` when more follow)", body = Vec<ImageView>), ReadErrors))]
 async fn list_images(
     State(app): State<AppState>,
     _auth: Auth,
-) -> Result<Json<Vec<ImageView>>, AppError> {
-    Ok(Json(service::list_images(&app.db).await?))
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::ApiQuery(q): super::ApiQuery<super::Paging>,
+) -> Result<axum::response::Response, AppError> {
+    let page = service::list_images(&app.db, &q.request()?).await?;
+    Ok(super::paged(&uri, page))
 }

@@ -18,13 +18,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// List hosts with capacity and allocation (admins).
-#[utoipa::path(get, path = "/hosts", tag = "hosts", security(("bearer" = [])),
-    responses((status = 200, description = "Hosts", body = Vec<HostView>), ReadErrors))]
+#[utoipa::path(get, path = "/hosts", tag = "hosts", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "Hosts, oldest first (a page; `Link: rel=\"next\"` when more follow)", body = Vec<HostView>), ReadErrors))]
 async fn list_hosts(
     State(app): State<AppState>,
     Auth(actor): Auth,
-) -> Result<Json<Vec<HostView>>, AppError> {
-    Ok(Json(service::list(&app.db, &actor).await?))
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::ApiQuery(q): super::ApiQuery<super::Paging>,
+) -> Result<axum::response::Response, AppError> {
+    let page = service::list(&app.db, &actor, &q.request()?).await?;
+    Ok(super::paged(&uri, page))
 }
 
 /// Read one host (admins).

@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 use crate::auth::{Principal, Role, token_digest};
+use crate::db::page::{Page, PageRequest};
 use crate::error::{AppError, Problem, problem_response};
 use crate::provision::vms::OperationView;
 
@@ -75,6 +76,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum ReadErrors {
+    /// The query string cannot be read.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// A query parameter is out of range (e.g. `limit`), or the cursor is not valid.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
     /// No valid bearer token.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
@@ -400,6 +407,57 @@ where
                 Vec::new(),
             )),
         }
+    }
+}
+
+/// Paging of a list: `?limit=` and `?cursor=` (from the previous answer's `Link` header).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Paging {
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Where to go on: the `cursor` in the previous answer's `Link: <…>; rel="next"` URL.
+    #[param(max_length = 2048)]
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    /// The page asked for, or a 422 naming the parameter to fix.
+    pub fn request(&self) -> Result<PageRequest, AppError> {
+        page_request(self.limit, self.cursor.as_deref())
+    }
+}
+
+/// Checks `limit` and `cursor` (a 422 naming the one to fix).
+pub fn page_request(limit: Option<i64>, cursor: Option<&str>) -> Result<PageRequest, AppError> {
+    PageRequest::parse(limit, cursor)
+        .map_err(|(field, why)| AppError::invalid(field, why.to_string()))
+}
+
+/// A page as a plain JSON array, with `Link: <…>; rel="next"` when more follow.
+pub fn paged<T: serde::Serialize>(uri: &axum::http::Uri, page: Page<T>) -> Response {
+    let mut response = axum::Json(page.items).into_response();
+    add_next_link(&mut response, uri, page.next.as_deref());
+    response
+}
+
+/// Adds the `Link` header of the next page: this request's URL with the new cursor.
+pub fn add_next_link(response: &mut Response, uri: &axum::http::Uri, next: Option<&str>) {
+    let Some(next) = next else {
+        return;
+    };
+    let mut query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("cursor="))
+        .collect();
+    let cursor = format!("cursor={next}");
+    query.push(&cursor);
+    let link = format!("<{}?{}>; rel=\"next\"", uri.path(), query.join("&"));
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert(header::LINK, v);
     }
 }
 

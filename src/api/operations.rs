@@ -25,27 +25,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct OperationQuery {
     /// Only operations on this object id.
     pub target: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` URL.
+    #[param(max_length = 2048)]
+    pub cursor: Option<String>,
 }
 
 /// List operations, newest first.
 #[utoipa::path(get, path = "/operations", tag = "operations", security(("bearer" = [])), params(OperationQuery),
-    responses((status = 200, description = "Operations, newest first", body = Vec<OperationView>), ReadErrors))]
+    responses((status = 200, description = "Operations, newest first (a page; `Link: rel=\"next\"` when more follow)", body = Vec<OperationView>), ReadErrors))]
 async fn list_operations(
     State(app): State<AppState>,
     Auth(actor): Auth,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     ApiQuery(q): ApiQuery<OperationQuery>,
-) -> Result<Json<Vec<OperationView>>, AppError> {
-    Ok(Json(
-        service::operations(
-            &app.prov,
-            &actor,
-            q.target.as_deref(),
-            q.limit.unwrap_or(100),
-        )
-        .await?,
-    ))
+) -> Result<axum::response::Response, AppError> {
+    let page = super::page_request(q.limit, q.cursor.as_deref())?;
+    let ops = service::operations(&app.prov, &actor, q.target.as_deref(), &page).await?;
+    Ok(super::paged(&uri, ops))
 }
 
 /// Read one operation.

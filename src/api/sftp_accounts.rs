@@ -24,13 +24,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// List SFTP accounts (customers: their tenant's).
-#[utoipa::path(get, path = "/sftp-accounts", tag = "sftp", security(("bearer" = [])),
-    responses((status = 200, description = "Accounts by username", body = Vec<SftpAccountView>), ReadErrors))]
+#[utoipa::path(get, path = "/sftp-accounts", tag = "sftp", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "Accounts by username (a page; `Link: rel=\"next\"` when more follow)", body = Vec<SftpAccountView>), ReadErrors))]
 async fn list_accounts(
     State(app): State<AppState>,
     Auth(actor): Auth,
-) -> Result<Json<Vec<SftpAccountView>>, AppError> {
-    Ok(Json(service::list(&app, &actor).await?))
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::ApiQuery(q): super::ApiQuery<super::Paging>,
+) -> Result<axum::response::Response, AppError> {
+    let page = service::list(&app, &actor, &q.request()?).await?;
+    Ok(super::paged(&uri, page))
 }
 
 /// Create an SFTP account with a password and/or public keys.
@@ -96,10 +99,12 @@ async fn delete_account(
 
 /// Recount every account's usage from disk (admins).
 #[utoipa::path(post, path = "/sftp-accounts/rescan", tag = "sftp", security(("bearer" = [])),
-    responses((status = 200, description = "Accounts with fresh usage", body = Vec<SftpAccountView>), WriteErrors))]
+    responses((status = 200, description = "The first page of accounts with fresh usage (`Link: rel=\"next\"` to GET the rest)", body = Vec<SftpAccountView>), WriteErrors))]
 async fn rescan(
     State(app): State<AppState>,
     Auth(actor): Auth,
-) -> Result<Json<Vec<SftpAccountView>>, AppError> {
-    Ok(Json(service::rescan_now(&app, &actor).await?))
+) -> Result<axum::response::Response, AppError> {
+    let page = service::rescan_now(&app, &actor).await?;
+    let list_uri = axum::http::Uri::from_static("/api/v1/sftp-accounts");
+    Ok(super::paged(&list_uri, page))
 }

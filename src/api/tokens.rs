@@ -49,13 +49,16 @@ async fn create_token(
 }
 
 /// List the caller's tokens (admins: everyone's), without secrets.
-#[utoipa::path(get, path = "/tokens", tag = "tokens", security(("bearer" = [])),
-    responses((status = 200, description = "Tokens, newest first", body = Vec<TokenView>), ReadErrors))]
+#[utoipa::path(get, path = "/tokens", tag = "tokens", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "Tokens, newest first (a page; `Link: rel=\"next\"` when more follow)", body = Vec<TokenView>), ReadErrors))]
 async fn list_tokens(
     State(app): State<AppState>,
     Auth(actor): Auth,
-) -> Result<Json<Vec<TokenView>>, AppError> {
-    Ok(Json(service::list(&app, &actor).await?))
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::ApiQuery(q): super::ApiQuery<super::Paging>,
+) -> Result<Response, AppError> {
+    let page = service::list(&app, &actor, &q.request()?).await?;
+    Ok(super::paged(&uri, page))
 }
 
 /// Revoke a token; it stops working at once.

@@ -45,11 +45,18 @@ fn op_accepted(op: OperationView) -> Response {
 }
 
 /// List the VMs the caller may see.
-#[utoipa::path(get, path = "/vms", tag = "vms", security(("bearer" = [])),
-    responses((status = 200, description = "VMs, newest first", body = Vec<VmView>), ReadErrors))]
-async fn list_vms(State(app): State<AppState>, Auth(actor): Auth) -> Result<Response, AppError> {
-    let body = service::list_json(&app.prov, &actor).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+#[utoipa::path(get, path = "/vms", tag = "vms", security(("bearer" = [])), params(super::Paging),
+    responses((status = 200, description = "VMs, newest first (a page; `Link: rel=\"next\"` when more follow)", body = Vec<VmView>), ReadErrors))]
+async fn list_vms(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    super::ApiQuery(q): super::ApiQuery<super::Paging>,
+) -> Result<Response, AppError> {
+    let (body, next) = service::list_json(&app.prov, &actor, &q.request()?).await?;
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    super::add_next_link(&mut response, &uri, next.as_deref());
+    Ok(response)
 }
 
 /// Create a VM; it is built and booted by an operation.

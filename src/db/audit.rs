@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest};
 use super::{Db, Scope, now};
 
 /// An audit entry.
@@ -87,6 +88,16 @@ pub async fn list(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// One page of the entries the scope may see, newest first.
+pub async fn page(
+    db: &Db,
+    scope: &Scope,
+    page: &PageRequest,
+) -> Result<Page<AuditRow>, sqlx::Error> {
+    let rows = list(db, scope, page.int(0), page.fetch()).await?;
+    Ok(page.finish(rows, |r: &AuditRow| vec![r.id.to_string()]))
 }
 
 /// Removes entries older than `keep` and, past that, the oldest beyond `max_rows`; returns

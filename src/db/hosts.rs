@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+use super::page::{Page, PageRequest, time_key};
 use super::{Db, now};
 use crate::domain::capacity::{Overcommit, Physical};
 use crate::domain::ids::HostId;
@@ -72,6 +73,24 @@ pub async fn list(db: impl sqlx::SqliteExecutor<'_>) -> Result<Vec<HostRow>, sql
     ))
     .fetch_all(db)
     .await
+}
+
+/// One page of hosts, oldest first.
+pub async fn page(db: &Db, page: &PageRequest) -> Result<Page<HostRow>, sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        host_columns!(),
+        " FROM hosts WHERE (?1 IS NULL OR (created_at, id) > (?1, ?2))
+          ORDER BY created_at, id LIMIT ?3"
+    ))
+    .bind(page.time(0))
+    .bind(page.key(1))
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |h: &HostRow| {
+        vec![time_key(&h.created_at), h.id.to_string()]
+    }))
 }
 
 /// The host with this id.

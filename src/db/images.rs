@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest};
 use super::{Db, now};
 use crate::domain::ids::ImageId;
 
@@ -85,6 +86,20 @@ pub async fn mark_missing_except(db: &Db, present: &[String]) -> Result<(), sqlx
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// One page of images, by name.
+pub async fn page(db: &Db, page: &PageRequest) -> Result<Page<ImageRow>, sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        image_columns!(),
+        " FROM images WHERE (?1 IS NULL OR name > ?1) ORDER BY name LIMIT ?2"
+    ))
+    .bind(page.key(0))
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |i: &ImageRow| vec![i.name.clone()]))
 }
 
 /// All images, by name.

@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod images;
 pub mod login_failures;
 pub mod operations;
+pub mod page;
 pub mod plans;
 pub mod ports;
 pub mod quotas;

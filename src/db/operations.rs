@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 
+use super::page::{Page, PageRequest, time_key};
 use super::{Db, Scope, now};
 use crate::domain::ids::{OperationId, TenantId};
 
@@ -102,6 +103,33 @@ pub async fn get(
     .bind(scope.tenant())
     .fetch_optional(db)
     .await
+}
+
+/// One page of the operations the scope may see, newest first, optionally only those on one
+/// target.
+pub async fn page(
+    db: &Db,
+    scope: &Scope,
+    target_id: Option<&str>,
+    page: &PageRequest,
+) -> Result<Page<OperationRow>, sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        operation_columns!(),
+        " FROM operations WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR target_id = ?2)
+          AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
+          ORDER BY created_at DESC, id DESC LIMIT ?5"
+    ))
+    .bind(scope.tenant())
+    .bind(target_id)
+    .bind(page.time(0))
+    .bind(page.key(1))
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |o: &OperationRow| {
+        vec![time_key(&o.created_at), o.id.to_string()]
+    }))
 }
 
 /// The newest operations the scope may see, optionally only those on one target.

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest};
 use super::{Db, now};
 use crate::domain::ids::PlanId;
 use crate::domain::sizes::Resources;
@@ -53,14 +54,28 @@ pub async fn insert(db: &Db, name: &str, r: Resources) -> Result<PlanRow, sqlx::
     Ok(row)
 }
 
-/// All plans, smallest first.
-pub async fn list(db: &Db) -> Result<Vec<PlanRow>, sqlx::Error> {
-    sqlx::query_as(
+/// One page of plans, smallest first.
+pub async fn page(db: &Db, page: &PageRequest) -> Result<Page<PlanRow>, sqlx::Error> {
+    let rows = sqlx::query_as(
         "SELECT id, name, vcpus, memory_mib, disk_gib, created_at FROM plans
-         ORDER BY memory_mib, vcpus, disk_gib, name",
+         WHERE (?1 IS NULL OR (memory_mib, vcpus, disk_gib, name) > (?1, ?2, ?3, ?4))
+         ORDER BY memory_mib, vcpus, disk_gib, name LIMIT ?5",
     )
+    .bind(page.int(0))
+    .bind(page.int(1))
+    .bind(page.int(2))
+    .bind(page.key(3))
+    .bind(page.fetch())
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(page.finish(rows, |p: &PlanRow| {
+        vec![
+            p.memory_mib.to_string(),
+            p.vcpus.to_string(),
+            p.disk_gib.to_string(),
+            p.name.clone(),
+        ]
+    }))
 }
 
 /// The plan with this id or name.

@@ -109,18 +109,15 @@ pub async fn release_orphans(db: &Db) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-/// The forwards of every live VM the scope may see, as (vm, forward) pairs.
-pub async fn for_scope(
-    db: &Db,
-    scope: &super::Scope,
-) -> Result<Vec<(VmId, i64, i64)>, sqlx::Error> {
+/// The forwards of the given VMs, as (vm, guest port, host port).
+pub async fn for_vms(db: &Db, vms: &[VmId]) -> Result<Vec<(VmId, i64, i64)>, sqlx::Error> {
+    let ids = serde_json::to_string(vms).unwrap_or_else(|_| "[]".into());
     sqlx::query_as(
-        "SELECT pf.vm_id, pf.guest_port, pf.host_port FROM port_forwards pf
-         JOIN vms v ON v.id = pf.vm_id
-         WHERE v.deleted_at IS NULL AND (?1 IS NULL OR v.tenant_id = ?1)
-         ORDER BY pf.vm_id, pf.guest_port",
+        "SELECT vm_id, guest_port, host_port FROM port_forwards
+         WHERE vm_id IN (SELECT value FROM json_each(?1))
+         ORDER BY vm_id, guest_port",
     )
-    .bind(scope.tenant())
+    .bind(ids)
     .fetch_all(db)
     .await
 }

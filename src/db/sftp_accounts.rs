@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest};
 use super::{Db, Scope, now};
 use crate::domain::ids::{SftpAccountId, TenantId};
 
@@ -106,6 +107,26 @@ pub async fn usable_among(
     .bind(list)
     .fetch_all(db)
     .await
+}
+
+/// One page of the accounts the scope may see, by username.
+pub async fn page(
+    db: &Db,
+    scope: &Scope,
+    page: &PageRequest,
+) -> Result<Page<SftpAccountRow>, sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        sftp_columns!(),
+        " FROM sftp_accounts WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR username > ?2)
+          ORDER BY username LIMIT ?3"
+    ))
+    .bind(scope.tenant())
+    .bind(page.key(0))
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |a: &SftpAccountRow| vec![a.username.clone()]))
 }
 
 /// The accounts the scope may see, by username.

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest};
 use super::{Db, now};
 use crate::domain::ids::TenantId;
 
@@ -25,11 +26,17 @@ pub async fn get(
         .await
 }
 
-/// Every tenant, by name.
-pub async fn list(db: &Db) -> Result<Vec<TenantRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, suspended, created_at FROM tenants ORDER BY name")
-        .fetch_all(db)
-        .await
+/// One page of tenants, by name.
+pub async fn page(db: &Db, page: &PageRequest) -> Result<Page<TenantRow>, sqlx::Error> {
+    let rows = sqlx::query_as(
+        "SELECT id, name, suspended, created_at FROM tenants
+         WHERE (?1 IS NULL OR name > ?1) ORDER BY name LIMIT ?2",
+    )
+    .bind(page.key(0))
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |t: &TenantRow| vec![t.name.clone()]))
 }
 
 /// Inserts a tenant; the name must be unused.

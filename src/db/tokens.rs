@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest, time_key};
 use super::{Db, now};
 use crate::domain::ids::{TenantId, TokenId, UserId};
 
@@ -75,15 +76,26 @@ pub async fn find_owner(db: &Db, digest: &[u8]) -> Result<Option<TokenOwner>, sq
     .await
 }
 
-/// Tokens of one user, or of everyone when `user` is None, newest first.
-pub async fn list(db: &Db, user: Option<&UserId>) -> Result<Vec<TokenRow>, sqlx::Error> {
-    sqlx::query_as(
+/// One page of the tokens of one user (or everyone's), newest first.
+pub async fn page(
+    db: &Db,
+    user: Option<&UserId>,
+    page: &PageRequest,
+) -> Result<Page<TokenRow>, sqlx::Error> {
+    let rows = sqlx::query_as(
         "SELECT id, user_id, name, created_at, expires_at FROM api_tokens
-         WHERE (?1 IS NULL OR user_id = ?1) ORDER BY created_at DESC, id",
+         WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
+         ORDER BY created_at DESC, id DESC LIMIT ?4",
     )
     .bind(user)
+    .bind(page.time(0))
+    .bind(page.key(1))
+    .bind(page.fetch())
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(page.finish(rows, |t: &TokenRow| {
+        vec![time_key(&t.created_at), t.id.to_string()]
+    }))
 }
 
 /// Deletes a token of one user (or anyone's when `user` is None); false if there is none.

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::page::{Page, PageRequest};
 use super::{Db, now};
 use crate::domain::ids::{TenantId, UserId};
 
@@ -71,16 +72,24 @@ pub async fn get(db: &Db, id: &UserId) -> Result<Option<UserRow>, sqlx::Error> {
     .await
 }
 
-/// Every user, optionally of one tenant, by email.
-pub async fn list(db: &Db, tenant: Option<&TenantId>) -> Result<Vec<UserRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
+/// One page of users, optionally of one tenant, by email.
+pub async fn page(
+    db: &Db,
+    tenant: Option<&TenantId>,
+    page: &PageRequest,
+) -> Result<Page<UserRow>, sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
         "SELECT ",
         user_columns!(),
-        " FROM users WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY email"
+        " FROM users WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR email > ?2)
+          ORDER BY email LIMIT ?3"
     ))
     .bind(tenant)
+    .bind(page.key(0))
+    .bind(page.fetch())
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(page.finish(rows, |u: &UserRow| vec![u.email.clone()]))
 }
 
 /// Sets a user's role and tenant.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+use super::page::{Page, PageRequest, time_key};
 use super::{Db, Scope, now};
 use crate::domain::ids::{HostId, ImageId, PlanId, TenantId, VmId};
 use crate::domain::sizes::Resources;
@@ -113,6 +114,26 @@ pub async fn get_any(db: &Db, id: &VmId) -> Result<Option<VmRow>, sqlx::Error> {
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// One page of the live VMs the scope may see, newest first.
+pub async fn page(db: &Db, scope: &Scope, page: &PageRequest) -> Result<Page<VmRow>, sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        vm_columns!(),
+        " FROM vms WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant_id = ?1)
+          AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
+          ORDER BY created_at DESC, id DESC LIMIT ?4"
+    ))
+    .bind(scope.tenant())
+    .bind(page.time(0))
+    .bind(page.key(1))
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |v: &VmRow| {
+        vec![time_key(&v.created_at), v.id.to_string()]
+    }))
 }
 
 /// The live VMs the scope may see, newest first.

@@ -88,13 +88,12 @@ impl From<&ImageRow> for ImageView {
     }
 }
 
-/// Every plan.
-pub async fn list_plans(db: &Db) -> Result<Vec<PlanView>, AppError> {
-    Ok(db::plans::list(db)
-        .await?
-        .iter()
-        .map(PlanView::from)
-        .collect())
+/// One page of plans, smallest first.
+pub async fn list_plans(
+    db: &Db,
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<PlanView>, AppError> {
+    Ok(db::plans::page(db, page).await?.map(|p| PlanView::from(&p)))
 }
 
 /// Creates a plan (admins).
@@ -138,11 +137,12 @@ pub async fn delete_plan(db: &Db, actor: &Principal, id: &str) -> Result<(), App
     }
 }
 
-/// Every image.
-pub async fn list_images(db: &Db) -> Result<Vec<ImageView>, AppError> {
-    Ok(db::images::list(db)
+/// One page of images, by name.
+pub async fn list_images(
+    db: &Db,
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<ImageView>, AppError> {
+    Ok(db::images::page(db, page)
         .await?
-        .iter()
-        .map(ImageView::from)
-        .collect())
+        .map(|i| ImageView::from(&i)))
 }

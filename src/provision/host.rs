@@ -232,17 +232,22 @@ fn admin_only(actor: &crate::auth::Principal) -> Result<(), crate::error::AppErr
     }
 }
 
-/// Every host (admins).
+/// One page of hosts (admins).
 pub async fn list(
     db: &Db,
     actor: &crate::auth::Principal,
-) -> Result<Vec<HostView>, crate::error::AppError> {
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<HostView>, crate::error::AppError> {
     admin_only(actor)?;
+    let hosts = db::hosts::page(db, page).await?;
     let mut out = Vec::new();
-    for host in db::hosts::list(db).await? {
-        out.push(view(db, &host).await?);
+    for host in &hosts.items {
+        out.push(view(db, host).await?);
     }
-    Ok(out)
+    Ok(db::page::Page {
+        items: out,
+        next: hosts.next,
+    })
 }
 
 /// One host (admins).

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::{OpKind, Provisioner, VmState};
 use crate::auth::Principal;
 use crate::db::operations::{OperationRow, Step};
+use crate::db::page::{Page, PageRequest};
 use crate::db::ports::{AllocateError, Forward};
 use crate::db::quotas::Usage;
 use crate::db::vms::{NewVm, VmRow};
@@ -247,76 +248,89 @@ pub async fn get(p: &Provisioner, actor: &Principal, id: &str) -> Result<VmView,
 }
 
 /// Every VM the actor may see, newest first.
-pub async fn list(p: &Provisioner, actor: &Principal) -> Result<Vec<VmView>, AppError> {
-    let scope = actor.scope();
-    let vms = db::vms::list(&p.db, &scope).await?;
+pub async fn list(
+    p: &Provisioner,
+    actor: &Principal,
+    page: &PageRequest,
+) -> Result<Page<VmView>, AppError> {
+    let vms = db::vms::page(&p.db, &actor.scope(), page).await?;
+    let ids: Vec<VmId> = vms.items.iter().map(|v| v.id.clone()).collect();
     let mut forwards: HashMap<VmId, Vec<Forward>> = HashMap::new();
-    for (vm, guest_port, host_port) in db::ports::for_scope(&p.db, &scope).await? {
+    for (vm, guest_port, host_port) in db::ports::for_vms(&p.db, &ids).await? {
         forwards.entry(vm).or_default().push(Forward {
             guest_port,
             host_port,
         });
     }
     let names = Names::load(p).await?;
-    Ok(vms
-        .iter()
-        .map(|vm| {
-            names.view(
-                p,
-                vm,
-                forwards.get(&vm.id).map(Vec::as_slice).unwrap_or(&[]),
-            )
-        })
-        .collect())
+    Ok(vms.map(|vm| {
+        names.view(
+            p,
+            &vm,
+            forwards.get(&vm.id).map(Vec::as_slice).unwrap_or(&[]),
+        )
+    }))
 }
 
 /// Most rendered lists kept; past it the cache starts over.
 const LIST_CACHE_ENTRIES: usize = 4096;
 
-/// Rendered VM lists by scope, each tagged with the view version it was rendered at. An entry
-/// is used only when the version the caller's credentials were read with (from the database,
-/// in the same query) is the same, so a change made by any process is seen at once.
+/// A rendered page of the VM list and the cursor of the next.
+type RenderedPage = (axum::body::Bytes, Option<String>);
+
+/// Rendered VM list pages by scope and page, each tagged with the view version it was
+/// rendered at. An entry is used only when the version the caller's credentials were read
+/// with (from the database, in the same query) is the same, so a change made by any process
+/// is seen at once.
 #[derive(Default)]
 pub struct ListCache {
-    entries: std::sync::Mutex<HashMap<String, (i64, axum::body::Bytes)>>,
+    entries: std::sync::Mutex<HashMap<String, (i64, RenderedPage)>>,
 }
 
 impl ListCache {
-    fn get(&self, key: &str, version: i64) -> Option<axum::body::Bytes> {
+    fn get(&self, key: &str, version: i64) -> Option<RenderedPage> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(key)
             .filter(|(v, _)| *v == version)
-            .map(|(_, body)| body.clone())
+            .map(|(_, page)| page.clone())
     }
 
-    fn put(&self, key: String, version: i64, body: axum::body::Bytes) {
+    fn put(&self, key: String, version: i64, page: RenderedPage) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= LIST_CACHE_ENTRIES {
             entries.clear();
         }
-        entries.insert(key, (version, body));
+        entries.insert(key, (version, page));
     }
 }
 
-/// Every VM the actor may see, as the JSON the API answers with; served from the cache when
-/// nothing the actor may see has changed since it was rendered.
-pub async fn list_json(p: &Provisioner, actor: &Principal) -> Result<axum::body::Bytes, AppError> {
-    let key = match actor.scope() {
+/// One page of the VMs the actor may see, as the JSON the API answers with, and the next
+/// cursor; served from the cache when nothing the actor may see has changed since it was
+/// rendered.
+pub async fn list_json(
+    p: &Provisioner,
+    actor: &Principal,
+    page: &PageRequest,
+) -> Result<RenderedPage, AppError> {
+    let scope = match actor.scope() {
         Scope::All => "*".to_string(),
         Scope::Tenant(t) => t.to_string(),
     };
+    let key = format!("{scope}|{}|{:?}", page.limit, page.after);
     if let Some(version) = actor.view_version
-        && let Some(body) = p.list_cache.get(&key, version)
+        && let Some(hit) = p.list_cache.get(&key, version)
     {
-        return Ok(body);
+        return Ok(hit);
     }
-    let views = list(p, actor).await?;
-    let body = axum::body::Bytes::from(serde_json::to_vec(&views).map_err(anyhow::Error::from)?);
+    let views = list(p, actor, page).await?;
+    let body =
+        axum::body::Bytes::from(serde_json::to_vec(&views.items).map_err(anyhow::Error::from)?);
+    let rendered = (body, views.next);
     if let Some(version) = actor.view_version {
-        p.list_cache.put(key, version, body.clone());
+        p.list_cache.put(key, version, rendered.clone());
     }
-    Ok(body)
+    Ok(rendered)
 }
 
 /// Checked fields of a create request.
@@ -857,18 +871,17 @@ pub async fn operation(
     Ok(OperationView::from(&op).for_viewer(actor))
 }
 
-/// The newest operations the actor may see, optionally only those on one target.
+/// One page of the operations the actor may see, newest first, optionally only those on one
+/// target.
 pub async fn operations(
     p: &Provisioner,
     actor: &Principal,
     target: Option<&str>,
-    limit: i64,
-) -> Result<Vec<OperationView>, AppError> {
-    let ops = db::operations::list(&p.db, &actor.scope(), target, limit.clamp(1, 1000)).await?;
-    Ok(ops
-        .iter()
-        .map(|o| OperationView::from(o).for_viewer(actor))
-        .collect())
+    page: &PageRequest,
+) -> Result<Page<OperationView>, AppError> {
+    Ok(db::operations::page(&p.db, &actor.scope(), target, page)
+        .await?
+        .map(|o| OperationView::from(&o).for_viewer(actor)))
 }
 
 #[cfg(test)]

@@ -133,13 +133,15 @@ async fn load(db: &Db, actor: &Principal, id: &str) -> Result<SftpAccountRow, Ap
         .ok_or_else(|| AppError::not_found("sftp account", id))
 }
 
-/// The accounts the actor may see.
-pub async fn list(app: &App, actor: &Principal) -> Result<Vec<SftpAccountView>, AppError> {
-    Ok(db::sftp_accounts::list(&app.db, &actor.scope())
+/// One page of the accounts the actor may see.
+pub async fn list(
+    app: &App,
+    actor: &Principal,
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<SftpAccountView>, AppError> {
+    Ok(db::sftp_accounts::page(&app.db, &actor.scope(), page)
         .await?
-        .iter()
-        .map(SftpAccountView::from)
-        .collect())
+        .map(|a| SftpAccountView::from(&a)))
 }
 
 /// One account.
@@ -352,11 +354,14 @@ pub async fn rescan(
     Ok(accounts.len())
 }
 
-/// Recounts usage from disk (admins), then lists the accounts.
-pub async fn rescan_now(app: &App, actor: &Principal) -> Result<Vec<SftpAccountView>, AppError> {
+/// Recounts usage from disk (admins), then answers the first page of accounts.
+pub async fn rescan_now(
+    app: &App,
+    actor: &Principal,
+) -> Result<db::page::Page<SftpAccountView>, AppError> {
     crate::tenancy::accounts::admin_only(actor)?;
     rescan(&app.db, &sftp_homes(app), &app.sftp_ledger, None).await?;
-    list(app, actor).await
+    list(app, actor, &db::page::PageRequest::default()).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::{Principal, Role};
 use crate::config::QuotaConfig;
+use crate::db::page::{Page, PageRequest};
 use crate::db::quotas::{Quota, Usage};
 use crate::db::tenants::TenantRow;
 use crate::db::users::UserRow;
@@ -122,14 +123,16 @@ async fn load_tenant(db: &Db, id: &str) -> Result<TenantRow, AppError> {
         .ok_or_else(|| AppError::not_found("tenant", id))
 }
 
-/// Every tenant (admins).
-pub async fn list_tenants(db: &Db, actor: &Principal) -> Result<Vec<TenantView>, AppError> {
+/// One page of tenants (admins).
+pub async fn list_tenants(
+    db: &Db,
+    actor: &Principal,
+    page: &PageRequest,
+) -> Result<Page<TenantView>, AppError> {
     admin_only(actor)?;
-    Ok(db::tenants::list(db)
+    Ok(db::tenants::page(db, page)
         .await?
-        .iter()
-        .map(TenantView::from)
-        .collect())
+        .map(|t| TenantView::from(&t)))
 }
 
 /// One tenant (admins).
@@ -433,22 +436,21 @@ async fn load_user(db: &Db, id: &str) -> Result<UserRow, AppError> {
         .ok_or_else(|| AppError::not_found("user", id))
 }
 
-/// Every user (admins), optionally of one tenant.
+/// One page of users (admins), optionally of one tenant.
 pub async fn list_users(
     db: &Db,
     actor: &Principal,
     tenant: Option<&str>,
-) -> Result<Vec<UserView>, AppError> {
+    page: &PageRequest,
+) -> Result<Page<UserView>, AppError> {
     admin_only(actor)?;
     let tenant = match tenant {
         Some(t) => Some(existing_tenant(db, t).await?),
         None => None,
     };
-    Ok(db::users::list(db, tenant.as_ref())
+    Ok(db::users::page(db, tenant.as_ref(), page)
         .await?
-        .iter()
-        .map(UserView::from)
-        .collect())
+        .map(|u| UserView::from(&u)))
 }
 
 /// One user (admins).

@@ -45,13 +45,13 @@ impl From<AuditRow> for AuditView {
     }
 }
 
-/// The newest entries the caller may see; `before` pages back by id.
+/// One page of the entries the caller may see, newest first.
 pub async fn list(
     db: &Db,
     actor: &Principal,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<Vec<AuditView>, AppError> {
-    let rows = db::audit::list(db, &actor.scope(), before, limit.clamp(1, 1000)).await?;
-    Ok(rows.into_iter().map(AuditView::from).collect())
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<AuditView>, AppError> {
+    Ok(db::audit::page(db, &actor.scope(), page)
+        .await?
+        .map(AuditView::from))
 }

@@ -110,13 +110,15 @@ pub async fn create(
 }
 
 /// The caller's tokens (admins: everyone's).
-pub async fn list(app: &App, actor: &Principal) -> Result<Vec<TokenView>, AppError> {
+pub async fn list(
+    app: &App,
+    actor: &Principal,
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<TokenView>, AppError> {
     let user = (!actor.is_admin()).then_some(&actor.user_id);
-    Ok(db::tokens::list(&app.db, user)
+    Ok(db::tokens::page(&app.db, user, page)
         .await?
-        .iter()
-        .map(TokenView::from)
-        .collect())
+        .map(|t| TokenView::from(&t)))
 }
 
 /// Revokes one of the caller's tokens (admins: anyone's); it stops working at once.
