@@ -13,6 +13,7 @@ pub mod ports;
 pub mod quotas;
 pub mod sessions;
 pub mod sftp_accounts;
+pub mod sftp_reservations;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

@@ -187,6 +187,25 @@ pub async fn set_usage(
     Ok(())
 }
 
+/// Adds flushed charges (negative: releases) to an account's usage, never below zero.
+pub async fn add_usage(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    id: &SftpAccountId,
+    bytes: i64,
+    files: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sftp_accounts SET used_bytes = MAX(used_bytes + ?2, 0),
+            used_files = MAX(used_files + ?3, 0) WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(bytes)
+    .bind(files)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Deletes an account.
 pub async fn delete(db: &Db, id: &SftpAccountId) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM sftp_accounts WHERE id = ?1")

@@ -344,12 +344,14 @@ pub async fn rescan(
         Some(t) => Scope::Tenant(t.clone()),
         None => Scope::All,
     };
+    // Charges made so far go to the database first, so the scan replaces them, not adds.
+    ledger.flush().await;
     let accounts = db::sftp_accounts::list(db, &scope).await?;
     for account in &accounts {
         let home = super::home_of(homes, &account.id);
         let (bytes, files) = tokio::task::spawn_blocking(move || super::quota::scan(&home)).await?;
+        ledger.forget(&account.tenant_id, &account.id);
         db::sftp_accounts::set_usage(db, &account.id, bytes, files, true).await?;
-        ledger.set(&account.tenant_id, &account.id, bytes, files);
     }
     Ok(accounts.len())
 }

@@ -275,7 +275,6 @@ async fn random_packets_end_only_their_session_and_never_escape_the_jail() {
     std::os::unix::fs::symlink("a", home.join("l")).unwrap();
     std::fs::write(dir.path().join("outside"), b"secret").unwrap();
     let tenant = TenantId::default_tenant();
-    shared.ledger.ensure(&tenant).await.unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut packets = 0usize;
     let mut answers = 0usize;

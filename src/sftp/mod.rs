@@ -467,7 +467,6 @@ impl russh::server::Handler for Connection {
         sessions.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let _guard = guard;
-            let _ = shared.ledger.ensure(&who.tenant).await;
             session::serve(ch.into_stream(), shared, who, jail).await;
             sessions.fetch_sub(1, Ordering::SeqCst);
             // Like OpenSSH's sftp-server exiting: scp and others check the exit status.

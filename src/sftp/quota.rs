@@ -1,217 +1,372 @@
-//! SFTP quota accounting. Every write, extension, truncation and rename is charged here before
-//! it lands, under one lock per process, so concurrent sessions together cannot pass a
-//! tenant's quota by a byte. Usage is kept in the database (flushed every few seconds and
-//! when a session ends), rescanned from disk at start-up and on an admin request; limits are
-//! re-read from the database every few seconds, so a changed quota applies at once.
+//! SFTP quota accounting, decided by the database so any number of carve processes hold a
+//! tenant's quota to the byte. Each process holds, per tenant, a reservation granted in one
+//! write transaction against `max - used - every process's reservation`; every write,
+//! extension, truncation, rename and mkdir is charged against it before it lands (in memory,
+//! under one lock), and only when it runs out is the database asked for more (a chunk that
+//! shrinks as the tenant nears its limit, so the last bytes go to whoever needs them).
+//! Every few seconds (and when a session ends) the charges move into the accounts' usage and
+//! the reservation is given back; a dead process's reservation expires with its lease.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::config::QuotaConfig;
+use crate::db::sftp_reservations::{self, Booked};
 use crate::db::{self, Db};
 use crate::domain::ids::{SftpAccountId, TenantId};
 
-/// How long limits read from the database are trusted.
-const LIMITS_TTL: Duration = Duration::from_secs(5);
+/// Most bytes asked for beyond the need in one grant.
+const MAX_CHUNK_BYTES: i64 = 64 << 20;
+/// Most files asked for beyond the need in one grant.
+const MAX_CHUNK_FILES: i64 = 256;
+/// How long a reservation outlives its last renewal (flushes come every few seconds).
+const LEASE_SECS: i64 = 60;
 
-/// A charge that does not fit.
+/// A charge that cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "quota exceeded: the tenant's {limit} is {max} and {used} are used, so {asked} more do not fit; delete files or ask for a larger quota"
-)]
-pub struct Exceeded {
-    /// `max_sftp_bytes` or `max_sftp_files`.
-    pub limit: &'static str,
-    pub max: i64,
-    pub used: i64,
-    pub asked: i64,
+pub enum Exceeded {
+    /// The tenant's limit would be passed.
+    #[error(
+        "quota exceeded: the tenant's {limit} is {max} and {used} are used, so {asked} more do not fit; delete files or ask for a larger quota"
+    )]
+    Limit {
+        /// `max_sftp_bytes` or `max_sftp_files`.
+        limit: &'static str,
+        max: i64,
+        used: i64,
+        asked: i64,
+    },
+    /// The database could not be asked.
+    #[error("the quota cannot be checked right now; try again in a moment")]
+    Unavailable,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    bytes: i64,
-    files: i64,
-    dirty: bool,
+/// What this process holds for one tenant.
+#[derive(Debug, Default)]
+struct Local {
+    /// Granted by the database and not yet given back.
+    reserved_bytes: i64,
+    reserved_files: i64,
+    /// Charged since the last flush (net: releases count negative).
+    spent_bytes: i64,
+    spent_files: i64,
+    /// The same charges per account, to move into the accounts' usage at the flush.
+    pending: HashMap<SftpAccountId, (i64, i64)>,
 }
 
-struct Tenant {
-    max_bytes: i64,
-    max_files: i64,
-    limits_read: Instant,
-    accounts: HashMap<SftpAccountId, Usage>,
-}
+impl Local {
+    /// Bytes and files missing from the reservation for this charge (0 when it fits).
+    fn shortfall(&self, bytes: i64, files: i64) -> (i64, i64) {
+        let b = if bytes > 0 {
+            (self.spent_bytes + bytes - self.reserved_bytes).max(0)
+        } else {
+            0
+        };
+        let f = if files > 0 {
+            (self.spent_files + files - self.reserved_files).max(0)
+        } else {
+            0
+        };
+        (b, f)
+    }
 
-impl Tenant {
-    fn used(&self) -> (i64, i64) {
-        self.accounts
-            .values()
-            .fold((0, 0), |(b, f), u| (b + u.bytes, f + u.files))
+    fn apply(&mut self, account: &SftpAccountId, bytes: i64, files: i64) {
+        self.spent_bytes += bytes;
+        self.spent_files += files;
+        let p = self.pending.entry(account.clone()).or_default();
+        p.0 += bytes;
+        p.1 += files;
+    }
+
+    fn idle(&self) -> bool {
+        self.reserved_bytes == 0 && self.reserved_files == 0 && self.pending.is_empty()
     }
 }
 
-/// Per-tenant usage of the SFTP accounts served by this process.
+/// What one flush moves, per tenant.
+struct Moved {
+    tenant: TenantId,
+    reserved: (i64, i64),
+    pending: HashMap<SftpAccountId, (i64, i64)>,
+}
+
+/// This process's share of every tenant's SFTP quota.
 pub struct Ledger {
     db: Db,
     defaults: QuotaConfig,
-    tenants: Mutex<HashMap<TenantId, Tenant>>,
+    /// Names this process's reservations in the database.
+    owner: String,
+    tenants: Mutex<HashMap<TenantId, Local>>,
+    /// Reservations and flushes talk to the database one at a time, so neither sees the
+    /// other half done.
+    db_turn: tokio::sync::Mutex<()>,
 }
 
 impl Ledger {
-    /// An empty ledger; tenants are loaded from the database when first used.
+    /// An empty ledger; reservations are asked for when first needed.
     pub fn new(db: Db, defaults: QuotaConfig) -> Self {
         Self {
             db,
             defaults,
+            owner: format!("sftp-{}", uuid::Uuid::new_v4()),
             tenants: Mutex::new(HashMap::new()),
+            db_turn: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Tenant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Local>> {
         self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads the tenant (limits and every account's usage) if absent, or its limits if stale.
-    pub async fn ensure(&self, tenant: &TenantId) -> Result<(), sqlx::Error> {
-        let fresh = self
-            .lock()
-            .get(tenant)
-            .is_some_and(|t| t.limits_read.elapsed() < LIMITS_TTL);
-        if fresh {
-            return Ok(());
-        }
-        let mut conn = self.db.acquire().await?;
-        let quota = crate::tenancy::accounts::quota_of(&mut conn, &self.defaults, tenant).await?;
-        let rows = db::sftp_accounts::list(&self.db, &db::Scope::Tenant(tenant.clone())).await?;
+    /// Charges if the reservation covers it (releases always apply); false if it does not.
+    fn charge_local(
+        &self,
+        tenant: &TenantId,
+        account: &SftpAccountId,
+        bytes: i64,
+        files: i64,
+    ) -> bool {
         let mut tenants = self.lock();
-        let entry = tenants.entry(tenant.clone()).or_insert_with(|| Tenant {
-            max_bytes: 0,
-            max_files: 0,
-            limits_read: Instant::now(),
-            accounts: HashMap::new(),
-        });
-        entry.max_bytes = quota.max_sftp_bytes;
-        entry.max_files = quota.max_sftp_files;
-        entry.limits_read = Instant::now();
-        // Accounts appear and disappear through the API: keep live counts of known ones.
-        let present: HashSet<&SftpAccountId> = rows.iter().map(|r| &r.id).collect();
-        entry.accounts.retain(|id, _| present.contains(id));
-        for row in &rows {
-            entry.accounts.entry(row.id.clone()).or_insert(Usage {
-                bytes: row.used_bytes,
-                files: row.used_files,
-                dirty: false,
-            });
+        let local = tenants.entry(tenant.clone()).or_default();
+        if local.shortfall(bytes, files) != (0, 0) {
+            return false;
         }
-        Ok(())
+        local.apply(account, bytes, files);
+        true
     }
 
     /// Charges `bytes` and `files` (negative amounts release) to an account. All or nothing.
-    pub fn charge(
+    pub async fn charge(
         &self,
         tenant: &TenantId,
         account: &SftpAccountId,
         bytes: i64,
         files: i64,
     ) -> Result<(), Exceeded> {
-        let mut tenants = self.lock();
-        let Some(t) = tenants.get_mut(tenant) else {
-            return Err(Exceeded {
-                limit: "max_sftp_bytes",
-                max: 0,
-                used: 0,
-                asked: bytes,
-            });
-        };
-        let (used_bytes, used_files) = t.used();
-        if bytes > 0 && used_bytes + bytes > t.max_bytes {
-            return Err(Exceeded {
-                limit: "max_sftp_bytes",
-                max: t.max_bytes,
-                used: used_bytes,
-                asked: bytes,
-            });
+        if self.charge_local(tenant, account, bytes, files) {
+            return Ok(());
         }
-        if files > 0 && used_files + files > t.max_files {
-            return Err(Exceeded {
-                limit: "max_sftp_files",
-                max: t.max_files,
-                used: used_files,
-                asked: files,
-            });
+        let refusal = self.reserve(tenant, bytes, files).await;
+        if self.charge_local(tenant, account, bytes, files) {
+            return Ok(());
         }
-        let u = t.accounts.entry(account.clone()).or_default();
-        u.bytes = (u.bytes + bytes).max(0);
-        u.files = (u.files + files).max(0);
-        u.dirty = true;
-        Ok(())
+        Err(refusal.err().unwrap_or(Exceeded::Unavailable))
     }
 
     /// Charges as many of `bytes` as fit (at least 0) and returns that number.
-    pub fn charge_up_to(&self, tenant: &TenantId, account: &SftpAccountId, bytes: i64) -> i64 {
-        let mut tenants = self.lock();
-        let Some(t) = tenants.get_mut(tenant) else {
+    pub async fn charge_up_to(
+        &self,
+        tenant: &TenantId,
+        account: &SftpAccountId,
+        bytes: i64,
+    ) -> i64 {
+        if bytes <= 0 {
             return 0;
-        };
-        let (used, _) = t.used();
-        let fit = bytes.min(t.max_bytes - used).max(0);
-        let u = t.accounts.entry(account.clone()).or_default();
-        u.bytes += fit;
-        u.dirty = true;
+        }
+        if !self.charge_local(tenant, account, bytes, 0) {
+            let _ = self.reserve(tenant, bytes, 0).await;
+        } else {
+            return bytes;
+        }
+        let mut tenants = self.lock();
+        let local = tenants.entry(tenant.clone()).or_default();
+        let fit = bytes.min(local.reserved_bytes - local.spent_bytes).max(0);
+        local.apply(account, fit, 0);
         fit
     }
 
-    /// The tenant's (max bytes, used bytes, max files, used files); zeros if not loaded.
-    pub fn limits(&self, tenant: &TenantId) -> (i64, i64, i64, i64) {
-        let tenants = self.lock();
-        let Some(t) = tenants.get(tenant) else {
+    /// Asks the database for enough reservation for this charge (and a chunk more when
+    /// there is room); says which limit it would pass when there is not enough.
+    async fn reserve(&self, tenant: &TenantId, bytes: i64, files: i64) -> Result<(), Exceeded> {
+        let _turn = self.db_turn.lock().await;
+        // Another session may have reserved enough while this one waited.
+        let ((need_bytes, need_files), headroom) = {
+            let mut tenants = self.lock();
+            let local = tenants.entry(tenant.clone()).or_default();
+            (
+                local.shortfall(bytes, files),
+                (
+                    local.reserved_bytes - local.spent_bytes,
+                    local.reserved_files - local.spent_files,
+                ),
+            )
+        };
+        if (need_bytes, need_files) == (0, 0) {
+            return Ok(());
+        }
+        let (quota, booked, granted) = match self.grant(tenant, need_bytes, need_files).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "cannot reserve SFTP quota");
+                return Err(Exceeded::Unavailable);
+            }
+        };
+        {
+            let mut tenants = self.lock();
+            let local = tenants.entry(tenant.clone()).or_default();
+            local.reserved_bytes += granted.0;
+            local.reserved_files += granted.1;
+        }
+        // Used, as the caller should see it: everything stored or reserved elsewhere, less
+        // what this process holds unspent.
+        if granted.0 < need_bytes {
+            return Err(Exceeded::Limit {
+                limit: "max_sftp_bytes",
+                max: quota.0,
+                used: booked.used_bytes + booked.reserved_bytes - headroom.0,
+                asked: bytes,
+            });
+        }
+        if granted.1 < need_files {
+            return Err(Exceeded::Limit {
+                limit: "max_sftp_files",
+                max: quota.1,
+                used: booked.used_files + booked.reserved_files - headroom.1,
+                asked: files,
+            });
+        }
+        Ok(())
+    }
+
+    /// One write transaction: what is free of the tenant's quota, and a grant from it.
+    async fn grant(
+        &self,
+        tenant: &TenantId,
+        need_bytes: i64,
+        need_files: i64,
+    ) -> Result<((i64, i64), Booked, (i64, i64)), sqlx::Error> {
+        let mut tx = db::begin_write(&self.db).await?;
+        let quota = crate::tenancy::accounts::quota_of(&mut *tx, &self.defaults, tenant).await?;
+        let booked = sftp_reservations::booked(&mut tx, tenant).await?;
+        let free_bytes = quota.max_sftp_bytes - booked.used_bytes - booked.reserved_bytes;
+        let free_files = quota.max_sftp_files - booked.used_files - booked.reserved_files;
+        let grant = |need: i64, free: i64, max_chunk: i64| {
+            if need <= 0 {
+                return 0;
+            }
+            // A chunk beyond the need, a quarter of what would be left at most.
+            let chunk = ((free - need) / 4).clamp(0, max_chunk);
+            (need + chunk).min(free).max(0)
+        };
+        let granted = (
+            grant(need_bytes, free_bytes, MAX_CHUNK_BYTES),
+            grant(need_files, free_files, MAX_CHUNK_FILES),
+        );
+        if granted != (0, 0) {
+            sftp_reservations::add(
+                &mut tx,
+                &self.owner,
+                tenant,
+                granted.0,
+                granted.1,
+                chrono::Duration::seconds(LEASE_SECS),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((
+            (quota.max_sftp_bytes, quota.max_sftp_files),
+            booked,
+            granted,
+        ))
+    }
+
+    /// The tenant's (max bytes, used bytes, max files, used files): stored usage plus this
+    /// process's unflushed charges.
+    pub async fn limits(&self, tenant: &TenantId) -> (i64, i64, i64, i64) {
+        let read = async {
+            let mut conn = self.db.acquire().await?;
+            let quota =
+                crate::tenancy::accounts::quota_of(&mut conn, &self.defaults, tenant).await?;
+            let used = db::sftp_accounts::tenant_usage(&mut *conn, tenant).await?;
+            Ok::<_, sqlx::Error>((quota, used))
+        };
+        let Ok((quota, (bytes, files))) = read.await else {
             return (0, 0, 0, 0);
         };
-        let (bytes, files) = t.used();
-        (t.max_bytes, bytes, t.max_files, files)
+        let (spent_bytes, spent_files) = self
+            .lock()
+            .get(tenant)
+            .map(|l| (l.spent_bytes, l.spent_files))
+            .unwrap_or_default();
+        (
+            quota.max_sftp_bytes,
+            bytes + spent_bytes,
+            quota.max_sftp_files,
+            files + spent_files,
+        )
     }
 
-    /// Sets an account's usage from a scan of its home.
-    pub fn set(&self, tenant: &TenantId, account: &SftpAccountId, bytes: i64, files: i64) {
-        if let Some(t) = self.lock().get_mut(tenant) {
-            t.accounts.insert(
-                account.clone(),
-                Usage {
-                    bytes,
-                    files,
-                    dirty: false,
-                },
-            );
-        }
-    }
-
-    /// Forgets an account (deleted).
+    /// Drops an account's unflushed charges (it was deleted or rescanned).
     pub fn forget(&self, tenant: &TenantId, account: &SftpAccountId) {
-        if let Some(t) = self.lock().get_mut(tenant) {
-            t.accounts.remove(account);
+        if let Some(local) = self.lock().get_mut(tenant)
+            && let Some((bytes, files)) = local.pending.remove(account)
+        {
+            local.spent_bytes -= bytes;
+            local.spent_files -= files;
         }
     }
 
-    /// Writes changed usage to the database.
+    /// Moves the charges made since the last flush into the accounts' usage and gives every
+    /// reservation back, in one transaction.
     pub async fn flush(&self) {
-        let dirty: Vec<(SftpAccountId, i64, i64)> = {
+        let _turn = self.db_turn.lock().await;
+        let moved: Vec<Moved> = {
             let mut tenants = self.lock();
-            tenants
-                .values_mut()
-                .flat_map(|t| t.accounts.iter_mut())
-                .filter(|(_, u)| u.dirty)
-                .map(|(id, u)| {
-                    u.dirty = false;
-                    (id.clone(), u.bytes, u.files)
+            let moved = tenants
+                .iter_mut()
+                .filter(|(_, l)| !l.idle())
+                .map(|(tenant, l)| {
+                    let m = Moved {
+                        tenant: tenant.clone(),
+                        reserved: (l.reserved_bytes, l.reserved_files),
+                        pending: std::mem::take(&mut l.pending),
+                    };
+                    *l = Local::default();
+                    m
                 })
-                .collect()
+                .collect();
+            tenants.retain(|_, l| !l.idle());
+            moved
         };
-        for (id, bytes, files) in dirty {
-            if let Err(e) = db::sftp_accounts::set_usage(&self.db, &id, bytes, files, false).await {
-                tracing::warn!(account = %id, error = %e, "cannot record SFTP usage");
+        if moved.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write_flush(&moved).await {
+            tracing::warn!(error = %e, "cannot record SFTP usage; keeping it for the next flush");
+            let mut tenants = self.lock();
+            for m in moved {
+                let local = tenants.entry(m.tenant).or_default();
+                local.reserved_bytes += m.reserved.0;
+                local.reserved_files += m.reserved.1;
+                for (account, (bytes, files)) in m.pending {
+                    local.apply(&account, bytes, files);
+                }
             }
         }
+    }
+
+    async fn write_flush(&self, moved: &[Moved]) -> Result<(), sqlx::Error> {
+        let mut tx = db::begin_write(&self.db).await?;
+        for m in moved {
+            for (account, (bytes, files)) in &m.pending {
+                db::sftp_accounts::add_usage(&mut *tx, account, *bytes, *files).await?;
+            }
+            if m.reserved != (0, 0) {
+                sftp_reservations::add(
+                    &mut tx,
+                    &self.owner,
+                    &m.tenant,
+                    -m.reserved.0,
+                    -m.reserved.1,
+                    chrono::Duration::seconds(LEASE_SECS),
+                )
+                .await?;
+            }
+        }
+        sftp_reservations::drop_empty(&mut tx, &self.owner).await?;
+        tx.commit().await
     }
 }
 

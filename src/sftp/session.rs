@@ -329,17 +329,12 @@ impl Session {
         }
     }
 
-    /// Makes sure the tenant's limits and usage are loaded and fresh.
-    async fn ensure_ledger(&self) {
-        if let Err(e) = self.shared.ledger.ensure(&self.account.tenant).await {
-            tracing::warn!(error = %e, "cannot refresh SFTP quota from the database");
-        }
-    }
-
-    fn charge(&self, bytes: i64, files: i64) -> Result<(), super::quota::Exceeded> {
+    /// Charges the tenant's quota (negative amounts release); all or nothing.
+    async fn charge(&self, bytes: i64, files: i64) -> Result<(), super::quota::Exceeded> {
         self.shared
             .ledger
             .charge(&self.account.tenant, &self.account.id, bytes, files)
+            .await
     }
 
     async fn open(&mut self, id: u32, raw: &[u8], flags: u32, attrs: &Attrs) -> Vec<u8> {
@@ -361,8 +356,7 @@ impl Session {
         let fd = if create {
             // Create first (one directory lookup for the usual upload of a new file); the new
             // file is charged to the files quota before it exists.
-            self.ensure_ledger().await;
-            let charged = self.charge(0, 1);
+            let charged = self.charge(0, 1).await;
             let created = match &charged {
                 Ok(()) => self
                     .jail
@@ -373,7 +367,7 @@ impl Session {
                 Ok(fd) => fd,
                 Err(e) => {
                     if charged.is_ok() {
-                        let _ = self.charge(0, -1);
+                        let _ = self.charge(0, -1).await;
                     }
                     match (e, exclusive) {
                         (Errno::EXIST, true) if charged.is_ok() => return errno_status(id, e),
@@ -424,8 +418,7 @@ impl Session {
             if let Err(e) = rustix::fs::ftruncate(&fd, 0) {
                 return errno_status(id, e);
             }
-            self.ensure_ledger().await;
-            let _ = self.charge(-st.st_size, 0);
+            let _ = self.charge(-st.st_size, 0).await;
         }
         let handle = Handle::File {
             fd,
@@ -532,17 +525,17 @@ impl Session {
         let mut refused = None;
         let mut len = data.len();
         if growth > 0 {
-            self.ensure_ledger().await;
-            if let Err(e) = self.charge(growth, 0) {
+            if let Err(e) = self.charge(growth, 0).await {
                 // Keep what fits, byte for byte, then refuse the rest.
-                let fit =
-                    self.shared
-                        .ledger
-                        .charge_up_to(&self.account.tenant, &self.account.id, growth);
+                let fit = self
+                    .shared
+                    .ledger
+                    .charge_up_to(&self.account.tenant, &self.account.id, growth)
+                    .await;
                 let allowed_end = size + fit as u64;
                 len = allowed_end.saturating_sub(offset).min(len as u64) as usize;
                 if fit > 0 && len == 0 {
-                    let _ = self.charge(-fit, 0);
+                    let _ = self.charge(-fit, 0).await;
                 }
                 refused = Some(e);
             }
@@ -635,19 +628,18 @@ impl Session {
             }
             let delta = size as i64 - st.st_size;
             if delta > 0 {
-                self.ensure_ledger().await;
-                if let Err(e) = self.charge(delta, 0) {
+                if let Err(e) = self.charge(delta, 0).await {
                     return p::status(id, Code::Failure, &e.to_string());
                 }
             }
             if let Err(e) = rustix::fs::ftruncate(fd, size) {
                 if delta > 0 {
-                    let _ = self.charge(-delta, 0);
+                    let _ = self.charge(-delta, 0).await;
                 }
                 return errno_status(id, e);
             }
             if delta < 0 {
-                let _ = self.charge(delta, 0);
+                let _ = self.charge(delta, 0).await;
             }
         }
         if let Some(mode) = attrs.permissions
@@ -739,8 +731,7 @@ impl Session {
 
     /// Releases a removed name (and the bytes it freed) and audits the deletion.
     async fn deleted(&self, path: &JailPath, bytes: i64) {
-        self.ensure_ledger().await;
-        let _ = self.charge(-bytes, -1);
+        let _ = self.charge(-bytes, -1).await;
         audit(
             &self.shared,
             &self.account,
@@ -758,14 +749,13 @@ impl Session {
         id: u32,
         make: impl FnOnce(&Jail) -> Result<(), Errno>,
     ) -> Vec<u8> {
-        self.ensure_ledger().await;
-        if let Err(e) = self.charge(0, 1) {
+        if let Err(e) = self.charge(0, 1).await {
             return p::status(id, Code::Failure, &e.to_string());
         }
         match make(&self.jail) {
             Ok(()) => p::status(id, Code::Ok, ""),
             Err(e) => {
-                let _ = self.charge(0, -1);
+                let _ = self.charge(0, -1).await;
                 errno_status(id, e)
             }
         }
@@ -814,8 +804,7 @@ impl Session {
         match self.jail.rename(&from, &to, replace) {
             Ok(()) => {
                 if let Some(st) = replaced {
-                    self.ensure_ledger().await;
-                    let _ = self.charge(-bytes_freed(&st), -1);
+                    let _ = self.charge(-bytes_freed(&st), -1).await;
                 }
                 p::status(id, Code::Ok, "")
             }
@@ -901,9 +890,8 @@ impl Session {
             Ok(v) => v,
             Err(e) => return errno_status(id, e),
         };
-        self.ensure_ledger().await;
         let (max_bytes, used_bytes, max_files, used_files) =
-            self.shared.ledger.limits(&self.account.tenant);
+            self.shared.ledger.limits(&self.account.tenant).await;
         let frsize = vfs.f_frsize.max(1);
         let quota_blocks = (max_bytes.max(0) as u64) / frsize;
         let free_blocks = (max_bytes - used_bytes).max(0) as u64 / frsize;

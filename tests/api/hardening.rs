@@ -749,3 +749,79 @@ async fn every_list_is_paged_with_a_next_link() {
     assert!(vm_ops.is_empty());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_hold_one_sftp_quota() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    let (tenant, _) = crate::tenancy::tenant_with_customer(&app, "twice").await;
+    let quota: i64 = 1 << 20;
+    sftp_quota(&app, &tenant, quota, 100).await;
+    let mut ids = Vec::new();
+    for user in ["tw1", "tw2"] {
+        ids.push(
+            account(
+                &app,
+                json!({"username": user, "password": "twice password", "tenant_id": tenant}),
+            )
+            .await,
+        );
+    }
+    // A second `carve serve` on the same database, with its own SFTP port.
+    let sftp2 = crate::helpers::free_port();
+    let _child = crate::helpers::serve_child(
+        app.data_dir.path(),
+        Backend::TestDriver,
+        crate::helpers::free_port(),
+        &[("CARVE_SFTP_LISTEN", &format!("127.0.0.1:{sftp2}"))],
+    )
+    .await;
+    // Four uploads of 400 KiB, two through each process, at once: 1.6 MiB asked of 1 MiB.
+    let login = Login::Password("twice password".into());
+    let mut uploads = Vec::new();
+    for (i, (port, user)) in [
+        (app.sftp_port, "tw1"),
+        (sftp2, "tw2"),
+        (app.sftp_port, "tw2"),
+        (sftp2, "tw1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let login = login.clone();
+        uploads.push(tokio::spawn(async move {
+            paramiko(port, user, &login, json!([{"op": "write", "path": format!("part{i}"), "data": base64(&data(400 << 10, i as u64))}])).await
+        }));
+    }
+    let mut refused = 0;
+    for u in uploads {
+        let v = u.await.unwrap();
+        assert_eq!(v["login"], true, "{v}");
+        if v["results"][0]["ok"] == false {
+            assert!(
+                v["results"][0]["error"].as_str().unwrap().contains("quota"),
+                "{v}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "some upload was refused");
+    let on_disk: u64 = ids.iter().map(|id| stored(&app, id)).sum();
+    assert!(
+        on_disk <= quota as u64,
+        "both processes together stored {on_disk} bytes of a {quota}-byte quota"
+    );
+    // Once both have flushed, the database agrees with the disk.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let used = used_bytes(&app, &tenant).await;
+        if used as u64 == on_disk {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage {used} never matched the disk {on_disk}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    app.stop().await;
+}
