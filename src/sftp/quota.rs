@@ -237,7 +237,7 @@ impl Ledger {
         need_files: i64,
     ) -> Result<((i64, i64), Booked, (i64, i64)), sqlx::Error> {
         let mut tx = db::begin_write(&self.db).await?;
-        let quota = crate::tenancy::accounts::quota_of(&mut *tx, &self.defaults, tenant).await?;
+        let quota = crate::tenancy::accounts::quota_of(&mut tx, &self.defaults, tenant).await?;
         let booked = sftp_reservations::booked(&mut tx, tenant).await?;
         let free_bytes = quota.max_sftp_bytes - booked.used_bytes - booked.reserved_bytes;
         let free_files = quota.max_sftp_files - booked.used_files - booked.reserved_files;

@@ -524,21 +524,21 @@ impl Session {
         let growth = end.saturating_sub(size) as i64;
         let mut refused = None;
         let mut len = data.len();
-        if growth > 0 {
-            if let Err(e) = self.charge(growth, 0).await {
-                // Keep what fits, byte for byte, then refuse the rest.
-                let fit = self
-                    .shared
-                    .ledger
-                    .charge_up_to(&self.account.tenant, &self.account.id, growth)
-                    .await;
-                let allowed_end = size + fit as u64;
-                len = allowed_end.saturating_sub(offset).min(len as u64) as usize;
-                if fit > 0 && len == 0 {
-                    let _ = self.charge(-fit, 0).await;
-                }
-                refused = Some(e);
+        if growth > 0
+            && let Err(e) = self.charge(growth, 0).await
+        {
+            // Keep what fits, byte for byte, then refuse the rest.
+            let fit = self
+                .shared
+                .ledger
+                .charge_up_to(&self.account.tenant, &self.account.id, growth)
+                .await;
+            let allowed_end = size + fit as u64;
+            len = allowed_end.saturating_sub(offset).min(len as u64) as usize;
+            if fit > 0 && len == 0 {
+                let _ = self.charge(-fit, 0).await;
             }
+            refused = Some(e);
         }
         let Some(Handle::File { fd, written, .. }) = self.handles.get_mut(&n) else {
             return bad_handle(id);
@@ -627,10 +627,10 @@ impl Session {
                 return p::status(id, Code::Failure, "only a regular file has a size to set");
             }
             let delta = size as i64 - st.st_size;
-            if delta > 0 {
-                if let Err(e) = self.charge(delta, 0).await {
-                    return p::status(id, Code::Failure, &e.to_string());
-                }
+            if delta > 0
+                && let Err(e) = self.charge(delta, 0).await
+            {
+                return p::status(id, Code::Failure, &e.to_string());
             }
             if let Err(e) = rustix::fs::ftruncate(fd, size) {
                 if delta > 0 {
