@@ -243,18 +243,55 @@ impl Jail {
         }
     }
 
-    /// Lists a directory (without `.` and `..`), with lstat of each entry.
-    pub fn list(&self, path: &JailPath) -> Result<Vec<Entry>, Errno> {
+    /// Opens a directory for listing; entries are read a batch at a time, so a huge
+    /// directory never sits in memory whole.
+    pub fn open_dir(&self, path: &JailPath) -> Result<Listing, Errno> {
         let fd = self.open_path(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         let dir = rustix::fs::Dir::read_from(&fd)?;
+        Ok(Listing { fd, dir })
+    }
+
+    /// Lists a whole directory (without `.` and `..`), with lstat of each entry.
+    pub fn list(&self, path: &JailPath) -> Result<Vec<Entry>, Errno> {
+        let mut listing = self.open_dir(path)?;
         let mut out = Vec::new();
-        for entry in dir {
+        loop {
+            let batch = listing.next_batch(1024)?;
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            out.extend(batch);
+        }
+    }
+
+    /// Free space of the filesystem holding the jail.
+    pub fn statvfs(&self) -> Result<rustix::fs::StatVfs, Errno> {
+        rustix::fs::fstatvfs(self.root.as_fd())
+    }
+}
+
+/// A directory being listed.
+pub struct Listing {
+    fd: OwnedFd,
+    dir: rustix::fs::Dir,
+}
+
+impl Listing {
+    /// Up to `max` more entries (without `.` and `..`), with lstat of each; empty at the end.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<Entry>, Errno> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(entry) = self.dir.next() else {
+                break;
+            };
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
             }
-            if let Ok(stat) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+            // A name removed since it was read is skipped.
+            if let Ok(stat) =
+                rustix::fs::statat(&self.fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
             {
                 out.push(Entry {
                     name: name.to_vec(),
@@ -263,11 +300,6 @@ impl Jail {
             }
         }
         Ok(out)
-    }
-
-    /// Free space of the filesystem holding the jail.
-    pub fn statvfs(&self) -> Result<rustix::fs::StatVfs, Errno> {
-        rustix::fs::fstatvfs(self.root.as_fd())
     }
 }
 

@@ -11,7 +11,7 @@ use rustix::fs::{Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::jail::{self, BadPath, Entry, Jail, JailPath};
+use super::jail::{self, BadPath, Jail, JailPath};
 use super::protocol::{self as p, Attrs, Code, Malformed, Reader, Writer, kind, pflags};
 use super::{Shared, audit};
 use crate::domain::ids::{SftpAccountId, TenantId};
@@ -43,10 +43,7 @@ enum Handle {
         append: bool,
         written: u64,
     },
-    Dir {
-        entries: Vec<Entry>,
-        next: usize,
-    },
+    Dir(jail::Listing),
 }
 
 /// The state of one session.
@@ -93,7 +90,10 @@ where
                 .read_exact(&mut body)
                 .await
                 .map_err(|e| format!("reading: {e}"))?;
-            let answer = session.handle(&body).await.map_err(|e| e.to_string())?;
+            let answer = session
+                .handle_off_async_threads(&body)
+                .await
+                .map_err(|e| e.to_string())?;
             out.extend_from_slice(&answer);
             if out.len() >= FLUSH_AT || !complete_packet_buffered(reader.buffer()) {
                 wr.write_all(&out)
@@ -192,6 +192,20 @@ fn longname(name: &str, st: &Stat, owner: &str) -> String {
 }
 
 impl Session {
+    /// Answers one request with its file calls (open, read, write, fsync, directory listing)
+    /// where blocking cannot stall other connections: on a multi-threaded runtime this
+    /// worker first hands its other tasks to the rest; on a single-threaded one (some tests)
+    /// the request runs in place.
+    async fn handle_off_async_threads(&mut self, body: &[u8]) -> Result<Vec<u8>, Malformed> {
+        let runtime = tokio::runtime::Handle::current();
+        match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| runtime.block_on(self.handle(body)))
+            }
+            _ => self.handle(body).await,
+        }
+    }
+
     /// Answers one request; Err ends the session.
     async fn handle(&mut self, body: &[u8]) -> Result<Vec<u8>, Malformed> {
         let mut r = Reader::new(body);
@@ -452,7 +466,7 @@ impl Session {
                 }
                 p::status(id, Code::Ok, "")
             }
-            Some(Handle::Dir { .. }) => p::status(id, Code::Ok, ""),
+            Some(Handle::Dir(_)) => p::status(id, Code::Ok, ""),
             None => bad_handle(id),
         }
     }
@@ -670,8 +684,8 @@ impl Session {
             Ok(p) => p,
             Err(e) => return bad_path_status(id, e),
         };
-        match self.jail.list(&path) {
-            Ok(entries) => match self.new_handle(Handle::Dir { entries, next: 0 }) {
+        match self.jail.open_dir(&path) {
+            Ok(listing) => match self.new_handle(Handle::Dir(listing)) {
                 Some(h) => p::handle(id, &h),
                 None => p::status(
                     id,
@@ -685,19 +699,20 @@ impl Session {
 
     fn readdir(&mut self, id: u32, h: &[u8]) -> Vec<u8> {
         let owner = self.account.username.clone();
-        let Some(Handle::Dir { entries, next }) =
-            Self::handle_id(h).and_then(|n| self.handles.get_mut(&n))
+        let Some(Handle::Dir(listing)) = Self::handle_id(h).and_then(|n| self.handles.get_mut(&n))
         else {
             return bad_handle(id);
         };
-        if *next >= entries.len() {
+        let batch = match listing.next_batch(NAMES_PER_READDIR) {
+            Ok(b) => b,
+            Err(e) => return errno_status(id, e),
+        };
+        if batch.is_empty() {
             return p::status(id, Code::Eof, "no more entries");
         }
-        let batch = &entries[*next..(*next + NAMES_PER_READDIR).min(entries.len())];
-        *next += batch.len();
         let mut w = Writer::new(kind::NAME, Some(id));
         w.u32(batch.len() as u32);
-        for e in batch {
+        for e in &batch {
             let name = String::from_utf8_lossy(&e.name);
             w.bytes(&e.name)
                 .bytes(longname(&name, &e.stat, &owner).as_bytes())

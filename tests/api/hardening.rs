@@ -825,3 +825,56 @@ async fn two_processes_hold_one_sftp_quota() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_account_are_bounded_and_big_listings_stream() {
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_SFTP_MAX_SESSIONS_PER_ACCOUNT", "2")],
+    )
+    .await;
+    let id = account(
+        &app,
+        json!({"username": "many", "password": "many password"}),
+    )
+    .await;
+    // 3,000 names in one directory: every one is listed, a batch at a time.
+    let big = app.data_dir.path().join("sftp").join(&id).join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for i in 0..3000 {
+        std::fs::write(big.join(format!("f{i:04}")), b"").unwrap();
+    }
+    let login = Login::Password("many password".into());
+    let r = ok_session(
+        app.sftp_port,
+        "many",
+        &login,
+        json!([{"op": "listdir", "path": "big"}]),
+    )
+    .await;
+    assert_eq!(r[0]["value"].as_array().unwrap().len(), 3000);
+    // Two sessions stay open; a third for the same account is refused, and works once one
+    // of them has ended.
+    let hold = |secs: u64| {
+        let (port, login) = (app.sftp_port, login.clone());
+        tokio::spawn(async move {
+            paramiko(
+                port,
+                "many",
+                &login,
+                json!([{"op": "sleep", "seconds": secs}]),
+            )
+            .await
+        })
+    };
+    let (a, b) = (hold(4), hold(4));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let third = paramiko(app.sftp_port, "many", &login, json!([{"op": "listdir"}])).await;
+    assert_eq!(third["sftp"], false, "a third session is refused: {third}");
+    for s in [a, b] {
+        assert_eq!(s.await.unwrap()["login"], true);
+    }
+    let again = ok_session(app.sftp_port, "many", &login, json!([{"op": "listdir"}])).await;
+    assert_eq!(again[0]["ok"], true);
+    app.stop().await;
+}

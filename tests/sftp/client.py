@@ -107,7 +107,12 @@ def main():
     except paramiko.AuthenticationException as e:
         print(json.dumps({"login": False, "error": str(e)}))
         return
-    sftp = paramiko.SFTPClient.from_transport(transport)
+    try:
+        sftp = paramiko.SFTPClient.from_transport(transport)
+    except Exception as e:  # the server refused the SFTP session (e.g. too many open)
+        print(json.dumps({"login": True, "sftp": False, "error": str(e) or type(e).__name__}))
+        transport.close()
+        return
     results = []
     for op in json.load(sys.stdin):
         try:
