@@ -251,19 +251,6 @@ impl Jail {
         Ok(Listing { fd, dir })
     }
 
-    /// Lists a whole directory (without `.` and `..`), with lstat of each entry.
-    pub fn list(&self, path: &JailPath) -> Result<Vec<Entry>, Errno> {
-        let mut listing = self.open_dir(path)?;
-        let mut out = Vec::new();
-        loop {
-            let batch = listing.next_batch(1024)?;
-            if batch.is_empty() {
-                return Ok(out);
-            }
-            out.extend(batch);
-        }
-    }
-
     /// Free space of the filesystem holding the jail.
     pub fn statvfs(&self) -> Result<rustix::fs::StatVfs, Errno> {
         rustix::fs::fstatvfs(self.root.as_fd())
