@@ -878,3 +878,44 @@ async fn sessions_per_account_are_bounded_and_big_listings_stream() {
     assert_eq!(again[0]["ok"], true);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_resumed_after_its_last_step_succeeds() {
+    let app = spawn_app_with(Backend::TestDriver, &[]).await;
+    app.plan("tiny1", 1, 128, 1).await;
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "gone", "plan": "tiny1", "image": "tiny"})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(op["state"], "succeeded");
+    // As a process that died right after the delete's last step leaves it: the VM marked
+    // deleted, the operation never finished (and never claimed by a live process).
+    let vm_id = carve::domain::ids::VmId::parse(&vm).unwrap();
+    let row = carve::db::vms::get_any(&app.state.db, &vm_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = app.state.db.acquire().await.unwrap();
+    let orphan =
+        carve::db::operations::insert(&mut conn, &row.tenant_id, "delete", "vm", &vm, &json!({}))
+            .await
+            .unwrap();
+    carve::db::vms::mark_deleted(&mut conn, &vm_id)
+        .await
+        .unwrap();
+    drop(conn);
+    // The reconciler takes it over and reports it done, not failed.
+    let op = app
+        .wait_operation(orphan.id.as_str(), Duration::from_secs(60))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    app.stop().await;
+}
