@@ -62,10 +62,12 @@ pub struct HttpConfig {
     /// Seconds a client has to send a request's headers; also how long an idle kept-alive
     /// connection stays open.
     pub header_timeout_secs: u64,
-    /// Seconds a whole request (headers, body and answer) may take; event streams excepted.
+    /// Seconds a request may take until its answer starts (then 408); a streamed body is not cut.
     pub request_timeout_secs: u64,
     /// HTTP connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// HTTP connections one client address may hold at once; more are closed at once.
+    pub max_connections_per_client: usize,
     /// Addresses of reverse proxies whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -78,6 +80,7 @@ impl Default for HttpConfig {
             header_timeout_secs: 30,
             request_timeout_secs: 120,
             max_connections: 4096,
+            max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
         }
     }
@@ -456,6 +459,7 @@ impl Config {
             || s.max_sessions_per_account == 0
             || s.max_connections_per_client == 0
             || self.http.max_connections == 0
+            || self.http.max_connections_per_client == 0
             || self.http.header_timeout_secs == 0
             || self.http.request_timeout_secs == 0
             || self.auth.audit_retention_days == 0

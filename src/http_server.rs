@@ -1,10 +1,12 @@
 //! The HTTP listener: hyper's HTTP/1.1 server with the limits a public port needs, which
 //! `axum::serve` does not offer: a deadline for each request's headers (which also ends idle
 //! kept-alive connections and slow-header clients), a cap on open connections (more wait in
-//! the kernel's backlog), and a graceful stop that lets answers in flight finish.
+//! the kernel's backlog) and on those of one client address (more are closed at once, so one
+//! client cannot take every slot), and a graceful stop that lets answers in flight finish.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +22,58 @@ use crate::config::HttpConfig;
 /// How long a stop waits for answers in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Connections open per client address.
+struct PerClient {
+    max: usize,
+    /// Trusted reverse proxies carry many clients: they are not capped.
+    exempt: Vec<IpAddr>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerClient`], given back when dropped.
+struct ClientSlot {
+    of: Arc<PerClient>,
+    /// None for an exempt address.
+    client: Option<IpAddr>,
+}
+
+impl PerClient {
+    /// A place for one more connection from `client`, unless it has its most already.
+    fn take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        if self.exempt.contains(&client) {
+            return Some(ClientSlot {
+                of: self.clone(),
+                client: None,
+            });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(client).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            of: self.clone(),
+            client: Some(client),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(client) = self.client else {
+            return;
+        };
+        let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&client);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -27,7 +81,14 @@ pub async fn serve(
     cfg: &HttpConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let max = cfg
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let per_client = Arc::new(PerClient {
+        max: cfg.max_connections_per_client.max(1),
+        exempt: cfg.trusted_proxies.clone(),
+        open: Mutex::new(HashMap::new()),
+    });
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -58,6 +119,11 @@ pub async fn serve(
                 }
             },
         };
+        let Some(client_slot) = per_client.take(peer.ip()) else {
+            tracing::info!(client = %peer.ip(), "HTTP connection refused: the address has its most connections open");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service =
             router
@@ -70,6 +136,7 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _client_slot = client_slot;
             let conn = builder
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .with_upgrades();

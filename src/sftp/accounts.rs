@@ -345,12 +345,13 @@ pub async fn rescan(
         None => Scope::All,
     };
     // Charges made so far go to the database first, so the scan replaces them, not adds.
+    // A write during the scan may be counted twice (never too little); a deletion another
+    // process has not flushed yet may be counted off twice until the next rescan.
     ledger.flush().await;
     let accounts = db::sftp_accounts::list(db, &scope).await?;
     for account in &accounts {
         let home = super::home_of(homes, &account.id);
         let (bytes, files) = tokio::task::spawn_blocking(move || super::quota::scan(&home)).await?;
-        ledger.forget(&account.tenant_id, &account.id);
         db::sftp_accounts::set_usage(db, &account.id, bytes, files, true).await?;
     }
     Ok(accounts.len())

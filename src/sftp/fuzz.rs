@@ -267,6 +267,10 @@ async fn random_packets_end_only_their_session_and_never_escape_the_jail() {
         config: config.clone(),
         audit: db::audit::Batcher::start(db.clone()),
         registry: limits::Registry::new(config.sftp.clone()),
+        account_locks: Default::default(),
+        blocking_requests: Default::default(),
+        open_handles: Default::default(),
+        max_open_handles: super::handle_budget(),
     });
     let account = SftpAccountId::generate();
     let home = shared.home(&account);

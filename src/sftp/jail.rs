@@ -247,8 +247,10 @@ impl Jail {
     /// directory never sits in memory whole.
     pub fn open_dir(&self, path: &JailPath) -> Result<Listing, Errno> {
         let fd = self.open_path(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        let dir = rustix::fs::Dir::read_from(&fd)?;
-        Ok(Listing { fd, dir })
+        // One descriptor per listing: the directory stream owns it.
+        Ok(Listing {
+            dir: rustix::fs::Dir::new(fd)?,
+        })
     }
 
     /// Free space of the filesystem holding the jail.
@@ -259,7 +261,6 @@ impl Jail {
 
 /// A directory being listed.
 pub struct Listing {
-    fd: OwnedFd,
     dir: rustix::fs::Dir,
 }
 
@@ -278,7 +279,7 @@ impl Listing {
             }
             // A name removed since it was read is skipped.
             if let Ok(stat) =
-                rustix::fs::statat(&self.fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                rustix::fs::statat(self.dir.fd()?, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
             {
                 out.push(Entry {
                     name: name.to_vec(),

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,25 +33,23 @@ struct Inner {
 /// How to end one connection, and who it is.
 #[derive(Default)]
 struct Live {
-    /// The task that accepts it (ends it before the SSH handshake is done).
+    /// The task that accepts it.
     task: Option<AbortHandle>,
-    /// The SSH session's handle (ends it after the handshake).
-    ssh: Option<russh::server::Handle>,
+    /// A duplicate of its socket: shutting it down ends the connection in whatever state the
+    /// SSH session is (even mid key exchange, where russh takes no disconnect request).
+    socket: Option<OwnedFd>,
     account: Option<SftpAccountId>,
 }
 
 impl Live {
     /// Ends the connection.
     fn end(&self, reason: &'static str) {
+        tracing::debug!(reason, "ending an SFTP connection");
         if let Some(task) = &self.task {
             task.abort();
         }
-        if let Some(ssh) = self.ssh.clone() {
-            tokio::spawn(async move {
-                let _ = ssh
-                    .disconnect(russh::Disconnect::ByApplication, reason.into(), "en".into())
-                    .await;
-            });
+        if let Some(socket) = &self.socket {
+            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
         }
     }
 }
@@ -138,10 +137,10 @@ impl Registry {
         }
     }
 
-    /// Records the SSH session of connection `id` once its handshake is done.
-    pub fn set_ssh(&self, id: u64, ssh: russh::server::Handle) {
+    /// Records a duplicate of connection `id`'s socket, so it can be shut down.
+    pub fn set_socket(&self, id: u64, socket: OwnedFd) {
         if let Some(entry) = self.lock().live.get_mut(&id) {
-            entry.ssh = Some(ssh);
+            entry.socket = Some(socket);
         }
     }
 

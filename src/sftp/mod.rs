@@ -2,6 +2,7 @@
 //! logins against the `sftp_accounts` table), and carve's own SFTP v3 engine
 //! ([`session`]) on a jailed filesystem ([`jail`]) with per-tenant quotas ([`quota`]).
 
+pub mod account_lock;
 pub mod accounts;
 #[cfg(test)]
 mod fuzz;
@@ -45,6 +46,22 @@ pub struct Shared {
     pub audit: db::audit::Batcher,
     /// Live connections and their limits.
     pub registry: Arc<limits::Registry>,
+    /// Per-account locks that order size-changing requests.
+    pub account_locks: account_lock::AccountLocks,
+    /// Requests running on threads of their own right now (bounded, see `session`).
+    pub blocking_requests: std::sync::atomic::AtomicUsize,
+    /// File and directory handles open in all sessions of this process.
+    pub open_handles: std::sync::atomic::AtomicUsize,
+    /// Most handles open in all sessions at once (half the open-file limit).
+    pub max_open_handles: usize,
+}
+
+/// Most SFTP handles a process keeps open: half its open-file limit (the rest is for
+/// connections, the database and libvirt), at least 256.
+pub fn handle_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let current = limit.current.unwrap_or(1 << 20).min(1 << 24) as usize;
+    (current / 2).max(256)
 }
 
 impl Shared {
@@ -148,6 +165,10 @@ impl SftpServer {
             config: config.clone(),
             audit,
             registry: limits::Registry::new(config.sftp.clone()),
+            account_locks: Default::default(),
+            blocking_requests: Default::default(),
+            open_handles: Default::default(),
+            max_open_handles: handle_budget(),
         });
         accounts::rescan(&shared.db, &shared.homes, &shared.ledger, None).await?;
         let listener = TcpListener::bind(config.sftp.listen)
@@ -201,6 +222,13 @@ impl SftpServer {
             };
             let _ = stream.set_nodelay(true);
             let connection_id = admission.id();
+            match rustix::io::dup(&stream) {
+                Ok(socket) => self.shared.registry.set_socket(connection_id, socket),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot keep a handle on an SFTP connection; refusing it");
+                    continue;
+                }
+            }
             let authed = Arc::new(AtomicBool::new(false));
             let handler = Connection {
                 shared: self.shared.clone(),
@@ -212,7 +240,6 @@ impl SftpServer {
                 admission,
             };
             let config = self.config.clone();
-            let registry = self.shared.registry.clone();
             let task = tokio::spawn(async move {
                 let session = match russh::server::run_stream(config, stream, handler).await {
                     Ok(s) => s,
@@ -221,7 +248,6 @@ impl SftpServer {
                         return;
                     }
                 };
-                registry.set_ssh(connection_id, session.handle());
                 if let Err(e) = session.await {
                     tracing::debug!(error = %e, "SSH session ended with an error");
                 }

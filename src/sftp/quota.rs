@@ -53,18 +53,28 @@ struct Local {
     spent_files: i64,
     /// The same charges per account, to move into the accounts' usage at the flush.
     pending: HashMap<SftpAccountId, (i64, i64)>,
+    /// The database last said there is no more room: charges past the reservation are
+    /// refused with this answer, without asking again, until something is released here or
+    /// the next flush.
+    full: Option<Exceeded>,
 }
 
 impl Local {
     /// Bytes and files missing from the reservation for this charge (0 when it fits).
     fn shortfall(&self, bytes: i64, files: i64) -> (i64, i64) {
         let b = if bytes > 0 {
-            (self.spent_bytes + bytes - self.reserved_bytes).max(0)
+            self.spent_bytes
+                .saturating_add(bytes)
+                .saturating_sub(self.reserved_bytes)
+                .max(0)
         } else {
             0
         };
         let f = if files > 0 {
-            (self.spent_files + files - self.reserved_files).max(0)
+            self.spent_files
+                .saturating_add(files)
+                .saturating_sub(self.reserved_files)
+                .max(0)
         } else {
             0
         };
@@ -72,11 +82,14 @@ impl Local {
     }
 
     fn apply(&mut self, account: &SftpAccountId, bytes: i64, files: i64) {
-        self.spent_bytes += bytes;
-        self.spent_files += files;
+        self.spent_bytes = self.spent_bytes.saturating_add(bytes);
+        self.spent_files = self.spent_files.saturating_add(files);
         let p = self.pending.entry(account.clone()).or_default();
-        p.0 += bytes;
-        p.1 += files;
+        p.0 = p.0.saturating_add(bytes);
+        p.1 = p.1.saturating_add(files);
+        if bytes < 0 || files < 0 {
+            self.full = None;
+        }
     }
 
     fn idle(&self) -> bool {
@@ -98,9 +111,9 @@ pub struct Ledger {
     /// Names this process's reservations in the database.
     owner: String,
     tenants: Mutex<HashMap<TenantId, Local>>,
-    /// Reservations and flushes talk to the database one at a time, so neither sees the
-    /// other half done.
-    db_turn: tokio::sync::Mutex<()>,
+    /// Per tenant, reservations and flushes talk to the database one at a time, so neither
+    /// sees the other half done; tenants never wait for each other.
+    turns: Mutex<HashMap<TenantId, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Ledger {
@@ -111,8 +124,17 @@ impl Ledger {
             defaults,
             owner: format!("sftp-{}", uuid::Uuid::new_v4()),
             tenants: Mutex::new(HashMap::new()),
-            db_turn: tokio::sync::Mutex::new(()),
+            turns: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The tenant's turn to talk to the database.
+    fn turn(&self, tenant: &TenantId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        if turns.len() > 10_000 {
+            turns.retain(|_, t| std::sync::Arc::strong_count(t) > 1);
+        }
+        turns.entry(tenant.clone()).or_default().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Local>> {
@@ -147,6 +169,9 @@ impl Ledger {
         if self.charge_local(tenant, account, bytes, files) {
             return Ok(());
         }
+        if let Some(full) = self.lock().get(tenant).and_then(|l| l.full.clone()) {
+            return Err(full);
+        }
         let refusal = self.reserve(tenant, bytes, files).await;
         if self.charge_local(tenant, account, bytes, files) {
             return Ok(());
@@ -164,10 +189,12 @@ impl Ledger {
         if bytes <= 0 {
             return 0;
         }
-        if !self.charge_local(tenant, account, bytes, 0) {
-            let _ = self.reserve(tenant, bytes, 0).await;
-        } else {
+        if self.charge_local(tenant, account, bytes, 0) {
             return bytes;
+        }
+        let full = self.lock().get(tenant).is_some_and(|l| l.full.is_some());
+        if !full {
+            let _ = self.reserve(tenant, bytes, 0).await;
         }
         let mut tenants = self.lock();
         let local = tenants.entry(tenant.clone()).or_default();
@@ -179,7 +206,8 @@ impl Ledger {
     /// Asks the database for enough reservation for this charge (and a chunk more when
     /// there is room); says which limit it would pass when there is not enough.
     async fn reserve(&self, tenant: &TenantId, bytes: i64, files: i64) -> Result<(), Exceeded> {
-        let _turn = self.db_turn.lock().await;
+        let turn = self.turn(tenant);
+        let _turn = turn.lock().await;
         // Another session may have reserved enough while this one waited.
         let ((need_bytes, need_files), headroom) = {
             let mut tenants = self.lock();
@@ -210,23 +238,32 @@ impl Ledger {
         }
         // Used, as the caller should see it: everything stored or reserved elsewhere, less
         // what this process holds unspent.
-        if granted.0 < need_bytes {
-            return Err(Exceeded::Limit {
+        let refused = if granted.0 < need_bytes {
+            Some(Exceeded::Limit {
                 limit: "max_sftp_bytes",
                 max: quota.0,
                 used: booked.used_bytes + booked.reserved_bytes - headroom.0,
                 asked: bytes,
-            });
-        }
-        if granted.1 < need_files {
-            return Err(Exceeded::Limit {
+            })
+        } else if granted.1 < need_files {
+            Some(Exceeded::Limit {
                 limit: "max_sftp_files",
                 max: quota.1,
                 used: booked.used_files + booked.reserved_files - headroom.1,
                 asked: files,
-            });
+            })
+        } else {
+            None
+        };
+        match refused {
+            Some(e) => {
+                if let Some(local) = self.lock().get_mut(tenant) {
+                    local.full = Some(e.clone());
+                }
+                Err(e)
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// One write transaction: what is free of the tenant's quota, and a grant from it.
@@ -309,40 +346,47 @@ impl Ledger {
     }
 
     /// Moves the charges made since the last flush into the accounts' usage and gives every
-    /// reservation back, in one transaction.
+    /// reservation back, one transaction per tenant.
     pub async fn flush(&self) {
-        let _turn = self.db_turn.lock().await;
-        let moved: Vec<Moved> = {
+        let busy: Vec<TenantId> = self
+            .lock()
+            .iter()
+            .filter(|(_, l)| !l.idle() || l.full.is_some())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tenant in busy {
+            self.flush_tenant(&tenant).await;
+        }
+    }
+
+    /// [`Ledger::flush`] for one tenant.
+    pub async fn flush_tenant(&self, tenant: &TenantId) {
+        let turn = self.turn(tenant);
+        let _turn = turn.lock().await;
+        let moved = {
             let mut tenants = self.lock();
-            let moved = tenants
-                .iter_mut()
-                .filter(|(_, l)| !l.idle())
-                .map(|(tenant, l)| {
-                    let m = Moved {
-                        tenant: tenant.clone(),
-                        reserved: (l.reserved_bytes, l.reserved_files),
-                        pending: std::mem::take(&mut l.pending),
-                    };
-                    *l = Local::default();
-                    m
-                })
-                .collect();
-            tenants.retain(|_, l| !l.idle());
-            moved
+            let Some(local) = tenants.remove(tenant) else {
+                return;
+            };
+            Moved {
+                tenant: tenant.clone(),
+                reserved: (local.reserved_bytes, local.reserved_files),
+                pending: local.pending,
+            }
         };
-        if moved.is_empty() {
+        if moved.reserved == (0, 0) && moved.pending.is_empty() {
             return;
         }
+        let moved = [moved];
         if let Err(e) = self.write_flush(&moved).await {
             tracing::warn!(error = %e, "cannot record SFTP usage; keeping it for the next flush");
+            let [m] = moved;
             let mut tenants = self.lock();
-            for m in moved {
-                let local = tenants.entry(m.tenant).or_default();
-                local.reserved_bytes += m.reserved.0;
-                local.reserved_files += m.reserved.1;
-                for (account, (bytes, files)) in m.pending {
-                    local.apply(&account, bytes, files);
-                }
+            let local = tenants.entry(m.tenant).or_default();
+            local.reserved_bytes += m.reserved.0;
+            local.reserved_files += m.reserved.1;
+            for (account, (bytes, files)) in m.pending {
+                local.apply(&account, bytes, files);
             }
         }
     }

@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rustix::fs::{Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use super::account_lock::AccountLock;
 use super::jail::{self, BadPath, Jail, JailPath};
 use super::protocol::{self as p, Attrs, Code, Malformed, Reader, Writer, kind, pflags};
 use super::{Shared, audit};
@@ -22,6 +24,8 @@ pub const MAX_PACKET: usize = 256 * 1024;
 pub const MAX_IO: usize = MAX_PACKET - 1024;
 /// Most handles open at once in one session.
 pub const MAX_HANDLES: usize = 512;
+/// Requests of this process allowed on threads of their own at once.
+const MAX_BLOCKING_REQUESTS: usize = 64;
 /// Names per READDIR answer.
 const NAMES_PER_READDIR: usize = 128;
 /// Answers are sent once this many bytes wait, even if more requests are queued.
@@ -51,8 +55,19 @@ pub struct Session {
     shared: Arc<Shared>,
     account: Account,
     jail: Jail,
+    /// Orders this account's size-changing requests across sessions and processes.
+    lock: Arc<AccountLock>,
     handles: HashMap<u32, Handle>,
     next_handle: u32,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A session ended without `close_all` (its task was cut) still gives its handles back.
+        self.shared
+            .open_handles
+            .fetch_sub(self.handles.len(), Ordering::SeqCst);
+    }
 }
 
 /// Serves SFTP on a channel until the client leaves or breaks the protocol.
@@ -61,10 +76,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let username = account.username.clone();
+    let lock = match AccountLock::new(&shared.account_locks, &account.id, jail.home()) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            tracing::error!(user = %username, error = %e, "cannot open an SFTP home for locking");
+            return;
+        }
+    };
     let mut session = Session {
         shared,
         account,
         jail,
+        lock,
         handles: HashMap::new(),
         next_handle: 1,
     };
@@ -197,13 +220,59 @@ impl Session {
     /// worker first hands its other tasks to the rest; on a single-threaded one (some tests)
     /// the request runs in place.
     async fn handle_off_async_threads(&mut self, body: &[u8]) -> Result<Vec<u8>, Malformed> {
+        let t = body.first().copied().unwrap_or(0);
+        // Requests that read a size, charge the quota and change files hold the account's
+        // lock throughout, so no other session acts on the same stale size meanwhile.
+        let changes = matches!(
+            t,
+            kind::OPEN
+                | kind::WRITE
+                | kind::SETSTAT
+                | kind::FSETSTAT
+                | kind::REMOVE
+                | kind::RMDIR
+                | kind::MKDIR
+                | kind::RENAME
+                | kind::SYMLINK
+                | kind::EXTENDED
+        );
+        let lock = self.lock.clone();
+        let _held = if changes {
+            Some(lock.hold().await)
+        } else {
+            None
+        };
+        // Calls that can take long (opening, listing, unlinking or truncating big files,
+        // fsync) run where they block no other connection: this worker first hands its other
+        // tasks to the rest (multi-threaded runtime only, and a bounded number at once).
+        // Reads and writes of the page cache stay in place: moving them costs more than
+        // they take.
+        let slow = matches!(
+            t,
+            kind::OPEN
+                | kind::OPENDIR
+                | kind::READDIR
+                | kind::REMOVE
+                | kind::RMDIR
+                | kind::SETSTAT
+                | kind::FSETSTAT
+                | kind::EXTENDED
+        );
         let runtime = tokio::runtime::Handle::current();
-        match runtime.runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| runtime.block_on(self.handle(body)))
+        let shared = self.shared.clone();
+        let counter = &shared.blocking_requests;
+        let off_thread = slow
+            && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && counter.fetch_add(1, Ordering::SeqCst) < MAX_BLOCKING_REQUESTS;
+        if !off_thread {
+            if slow && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                counter.fetch_sub(1, Ordering::SeqCst);
             }
-            _ => self.handle(body).await,
+            return self.handle(body).await;
         }
+        let answer = tokio::task::block_in_place(|| runtime.block_on(self.handle(body)));
+        counter.fetch_sub(1, Ordering::SeqCst);
+        answer
     }
 
     /// Answers one request; Err ends the session.
@@ -323,7 +392,13 @@ impl Session {
     }
 
     fn new_handle(&mut self, handle: Handle) -> Option<Vec<u8>> {
-        if self.handles.len() >= MAX_HANDLES {
+        let open = &self.shared.open_handles;
+        if self.handles.len() >= MAX_HANDLES
+            || open.fetch_add(1, Ordering::SeqCst) >= self.shared.max_open_handles
+        {
+            if self.handles.len() < MAX_HANDLES {
+                open.fetch_sub(1, Ordering::SeqCst);
+            }
             return None;
         }
         let n = self.next_handle;
@@ -452,7 +527,11 @@ impl Session {
     }
 
     async fn close(&mut self, id: u32, h: &[u8]) -> Vec<u8> {
-        match Self::handle_id(h).and_then(|n| self.handles.remove(&n)) {
+        let removed = Self::handle_id(h).and_then(|n| self.handles.remove(&n));
+        if removed.is_some() {
+            self.shared.open_handles.fetch_sub(1, Ordering::SeqCst);
+        }
+        match removed {
             Some(Handle::File { path, written, .. }) => {
                 if written > 0 {
                     audit(
@@ -473,7 +552,11 @@ impl Session {
 
     /// Closes every handle (session end), auditing uploads.
     async fn close_all(&mut self) {
-        for (_, handle) in std::mem::take(&mut self.handles) {
+        let handles = std::mem::take(&mut self.handles);
+        self.shared
+            .open_handles
+            .fetch_sub(handles.len(), Ordering::SeqCst);
+        for (_, handle) in handles {
             if let Handle::File { path, written, .. } = handle
                 && written > 0
             {
@@ -640,7 +723,10 @@ impl Session {
             if !jail::is_file(&st) {
                 return p::status(id, Code::Failure, "only a regular file has a size to set");
             }
-            let delta = size as i64 - st.st_size;
+            let Ok(size_signed) = i64::try_from(size) else {
+                return p::status(id, Code::Failure, "the size is too large");
+            };
+            let delta = size_signed - st.st_size;
             if delta > 0
                 && let Err(e) = self.charge(delta, 0).await
             {
@@ -690,7 +776,7 @@ impl Session {
                 None => p::status(
                     id,
                     Code::Failure,
-                    "too many open handles in this session; close some",
+                    "too many open handles; close some and try again",
                 ),
             },
             Err(e) => errno_status(id, e),

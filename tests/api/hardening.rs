@@ -521,7 +521,10 @@ async fn password_failures_do_not_lock_out_key_logins() {
 async fn http_limits_slow_clients_and_odd_methods() {
     let app = spawn_app_with(
         Backend::TestDriver,
-        &[("CARVE_HTTP_HEADER_TIMEOUT_SECS", "2")],
+        &[
+            ("CARVE_HTTP_HEADER_TIMEOUT_SECS", "2"),
+            ("CARVE_HTTP_MAX_CONNECTIONS_PER_CLIENT", "3"),
+        ],
     )
     .await;
     let port = app.addr.rsplit(':').next().unwrap().to_string();
@@ -541,6 +544,39 @@ async fn http_limits_slow_clients_and_odd_methods() {
         .await
         .unwrap();
     assert!(closed_within(&mut idle, Duration::from_secs(6)).await);
+    // One address may hold only so many connections; another address is still served.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(1)).await,
+        "a fourth connection from one address is closed at once"
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    // The server notices the closed connections and gives their places back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // Made-up methods share one metrics series.
     for m in ["FOOBAR", "BAZQUX"] {
         let _ = app
