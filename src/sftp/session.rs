@@ -172,15 +172,13 @@ impl Session {
         } else {
             None
         };
-        // Calls that can take long (opening, listing, unlinking or truncating big files,
-        // fsync) run where they block no other connection: this worker first hands its other
+        // Calls that can take long (listing, unlinking or truncating big files, fsync) run where they block no other connection: this worker first hands its other
         // tasks to the rest (multi-threaded runtime only, and a bounded number at once).
         // Reads and writes of the page cache stay in place: moving them costs more than
         // they take.
         let slow = matches!(
             t,
-            kind::OPEN
-                | kind::OPENDIR
+            kind::OPENDIR
                 | kind::READDIR
                 | kind::REMOVE
                 | kind::RMDIR
