@@ -74,6 +74,17 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// The one admin check every service uses: 403 unless this principal is an admin.
+    pub fn require_admin(&self) -> Result<(), crate::error::AppError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(crate::error::AppError::Forbidden(
+                "only admins may do this; ask an admin of this installation".into(),
+            ))
+        }
+    }
 }
 
 /// Hashes and verifies passwords with argon2id, at most `limit` at a time, off the async

@@ -221,24 +221,13 @@ async fn view(db: &Db, host: &HostRow) -> Result<HostView, crate::error::AppErro
     })
 }
 
-/// 403 unless the actor is an admin.
-fn admin_only(actor: &crate::auth::Principal) -> Result<(), crate::error::AppError> {
-    if actor.is_admin() {
-        Ok(())
-    } else {
-        Err(crate::error::AppError::Forbidden(
-            "only admins manage hosts".into(),
-        ))
-    }
-}
-
 /// One page of hosts (admins).
 pub async fn list(
     db: &Db,
     actor: &crate::auth::Principal,
     page: &db::page::PageRequest,
 ) -> Result<db::page::Page<HostView>, crate::error::AppError> {
-    admin_only(actor)?;
+    actor.require_admin()?;
     let hosts = db::hosts::page(db, page).await?;
     let mut out = Vec::new();
     for host in &hosts.items {
@@ -256,7 +245,7 @@ pub async fn get(
     actor: &crate::auth::Principal,
     id: &str,
 ) -> Result<HostView, crate::error::AppError> {
-    admin_only(actor)?;
+    actor.require_admin()?;
     let host_id = HostId::parse(id).ok_or_else(|| crate::error::AppError::not_found("host", id))?;
     let host = db::hosts::get(db, &host_id)
         .await?
@@ -273,7 +262,7 @@ pub async fn update(
     req: UpdateHostRequest,
 ) -> Result<HostView, crate::error::AppError> {
     use crate::domain::Invalid;
-    admin_only(actor)?;
+    actor.require_admin()?;
     let host_id = HostId::parse(id).ok_or_else(|| crate::error::AppError::not_found("host", id))?;
     let host = db::hosts::get(db, &host_id)
         .await?

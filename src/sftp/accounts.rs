@@ -362,7 +362,7 @@ pub async fn rescan_now(
     app: &App,
     actor: &Principal,
 ) -> Result<db::page::Page<SftpAccountView>, AppError> {
-    crate::tenancy::accounts::admin_only(actor)?;
+    actor.require_admin()?;
     rescan(&app.db, &sftp_homes(app), &app.sftp_ledger, None).await?;
     list(app, actor, &db::page::PageRequest::default()).await
 }

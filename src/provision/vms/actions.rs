@@ -1,0 +1,275 @@
+//! Changing a VM: power actions, resize, delete, and the serial console.
+
+use super::*;
+
+/// The live power state libvirt reports for a VM (None: no such domain).
+pub(crate) async fn power_state(
+    p: &Provisioner,
+    vm: &VmRow,
+) -> Result<Option<PowerState>, AppError> {
+    let name = vm.domain_name.clone();
+    Ok(p.hv.call(move |h| h.state(&name)).await?)
+}
+
+/// Records an operation on `vm` and sets its transitional state in one transaction; 409 if
+/// another operation on it is unfinished.
+pub(crate) async fn begin_operation(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    kind: OpKind,
+    state: VmState,
+    params: serde_json::Value,
+    reserve: Option<(&str, Resources)>,
+) -> Result<OperationView, AppError> {
+    let mut tx = db::begin_write(&p.db).await?;
+    if let Some((plan_id, to)) = reserve {
+        let from = vm.resources();
+        let growth = Usage {
+            vcpus: i64::from(to.vcpus) - i64::from(from.vcpus),
+            memory_mib: to.memory_mib as i64 - from.memory_mib as i64,
+            disk_gib: to.disk_gib as i64 - from.disk_gib as i64,
+            ..Usage::default()
+        };
+        check_quota(&mut tx, &p.settings.default_quota, &vm.tenant_id, growth).await?;
+        reserve_growth(&mut tx, vm, to).await?;
+        db::vms::set_resources(&mut tx, &vm.id, plan_id, to).await?;
+    }
+    let op = db::operations::insert(
+        &mut tx,
+        &vm.tenant_id,
+        kind.as_str(),
+        "vm",
+        vm.id.as_str(),
+        &params,
+    )
+    .await;
+    let op = match op {
+        Ok(op) => op,
+        Err(e) if db::is_unique_violation(&e) => {
+            drop(tx);
+            let busy = db::operations::list(&p.db, &Scope::All, Some(vm.id.as_str()), 1).await?;
+            let what = busy
+                .first()
+                .map(|o| format!("operation {} ({})", o.id, o.kind))
+                .unwrap_or_else(|| "another operation".into());
+            return Err(AppError::Conflict(format!(
+                "VM {} is busy with {what}; wait until it finishes (GET /api/v1/operations/{{id}}) and retry",
+                vm.id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    db::vms::set_state(&mut *tx, &vm.id, state.as_str()).await?;
+    tx.commit().await?;
+    tracing::info!(vm = %vm.id, op = %op.id, kind = kind.as_str(), "operation admitted");
+    p.spawn_operation(op.id.clone(), None);
+    Ok(OperationView::from(&op))
+}
+
+/// Starts, stops, reboots or powers off a VM.
+pub async fn act(
+    p: &Arc<Provisioner>,
+    actor: &Principal,
+    id: &str,
+    action: VmAction,
+) -> Result<OperationView, AppError> {
+    let vm = load(p, &actor.scope(), id).await?;
+    if matches!(
+        VmState::parse(&vm.state),
+        Some(VmState::Creating | VmState::Deleting)
+    ) {
+        return Err(AppError::Conflict(format!(
+            "VM {} is {}; wait until that finishes",
+            vm.id, vm.state
+        )));
+    }
+    let live = power_state(p, &vm).await?;
+    let active = live.is_some_and(PowerState::is_active);
+    let (kind, state) = match action {
+        VmAction::Start if active => {
+            return Err(AppError::Conflict(format!(
+                "VM {} is already running",
+                vm.id
+            )));
+        }
+        VmAction::Start => (OpKind::Start, VmState::Starting),
+        VmAction::Stop | VmAction::ForceStop if !active => {
+            return Err(AppError::Conflict(format!(
+                "VM {} is already stopped",
+                vm.id
+            )));
+        }
+        VmAction::Stop => (OpKind::Stop, VmState::Stopping),
+        VmAction::ForceStop => (OpKind::ForceStop, VmState::Stopping),
+        VmAction::Reboot if live != Some(PowerState::Running) => {
+            return Err(AppError::Conflict(format!(
+                "VM {} is not running; start it instead",
+                vm.id
+            )));
+        }
+        VmAction::Reboot => (OpKind::Reboot, VmState::Rebooting),
+    };
+    begin_operation(p, &vm, kind, state, serde_json::json!({}), None).await
+}
+
+/// The sizes a resize moves between, kept in the operation so a failure can undo it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResizeParams {
+    pub from_plan: String,
+    pub from: Resources,
+    pub to_plan: String,
+    pub to: Resources,
+    /// Whether the VM was running when the resize was asked for (it is started again).
+    pub was_running: bool,
+}
+
+/// Resizes a VM to another plan: vCPUs and memory change, the disk grows (never shrinks).
+/// A running VM is shut down, resized and started again.
+pub async fn update(
+    p: &Arc<Provisioner>,
+    actor: &Principal,
+    id: &str,
+    req: UpdateVmRequest,
+) -> Result<OperationView, AppError> {
+    let vm = load(p, &actor.scope(), id).await?;
+    let Some(plan_ref) = req.plan else {
+        return Err(AppError::invalid(
+            "plan",
+            "nothing to change: send the plan to resize to",
+        ));
+    };
+    let plan = db::plans::find(&p.db, &plan_ref).await?.ok_or_else(|| {
+        AppError::invalid(
+            "plan",
+            format!("no plan is named {plan_ref:?}; GET /api/v1/plans lists them"),
+        )
+    })?;
+    let from = vm.resources();
+    let to = plan.resources();
+    if to == from {
+        return Err(AppError::invalid(
+            "plan",
+            format!("VM {} already has plan {}'s size", vm.id, plan.name),
+        ));
+    }
+    if to.disk_gib < from.disk_gib {
+        return Err(AppError::invalid(
+            "plan",
+            format!(
+                "plan {} has a {} GiB disk, smaller than this VM's {} GiB; disks never shrink, so choose a plan with disk_gib >= {}",
+                plan.name, to.disk_gib, from.disk_gib, from.disk_gib
+            ),
+        ));
+    }
+    if matches!(
+        VmState::parse(&vm.state),
+        Some(VmState::Creating | VmState::Deleting)
+    ) {
+        return Err(AppError::Conflict(format!(
+            "VM {} is {}; wait until that finishes",
+            vm.id, vm.state
+        )));
+    }
+    let was_running = power_state(p, &vm)
+        .await?
+        .is_some_and(PowerState::is_active);
+    let params = ResizeParams {
+        from_plan: vm.plan_id.clone(),
+        from,
+        to_plan: plan.id.to_string(),
+        to,
+        was_running,
+    };
+    let params = serde_json::to_value(&params).map_err(anyhow::Error::from)?;
+    begin_operation(
+        p,
+        &vm,
+        OpKind::Resize,
+        VmState::Resizing,
+        params,
+        Some((plan.id.as_str(), to)),
+    )
+    .await
+}
+
+/// Checks, under the write lock, that the VM's host can hold it at size `to` beside the other
+/// VMs there.
+pub(crate) async fn reserve_growth(
+    tx: &mut WriteTx,
+    vm: &VmRow,
+    to: Resources,
+) -> Result<(), AppError> {
+    let host = db::hosts::list(&mut **tx)
+        .await?
+        .into_iter()
+        .find(|h| h.id == vm.host_id);
+    let Some(host) = host else {
+        return Err(AppError::Conflict(format!(
+            "the host of VM {} is not registered",
+            vm.id
+        )));
+    };
+    let used = db::hosts::allocated(tx, &host.id).await?;
+    let from = vm.resources();
+    let others = Resources {
+        vcpus: used.vcpus.saturating_sub(from.vcpus),
+        memory_mib: used.memory_mib.saturating_sub(from.memory_mib),
+        disk_gib: used.disk_gib.saturating_sub(from.disk_gib),
+    };
+    capacity::check_fits(
+        &host.name,
+        capacity::sellable(host.physical(), host.overcommit()),
+        others,
+        to,
+    )?;
+    Ok(())
+}
+
+/// Deletes a VM: its domain, disk, seed and port reservations.
+pub async fn delete(
+    p: &Arc<Provisioner>,
+    actor: &Principal,
+    id: &str,
+) -> Result<OperationView, AppError> {
+    let vm = load(p, &actor.scope(), id).await?;
+    begin_operation(
+        p,
+        &vm,
+        OpKind::Delete,
+        VmState::Deleting,
+        serde_json::json!({}),
+        None,
+    )
+    .await
+}
+
+/// The end of a VM's serial console output, at most `max_bytes`.
+pub async fn console(
+    p: &Provisioner,
+    actor: &Principal,
+    id: &str,
+    max_bytes: u64,
+) -> Result<String, AppError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let vm = load(p, &actor.scope(), id).await?;
+    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let mut file = match tokio::fs::File::open(&files.console).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("reading the console log")
+                .into());
+        }
+    };
+    let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
+    let start = len.saturating_sub(max_bytes);
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.read_to_end(&mut bytes)
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

@@ -1,0 +1,267 @@
+//! Creating a VM: checking the request, choosing the tenant and host, reserving quota,
+//! capacity and ports in one transaction, and starting the create operation.
+
+use super::*;
+
+/// Checked fields of a create request.
+pub(crate) struct CheckedCreate {
+    name: VmName,
+    ssh_keys: Vec<String>,
+    user_data: Option<String>,
+    ports: Vec<u16>,
+}
+
+/// Checks every field that needs no database, collecting all the problems at once.
+pub(crate) fn check_create_fields(
+    p: &Provisioner,
+    req: &CreateVmRequest,
+) -> Result<CheckedCreate, AppError> {
+    let mut errors: Vec<Invalid> = Vec::new();
+    let name = VmName::parse(&req.name).map_err(|e| errors.push(e)).ok();
+    if req.ssh_keys.len() > ssh::MAX_KEYS {
+        errors.push(Invalid::new(
+            "ssh_keys",
+            format!("at most {} keys", ssh::MAX_KEYS),
+        ));
+    }
+    let ssh_keys: Vec<String> = req
+        .ssh_keys
+        .iter()
+        .filter_map(|k| SshPublicKey::parse(k).map_err(|e| errors.push(e)).ok())
+        .map(|k| k.as_str().to_string())
+        .collect();
+    if let Some(ud) = &req.user_data {
+        if ud.len() > MAX_USER_DATA {
+            errors.push(Invalid::new(
+                "user_data",
+                format!(
+                    "is {} bytes; at most {MAX_USER_DATA} are accepted",
+                    ud.len()
+                ),
+            ));
+        }
+        if ud.contains('\0') {
+            errors.push(Invalid::new("user_data", "may not contain NUL characters"));
+        }
+    }
+    let mut ports = Vec::new();
+    let mut seen = BTreeSet::new();
+    for &port in &req.ports {
+        match u16::try_from(port) {
+            Ok(p) if p > 0 && seen.insert(p) => ports.push(p),
+            Ok(p) if p > 0 => {
+                errors.push(Invalid::new("ports", format!("port {p} is listed twice")))
+            }
+            _ => errors.push(Invalid::new(
+                "ports",
+                format!("{port} is not a TCP port: use 1 to 65535"),
+            )),
+        }
+    }
+    if req.ports.len() > MAX_PORTS {
+        errors.push(Invalid::new(
+            "ports",
+            format!("at most {MAX_PORTS} ports may be forwarded"),
+        ));
+    }
+    if !req.ports.is_empty() && p.settings.network.mode == crate::config::NetworkMode::Bridge {
+        errors.push(Invalid::new(
+            "ports",
+            "port forwards exist only in network mode \"user\"; bridged guests are reachable directly",
+        ));
+    }
+    if req.pool.is_some() {
+        errors.push(Invalid::new(
+            "pool",
+            "load-balanced pools are not available on this carve yet; leave pool out",
+        ));
+    }
+    match name {
+        Some(name) if errors.is_empty() => Ok(CheckedCreate {
+            name,
+            ssh_keys,
+            user_data: req.user_data.clone().filter(|s| !s.is_empty()),
+            ports,
+        }),
+        _ => Err(AppError::Invalid(errors)),
+    }
+}
+
+/// The tenant a new VM belongs to: the customer's own, or for admins the one named (or the
+/// default tenant).
+pub(crate) async fn owning_tenant(
+    p: &Provisioner,
+    actor: &Principal,
+    requested: Option<&str>,
+) -> Result<TenantId, AppError> {
+    if !actor.is_admin() {
+        if requested.is_some() {
+            return Err(AppError::invalid(
+                "tenant_id",
+                "only admins choose the tenant; leave tenant_id out",
+            ));
+        }
+        return actor
+            .tenant_id
+            .clone()
+            .ok_or_else(|| AppError::Forbidden("your account has no tenant".into()));
+    }
+    let Some(raw) = requested else {
+        return Ok(TenantId::default_tenant());
+    };
+    let unknown = || AppError::invalid("tenant_id", format!("no tenant has id {raw:?}"));
+    let id = TenantId::parse(raw).ok_or_else(unknown)?;
+    let tenant = db::tenants::get(&p.db, &id).await?.ok_or_else(unknown)?;
+    if tenant.suspended {
+        return Err(AppError::Conflict(format!(
+            "tenant {id} is suspended; reinstate it before creating VMs"
+        )));
+    }
+    Ok(id)
+}
+
+/// Picks the host with the most free memory that fits `need`, inside the write transaction;
+/// if none fits, the shortfall of the roomiest host.
+pub(crate) async fn place(tx: &mut WriteTx, need: Resources) -> Result<HostId, AppError> {
+    let hosts = db::hosts::list(&mut **tx).await?;
+    let mut best: Option<(u64, HostId)> = None;
+    let mut short: Option<Shortfall> = None;
+    for host in hosts {
+        let total = capacity::sellable(host.physical(), host.overcommit());
+        let used = db::hosts::allocated(tx, &host.id).await?;
+        match capacity::check_fits(&host.name, total, used, need) {
+            Ok(()) => {
+                let free = total.memory_mib.saturating_sub(used.memory_mib);
+                if best.as_ref().is_none_or(|(f, _)| free > *f) {
+                    best = Some((free, host.id));
+                }
+            }
+            Err(e) => short = Some(e),
+        }
+    }
+    match (best, short) {
+        (Some((_, id)), _) => Ok(id),
+        (None, Some(e)) => Err(e.into()),
+        (None, None) => Err(AppError::Conflict(
+            "no host is registered; start carve serve against libvirt first".into(),
+        )),
+    }
+}
+
+/// Creates a VM: answers at once with the VM (state `creating`) and its operation.
+pub async fn create(
+    p: &Arc<Provisioner>,
+    actor: &Principal,
+    req: CreateVmRequest,
+) -> Result<(VmView, OperationView), AppError> {
+    let checked = check_create_fields(p, &req)?;
+    let tenant = owning_tenant(p, actor, req.tenant_id.as_deref()).await?;
+    let plan = db::plans::find(&p.db, &req.plan).await?.ok_or_else(|| {
+        AppError::invalid(
+            "plan",
+            format!(
+                "no plan is named {:?}; GET /api/v1/plans lists them",
+                req.plan
+            ),
+        )
+    })?;
+    let image = db::images::find(&p.db, &req.image)
+        .await?
+        .filter(|i| i.available)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "image",
+                format!(
+                    "no image is named {:?}; GET /api/v1/images lists them",
+                    req.image
+                ),
+            )
+        })?;
+    let need = plan.resources();
+    let image_gib = (image.virtual_size_bytes as u64).div_ceil(1 << 30);
+    if need.disk_gib < image_gib {
+        return Err(AppError::invalid(
+            "plan",
+            format!(
+                "plan {} has a {} GiB disk but image {} needs {image_gib} GiB",
+                plan.name, need.disk_gib, image.name
+            ),
+        ));
+    }
+    if (need.memory_mib as i64) < image.min_memory_mib {
+        return Err(AppError::invalid(
+            "plan",
+            format!(
+                "plan {} has {} MiB of memory but image {} needs {} MiB",
+                plan.name, need.memory_mib, image.name, image.min_memory_mib
+            ),
+        ));
+    }
+
+    let vm_id = VmId::generate();
+    let domain_name = format!("carve-{vm_id}");
+    let mut tx = db::begin_write(&p.db).await?;
+    let wanted = Usage {
+        vms: 1,
+        vcpus: i64::from(need.vcpus),
+        memory_mib: need.memory_mib as i64,
+        disk_gib: need.disk_gib as i64,
+        ..Usage::default()
+    };
+    check_quota(&mut tx, &p.settings.default_quota, &tenant, wanted).await?;
+    let host_id = place(&mut tx, need).await?;
+    let inserted = db::vms::insert(
+        &mut tx,
+        NewVm {
+            id: &vm_id,
+            tenant_id: &tenant,
+            name: checked.name.as_str(),
+            host_id: &host_id,
+            plan_id: &plan.id,
+            image_id: &image.id,
+            resources: need,
+            ssh_keys: &checked.ssh_keys,
+            user_data: checked.user_data.as_deref(),
+            domain_name: &domain_name,
+        },
+    )
+    .await;
+    if let Err(e) = inserted {
+        return Err(if db::is_unique_violation(&e) {
+            AppError::Conflict(format!(
+                "a VM named {} already exists in this tenant; choose another name or delete it first",
+                checked.name
+            ))
+        } else {
+            e.into()
+        });
+    }
+    let address = p.settings.network.forward_address;
+    db::ports::allocate(
+        &mut tx,
+        &host_id,
+        &vm_id,
+        &checked.ports,
+        p.settings.network.forward_ports,
+        address,
+    )
+    .await
+    .map_err(|e| match e {
+        AllocateError::Exhausted(_) => AppError::Conflict(e.to_string()),
+        AllocateError::Db(e) => e.into(),
+    })?;
+    let op = db::operations::insert(
+        &mut tx,
+        &tenant,
+        OpKind::Create.as_str(),
+        "vm",
+        vm_id.as_str(),
+        &serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(vm = %vm_id, name = %checked.name, tenant = %tenant, plan = %plan.name, image = %image.name, "VM admitted");
+    p.spawn_operation(op.id.clone(), None);
+    let view = get(p, actor, vm_id.as_str()).await?;
+    Ok((view, OperationView::from(&op)))
+}

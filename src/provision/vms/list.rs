@@ -1,0 +1,104 @@
+//! Reading VMs: one, a page, and the rendered-page cache the API answers lists from.
+
+use super::*;
+
+/// The VM with this id if the actor may see it; otherwise (or if the id is malformed) 404.
+pub(crate) async fn load(p: &Provisioner, scope: &Scope, id: &str) -> Result<VmRow, AppError> {
+    let vm_id = VmId::parse(id).ok_or_else(|| AppError::not_found("vm", id))?;
+    db::vms::get(&p.db, scope, &vm_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("vm", id))
+}
+
+/// One VM's view.
+pub async fn get(p: &Provisioner, actor: &Principal, id: &str) -> Result<VmView, AppError> {
+    let vm = load(p, &actor.scope(), id).await?;
+    let forwards = db::ports::for_vm(&p.db, &vm.id).await?;
+    Ok(Names::load(p).await?.view(p, &vm, &forwards))
+}
+
+/// Every VM the actor may see, newest first.
+pub async fn list(
+    p: &Provisioner,
+    actor: &Principal,
+    page: &PageRequest,
+) -> Result<Page<VmView>, AppError> {
+    let vms = db::vms::page(&p.db, &actor.scope(), page).await?;
+    let ids: Vec<VmId> = vms.items.iter().map(|v| v.id.clone()).collect();
+    let mut forwards: HashMap<VmId, Vec<Forward>> = HashMap::new();
+    for (vm, guest_port, host_port) in db::ports::for_vms(&p.db, &ids).await? {
+        forwards.entry(vm).or_default().push(Forward {
+            guest_port,
+            host_port,
+        });
+    }
+    let names = Names::load(p).await?;
+    Ok(vms.map(|vm| {
+        names.view(
+            p,
+            &vm,
+            forwards.get(&vm.id).map(Vec::as_slice).unwrap_or(&[]),
+        )
+    }))
+}
+
+/// Most rendered lists kept; past it the cache starts over.
+pub(crate) const LIST_CACHE_ENTRIES: usize = 4096;
+
+/// A rendered page of the VM list and the cursor of the next.
+pub(crate) type RenderedPage = (axum::body::Bytes, Option<String>);
+
+/// Rendered VM list pages by scope and page, each tagged with the view version it was
+/// rendered at. An entry is used only when the version the caller's credentials were read
+/// with (from the database, in the same query) is the same, so a change made by any process
+/// is seen at once.
+#[derive(Default)]
+pub struct ListCache {
+    entries: std::sync::Mutex<HashMap<String, (i64, RenderedPage)>>,
+}
+
+impl ListCache {
+    pub(crate) fn get(&self, key: &str, version: i64) -> Option<RenderedPage> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, page)| page.clone())
+    }
+
+    pub(crate) fn put(&self, key: String, version: i64, page: RenderedPage) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= LIST_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (version, page));
+    }
+}
+
+/// One page of the VMs the actor may see, as the JSON the API answers with, and the next
+/// cursor; served from the cache when nothing the actor may see has changed since it was
+/// rendered.
+pub async fn list_json(
+    p: &Provisioner,
+    actor: &Principal,
+    page: &PageRequest,
+) -> Result<RenderedPage, AppError> {
+    let scope = match actor.scope() {
+        Scope::All => "*".to_string(),
+        Scope::Tenant(t) => t.to_string(),
+    };
+    let key = format!("{scope}|{}|{:?}", page.limit, page.after);
+    if let Some(version) = actor.view_version
+        && let Some(hit) = p.list_cache.get(&key, version)
+    {
+        return Ok(hit);
+    }
+    let views = list(p, actor, page).await?;
+    let body =
+        axum::body::Bytes::from(serde_json::to_vec(&views.items).map_err(anyhow::Error::from)?);
+    let rendered = (body, views.next);
+    if let Some(version) = actor.view_version {
+        p.list_cache.put(key, version, rendered.clone());
+    }
+    Ok(rendered)
+}

@@ -1,0 +1,208 @@
+//! What clients send and see: requests, VM and operation views, and the names they show.
+
+use super::*;
+
+/// Largest user-data accepted, in bytes.
+pub const MAX_USER_DATA: usize = 64 * 1024;
+/// Most guest ports one VM may forward.
+pub const MAX_PORTS: usize = 16;
+
+/// A request to create a VM.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    /// The VM's name: a DNS label (lowercase letters, digits, '-'), unique in the tenant.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    /// Plan id or name.
+    pub plan: String,
+    /// Image id or name.
+    pub image: String,
+    /// OpenSSH public keys for the guest.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub ssh_keys: Vec<String>,
+    /// cloud-init user-data; a script starting with `#!` runs at first boot.
+    #[serde(default)]
+    #[schema(max_length = 65536)]
+    pub user_data: Option<String>,
+    /// Guest TCP ports to forward from the host (network mode `user`).
+    #[serde(default)]
+    #[schema(max_items = 16, value_type = Vec<u16>)]
+    pub ports: Vec<i64>,
+    /// Load-balanced pool to join.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Owning tenant (admins only; a customer's VMs go to its tenant).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+/// A power action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmAction {
+    Start,
+    Stop,
+    Reboot,
+    ForceStop,
+}
+
+/// A request to run a power action.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    pub action: VmAction,
+}
+
+/// A request to change a VM: today, its plan (resize).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVmRequest {
+    /// Plan id or name to resize to; the disk grows, never shrinks.
+    pub plan: Option<String>,
+}
+
+/// A guest port reachable from the host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ForwardView {
+    pub guest_port: u16,
+    pub host_address: String,
+    pub host_port: u16,
+}
+
+/// A VM as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmView {
+    pub id: String,
+    pub name: String,
+    pub tenant_id: String,
+    pub state: VmState,
+    /// Host id.
+    pub host: String,
+    pub host_name: String,
+    /// Plan id the VM was made or last resized with.
+    pub plan: String,
+    /// Image id.
+    pub image: String,
+    pub image_name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub ssh_keys: Vec<String>,
+    pub forwards: Vec<ForwardView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An operation as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OperationView {
+    pub id: String,
+    pub kind: String,
+    /// Kind of object acted on, e.g. `vm`.
+    pub target_type: String,
+    /// Id of the object acted on.
+    pub target: String,
+    pub tenant_id: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub state: String,
+    pub steps: Vec<Step>,
+    /// What went wrong, for a failed operation: the detail for admins; for customers a plain
+    /// message with a reference (the operation id) their provider can look up.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl OperationView {
+    /// The view as `actor` may see it: host paths and tool output stay with admins.
+    pub fn for_viewer(mut self, actor: &Principal) -> Self {
+        if !actor.is_admin() && self.error.is_some() {
+            self.error = Some(format!(
+                "the {} operation failed on the host; try again, or quote reference {} to your provider",
+                self.kind, self.id
+            ));
+        }
+        self
+    }
+}
+
+impl From<&OperationRow> for OperationView {
+    fn from(o: &OperationRow) -> Self {
+        Self {
+            id: o.id.to_string(),
+            kind: o.kind.clone(),
+            target_type: o.target_type.clone(),
+            target: o.target_id.clone(),
+            tenant_id: o.tenant_id.to_string(),
+            state: o.state.clone(),
+            steps: o.steps(),
+            error: o.error.clone(),
+            created_at: o.created_at,
+            started_at: o.started_at,
+            finished_at: o.finished_at,
+        }
+    }
+}
+
+/// Names of hosts and images, for views.
+pub(crate) struct Names {
+    hosts: HashMap<String, String>,
+    images: HashMap<String, String>,
+}
+
+impl Names {
+    pub(crate) async fn load(p: &Provisioner) -> Result<Self, AppError> {
+        let hosts = db::hosts::list(&p.db).await?;
+        let images = db::images::list(&p.db).await?;
+        Ok(Self {
+            hosts: hosts
+                .into_iter()
+                .map(|h| (h.id.to_string(), h.name))
+                .collect(),
+            images: images
+                .into_iter()
+                .map(|i| (i.id.to_string(), i.name))
+                .collect(),
+        })
+    }
+
+    pub(crate) fn view(&self, p: &Provisioner, vm: &VmRow, forwards: &[Forward]) -> VmView {
+        let address = p.settings.network.forward_address.to_string();
+        VmView {
+            id: vm.id.to_string(),
+            name: vm.name.clone(),
+            tenant_id: vm.tenant_id.to_string(),
+            state: VmState::parse(&vm.state).unwrap_or(VmState::Missing),
+            host: vm.host_id.to_string(),
+            host_name: self
+                .hosts
+                .get(vm.host_id.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            plan: vm.plan_id.clone(),
+            image: vm.image_id.to_string(),
+            image_name: self
+                .images
+                .get(vm.image_id.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            vcpus: vm.vcpus as u32,
+            memory_mib: vm.memory_mib as u64,
+            disk_gib: vm.disk_gib as u64,
+            ssh_keys: vm.ssh_keys(),
+            forwards: forwards
+                .iter()
+                .map(|f| ForwardView {
+                    guest_port: f.guest_port as u16,
+                    host_address: address.clone(),
+                    host_port: f.host_port as u16,
+                })
+                .collect(),
+            created_at: vm.created_at,
+            updated_at: vm.updated_at,
+        }
+    }
+}
