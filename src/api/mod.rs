@@ -21,10 +21,11 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
-use crate::auth::{Principal, Role, token_digest};
+use crate::auth::Principal;
 use crate::db::page::{Page, PageRequest};
 use crate::error::{AppError, Problem, problem_response};
 use crate::provision::vms::OperationView;
+use crate::tenancy::principal::{self, Resolved};
 
 /// The document's fixed parts; paths are added by the routers.
 #[derive(OpenApi)]
@@ -217,26 +218,17 @@ async fn resolve_caller(
             "the Authorization header must be \"Bearer <token>\"".into(),
         ));
     };
-    let Some(owner) = crate::db::tokens::find_owner(&app.db, &token_digest(token)).await? else {
-        return Ok(Caller::Rejected(
+    Ok(match principal::from_token(&app.db, token).await? {
+        Resolved::Unknown => Caller::Rejected(
             StatusCode::UNAUTHORIZED,
             "the token is unknown, revoked or expired; create a new one".into(),
-        ));
-    };
-    if owner.suspended {
-        return Ok(Caller::Rejected(
+        ),
+        Resolved::Suspended => Caller::Rejected(
             StatusCode::FORBIDDEN,
             "your tenant is suspended; contact your provider".into(),
-        ));
-    }
-    let role = Role::parse(&owner.role).unwrap_or(Role::Customer);
-    Ok(Caller::User(Principal {
-        user_id: owner.user_id,
-        email: owner.email,
-        role,
-        tenant_id: owner.tenant_id,
-        view_version: Some(owner.view_version),
-    }))
+        ),
+        Resolved::User(p, ()) => Caller::User(p),
+    })
 }
 
 /// What a handler tells the audit log beyond what the request shows.
@@ -293,7 +285,7 @@ pub async fn authenticate(
         .unwrap_or_default();
     let principal = caller.principal();
     let status = response.status();
-    let entry = crate::db::audit::NewEntry {
+    let entry = crate::tenancy::audit::NewEntry {
         actor_id: principal.map(|p| p.user_id.to_string()),
         actor: note
             .actor
@@ -308,19 +300,8 @@ pub async fn authenticate(
         status: Some(status.as_u16()),
         client,
     };
-    if let Err(e) = crate::db::audit::insert(&app.db, &entry).await {
-        tracing::error!(error = %e, action = %entry.action, "cannot write the audit log");
-    }
+    crate::tenancy::audit::record(&app.db, &entry).await;
     response
-}
-
-/// `succeeded`, `denied` (401, 403, 429) or `failed`.
-pub fn outcome(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        s if s < 400 => "succeeded",
-        401 | 403 | 429 => "denied",
-        _ => "failed",
-    }
 }
 
 /// The value of the first `{…}` parameter of a route in a concrete path.
@@ -461,36 +442,4 @@ pub fn add_next_link(response: &mut Response, uri: &axum::http::Uri, next: Optio
     }
 }
 
-/// The client's address, when the server knows it: the peer's, or what `X-Forwarded-For`
-/// says when the peer is one of `http.trusted_proxies`.
-pub struct ClientAddr(pub Option<std::net::IpAddr>);
-
-impl FromRequestParts<AppState> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_of(
-            parts,
-            &app.config.http.trusted_proxies,
-        )))
-    }
-}
-
-/// The client address of a request (see [`ClientAddr`]).
-pub fn client_of(parts: &Parts, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
-        .0
-        .ip();
-    let forwarded: Vec<&str> = parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    Some(crate::auth::client_address(peer, &forwarded, trusted))
-}
+pub use crate::request::{ClientAddr, client_of, outcome};

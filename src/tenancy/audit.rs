@@ -1,4 +1,5 @@
-//! Reading the audit log: admins all of it, customers their tenant's part.
+//! The audit log: the one way every face records an entry (never failing the request it
+//! records), and reading it (admins all of it, customers their tenant's part).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,15 @@ use crate::auth::Principal;
 use crate::db::audit::AuditRow;
 use crate::db::{self, Db};
 use crate::error::AppError;
+
+pub use crate::db::audit::NewEntry;
+
+/// Records an entry; a failure to write is logged (with the action), never passed on.
+pub async fn record(db: &Db, entry: &NewEntry) {
+    if let Err(e) = db::audit::insert(db, entry).await {
+        tracing::error!(error = %e, action = %entry.action, "cannot write the audit log");
+    }
+}
 
 /// One audit entry.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -4,4 +4,5 @@
 pub mod accounts;
 pub mod audit;
 pub mod login;
+pub mod principal;
 pub mod tokens;

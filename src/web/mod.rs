@@ -11,10 +11,10 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::api::ClientAddr;
 use crate::app::AppState;
 use crate::db;
 use crate::error::AppError;
+use crate::request::ClientAddr;
 use session::{
     LOGIN_CSRF_COOKIE, MaybeSession, SESSION_COOKIE, cookie, random_secret, same_secret, secure,
     set_cookie,
@@ -277,17 +277,15 @@ async fn audit(
     client: Option<std::net::IpAddr>,
 ) {
     let (actor_id, tenant_id) = user.map(|(u, t)| (Some(u), t)).unwrap_or((None, None));
-    let entry = db::audit::NewEntry {
+    let entry = crate::tenancy::audit::NewEntry {
         actor_id,
         actor: email.chars().take(254).collect(),
         tenant_id,
         action: action.into(),
         target: None,
-        outcome: crate::api::outcome(status).into(),
+        outcome: crate::request::outcome(status).into(),
         status: Some(status.as_u16()),
         client: client.map(|c| c.to_string()),
     };
-    if let Err(e) = db::audit::insert(&app.db, &entry).await {
-        tracing::error!(error = %e, "cannot write the audit log");
-    }
+    crate::tenancy::audit::record(&app.db, &entry).await;
 }

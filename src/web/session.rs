@@ -10,10 +10,11 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 
 use crate::app::AppState;
-use crate::auth::{Principal, Role, token_digest};
+use crate::auth::{Principal, token_digest};
 use crate::db;
 use crate::domain::ids::UserId;
 use crate::error::AppError;
+use crate::tenancy::principal::{self, Resolved};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "carve_session";
@@ -111,22 +112,12 @@ impl FromRequestParts<AppState> for MaybeSession {
         let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Ok(MaybeSession(None));
         };
-        let Some(owner) = db::sessions::find(&app.db, &token_digest(value)).await? else {
+        let Resolved::User(principal, csrf) = principal::from_session(&app.db, value).await? else {
             return Ok(MaybeSession(None));
-        };
-        if owner.suspended {
-            return Ok(MaybeSession(None));
-        }
-        let principal = Principal {
-            user_id: owner.user_id,
-            email: owner.email,
-            role: Role::parse(&owner.role).unwrap_or(Role::Customer),
-            tenant_id: owner.tenant_id,
-            view_version: Some(owner.view_version),
         };
         Ok(MaybeSession(Some(SessionUser {
             principal,
-            csrf: owner.csrf_token,
+            csrf,
             cookie: value.to_string(),
         })))
     }

@@ -1,0 +1,61 @@
+//! The one place a credential becomes a [`Principal`]: an API token (by its SHA-256) or a
+//! browser session cookie, read in one query with the user, its tenant's suspension and the
+//! version of the data it may see.
+
+use crate::auth::{Principal, Role, token_digest};
+use crate::db::{self, Db};
+use crate::domain::ids::{TenantId, UserId};
+
+/// What a presented credential turned out to be.
+#[derive(Debug, Clone)]
+pub enum Resolved<T> {
+    /// Unknown, revoked or expired.
+    Unknown,
+    /// Valid, but the user's tenant is suspended.
+    Suspended,
+    /// A user, with what the credential carries besides (e.g. a session's CSRF token).
+    User(Principal, T),
+}
+
+/// The principal of a user row.
+fn principal(
+    user_id: UserId,
+    email: String,
+    role: &str,
+    tenant_id: Option<TenantId>,
+    view_version: i64,
+) -> Principal {
+    Principal {
+        user_id,
+        email,
+        role: Role::parse(role).unwrap_or(Role::Customer),
+        tenant_id,
+        view_version: Some(view_version),
+    }
+}
+
+/// The owner of an API token secret.
+pub async fn from_token(db: &Db, secret: &str) -> Result<Resolved<()>, sqlx::Error> {
+    Ok(
+        match db::tokens::find_owner(db, &token_digest(secret)).await? {
+            None => Resolved::Unknown,
+            Some(o) if o.suspended => Resolved::Suspended,
+            Some(o) => Resolved::User(
+                principal(o.user_id, o.email, &o.role, o.tenant_id, o.view_version),
+                (),
+            ),
+        },
+    )
+}
+
+/// The owner of a browser session cookie, with the session's CSRF token.
+pub async fn from_session(db: &Db, cookie: &str) -> Result<Resolved<String>, sqlx::Error> {
+    Ok(match db::sessions::find(db, &token_digest(cookie)).await? {
+        None => Resolved::Unknown,
+        Some(o) if o.suspended => Resolved::Suspended,
+        Some(o) => Resolved::User(
+            principal(o.user_id, o.email, &o.role, o.tenant_id, o.view_version),
+            o.csrf_token,
+        ),
+    })
+}
