@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod catalog;
 pub mod hosts;
 pub mod operations;
+pub mod problem;
 pub mod sftp_accounts;
 pub mod tokens;
 pub mod vms;
@@ -23,9 +24,10 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::page::{Page, PageRequest};
-use crate::error::{AppError, Problem, problem_response};
+use crate::error::AppError;
 use crate::provision::vms::OperationView;
 use crate::tenancy::principal::{self, Resolved};
+pub use problem::{FieldError, Problem, problem_response};
 
 /// The document's fixed parts; paths are added by the routers.
 #[derive(OpenApi)]

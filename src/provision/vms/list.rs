@@ -46,7 +46,7 @@ pub async fn list(
 pub(crate) const LIST_CACHE_ENTRIES: usize = 4096;
 
 /// A rendered page of the VM list and the cursor of the next.
-pub(crate) type RenderedPage = (axum::body::Bytes, Option<String>);
+pub(crate) type RenderedPage = (bytes::Bytes, Option<String>);
 
 /// Rendered VM list pages by scope and page, each tagged with the view version it was
 /// rendered at. An entry is used only when the version the caller's credentials were read
@@ -95,7 +95,7 @@ pub async fn list_json(
     }
     let views = list(p, actor, page).await?;
     let body =
-        axum::body::Bytes::from(serde_json::to_vec(&views.items).map_err(anyhow::Error::from)?);
+        bytes::Bytes::from(serde_json::to_vec(&views.items).map_err(anyhow::Error::from)?);
     let rendered = (body, views.next);
     if let Some(version) = actor.view_version {
         p.list_cache.put(key, version, rendered.clone());
