@@ -13,6 +13,7 @@ pub mod http_server;
 pub mod hypervisor;
 pub mod metrics;
 pub mod provision;
+pub mod quota;
 pub mod request;
 pub mod sftp;
 pub mod telemetry;

@@ -25,7 +25,7 @@ use crate::domain::ssh::{self, SshPublicKey};
 use crate::error::AppError;
 use crate::hypervisor::PowerState;
 use crate::hypervisor::storage::VmFiles;
-use crate::tenancy::accounts::check_quota;
+use crate::quota::check_quota;
 
 mod actions;
 mod create;

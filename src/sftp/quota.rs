@@ -274,7 +274,7 @@ impl Ledger {
         need_files: i64,
     ) -> Result<((i64, i64), Booked, (i64, i64)), sqlx::Error> {
         let mut tx = db::begin_write(&self.db).await?;
-        let quota = crate::tenancy::accounts::quota_of(&mut tx, &self.defaults, tenant).await?;
+        let quota = crate::quota::quota_of(&mut tx, &self.defaults, tenant).await?;
         let booked = sftp_reservations::booked(&mut tx, tenant).await?;
         let free_bytes = quota.max_sftp_bytes - booked.used_bytes - booked.reserved_bytes;
         let free_files = quota.max_sftp_files - booked.used_files - booked.reserved_files;
@@ -314,8 +314,7 @@ impl Ledger {
     pub async fn limits(&self, tenant: &TenantId) -> (i64, i64, i64, i64) {
         let read = async {
             let mut conn = self.db.acquire().await?;
-            let quota =
-                crate::tenancy::accounts::quota_of(&mut conn, &self.defaults, tenant).await?;
+            let quota = crate::quota::quota_of(&mut conn, &self.defaults, tenant).await?;
             let used = db::sftp_accounts::tenant_usage(&mut *conn, tenant).await?;
             Ok::<_, sqlx::Error>((quota, used))
         };

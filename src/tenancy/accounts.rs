@@ -7,7 +7,6 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{Principal, Role};
-use crate::config::QuotaConfig;
 use crate::db::page::{Page, PageRequest};
 use crate::db::quotas::{Quota, Usage};
 use crate::db::tenants::TenantRow;

@@ -94,8 +94,7 @@ pub async fn list_json(
         return Ok(hit);
     }
     let views = list(p, actor, page).await?;
-    let body =
-        bytes::Bytes::from(serde_json::to_vec(&views.items).map_err(anyhow::Error::from)?);
+    let body = bytes::Bytes::from(serde_json::to_vec(&views.items).map_err(anyhow::Error::from)?);
     let rendered = (body, views.next);
     if let Some(version) = actor.view_version {
         p.list_cache.put(key, version, rendered.clone());
