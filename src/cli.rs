@@ -13,7 +13,8 @@ use crate::config::Config;
 use crate::db;
 use crate::domain::ids::TenantId;
 use crate::domain::names::ResourceName;
-use crate::tenancy::accounts::{check_email, check_password};
+use crate::error::AppError;
+use crate::tenancy::accounts::{CreateUserRequest, add_user};
 
 /// carve: self-hosted VPS hosting on libvirt.
 #[derive(Debug, Parser)]
@@ -140,14 +141,11 @@ async fn create_user(
     role: &str,
     tenant: Option<&str>,
 ) -> anyhow::Result<()> {
-    check_email(email).map_err(|e| anyhow::anyhow!("--email: {}", e.message))?;
     let role =
         Role::parse(role).with_context(|| format!("--role {role:?}: use admin or customer"))?;
     let tenant_id = match tenant {
-        Some(t) => {
-            Some(TenantId::parse(t).with_context(|| format!("--tenant {t:?} is not a tenant id"))?)
-        }
-        None if role == Role::Customer => Some(TenantId::default_tenant()),
+        Some(t) => Some(t.to_string()),
+        None if role == Role::Customer => Some(TenantId::default_tenant().to_string()),
         None => None,
     };
     let mut password = String::new();
@@ -156,24 +154,32 @@ async fn create_user(
         .read_line(&mut password)
         .context("reading the password from stdin")?;
     let password = password.trim_end_matches(['\r', '\n']).to_string();
-    check_password("password", &password)
-        .map_err(|e| anyhow::anyhow!("the password on stdin {}", e.message))?;
     let db = open_database(config).await?;
-    if let Some(t) = &tenant_id {
-        db::tenants::get(&db, t)
-            .await?
-            .with_context(|| format!("no tenant has id {t}"))?;
-    }
-    let hash = PasswordHasher::new(1, 0).hash(password).await?;
-    match db::users::insert(&db, email, role.as_str(), tenant_id.as_ref(), &hash).await {
+    let req = CreateUserRequest {
+        email: email.to_string(),
+        password,
+        role,
+        tenant_id,
+    };
+    // The same checks and hashing as an admin's request through the API.
+    match add_user(&db, &PasswordHasher::new(1, 0), req).await {
         Ok(id) => {
             println!("created {} {email} ({id})", role.as_str());
             Ok(())
         }
-        Err(e) if db::is_unique_violation(&e) => {
-            anyhow::bail!("a user with email {email} already exists")
+        Err(AppError::Invalid(list)) => {
+            let what: Vec<String> = list
+                .iter()
+                .map(|e| format!("--{}: {}", e.field, e.message))
+                .collect();
+            anyhow::bail!(
+                "{}",
+                what.join("; ")
+                    .replace("--password", "the password on stdin")
+            )
         }
-        Err(e) => Err(e.into()),
+        Err(AppError::NotFound { id, .. }) => anyhow::bail!("--tenant: no tenant has id {id}"),
+        Err(e) => anyhow::bail!("{e}"),
     }
 }
 

@@ -109,6 +109,17 @@ pub async fn create_user(
     req: CreateUserRequest,
 ) -> Result<UserView, AppError> {
     actor.require_admin()?;
+    let id = add_user(&app.db, &app.hasher, req).await?;
+    get_user(&app.db, actor, id.as_str()).await
+}
+
+/// Checks, hashes and records a new user: what an admin's request and the bootstrap CLI
+/// (`carve admin create-user`, which has no principal yet) both do.
+pub async fn add_user(
+    db: &Db,
+    hasher: &crate::auth::PasswordHasher,
+    req: CreateUserRequest,
+) -> Result<UserId, AppError> {
     let mut errors = Vec::new();
     if let Err(e) = check_email(&req.email) {
         errors.push(e);
@@ -126,24 +137,15 @@ pub async fn create_user(
         return Err(AppError::Invalid(errors));
     }
     let tenant = match &req.tenant_id {
-        Some(t) => Some(existing_tenant(&app.db, t).await?),
+        Some(t) => Some(existing_tenant(db, t).await?),
         None => None,
     };
-    let hash = app
-        .hasher
+    let hash = hasher
         .hash(req.password)
         .await
         .map_err(anyhow::Error::from)?;
-    match db::users::insert(
-        &app.db,
-        &req.email,
-        req.role.as_str(),
-        tenant.as_ref(),
-        &hash,
-    )
-    .await
-    {
-        Ok(id) => get_user(&app.db, actor, id.as_str()).await,
+    match db::users::insert(db, &req.email, req.role.as_str(), tenant.as_ref(), &hash).await {
+        Ok(id) => Ok(id),
         Err(e) if db::is_unique_violation(&e) => Err(AppError::Conflict(format!(
             "a user with email {} already exists",
             req.email
