@@ -18,34 +18,7 @@ use crate::domain::ids::{TenantId, UserId};
 /// Prefix of every API token, so leaked tokens are easy to recognise and scan for.
 pub const TOKEN_PREFIX: &str = "carve_";
 
-/// A user's role.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Customer,
-}
-
-impl Role {
-    /// Parses `admin` or `customer`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "customer" => Some(Role::Customer),
-            _ => None,
-        }
-    }
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Customer => "customer",
-        }
-    }
-}
+pub use crate::domain::role::Role;
 
 /// Who is making a request.
 #[derive(Debug, Clone)]

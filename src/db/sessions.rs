@@ -10,7 +10,7 @@ use crate::domain::ids::{TenantId, UserId};
 pub struct SessionOwner {
     pub user_id: UserId,
     pub email: String,
-    pub role: String,
+    pub role: crate::domain::role::Role,
     pub tenant_id: Option<TenantId>,
     pub suspended: bool,
     /// Version of the data the user may see (see migration 0003).

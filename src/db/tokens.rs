@@ -12,7 +12,7 @@ pub struct TokenOwner {
     pub token_id: TokenId,
     pub user_id: UserId,
     pub email: String,
-    pub role: String,
+    pub role: crate::domain::role::Role,
     pub tenant_id: Option<TenantId>,
     /// Whether the user's tenant is suspended.
     pub suspended: bool,

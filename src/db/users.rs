@@ -11,7 +11,7 @@ use crate::domain::ids::{TenantId, UserId};
 pub struct UserRow {
     pub id: UserId,
     pub email: String,
-    pub role: String,
+    pub role: crate::domain::role::Role,
     pub tenant_id: Option<TenantId>,
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
@@ -28,7 +28,7 @@ macro_rules! user_columns {
 pub async fn insert(
     db: &Db,
     email: &str,
-    role: &str,
+    role: crate::domain::role::Role,
     tenant_id: Option<&TenantId>,
     password_hash: &str,
 ) -> Result<UserId, sqlx::Error> {
@@ -96,7 +96,7 @@ pub async fn page(
 pub async fn set_role(
     db: &Db,
     id: &UserId,
-    role: &str,
+    role: crate::domain::role::Role,
     tenant: Option<&TenantId>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET role = ?2, tenant_id = ?3, updated_at = ?4 WHERE id = ?1")

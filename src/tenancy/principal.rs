@@ -21,14 +21,14 @@ pub enum Resolved<T> {
 fn principal(
     user_id: UserId,
     email: String,
-    role: &str,
+    role: Role,
     tenant_id: Option<TenantId>,
     view_version: i64,
 ) -> Principal {
     Principal {
         user_id,
         email,
-        role: Role::parse(role).unwrap_or(Role::Customer),
+        role,
         tenant_id,
         view_version: Some(view_version),
     }
@@ -41,7 +41,7 @@ pub async fn from_token(db: &Db, secret: &str) -> Result<Resolved<()>, sqlx::Err
             None => Resolved::Unknown,
             Some(o) if o.suspended => Resolved::Suspended,
             Some(o) => Resolved::User(
-                principal(o.user_id, o.email, &o.role, o.tenant_id, o.view_version),
+                principal(o.user_id, o.email, o.role, o.tenant_id, o.view_version),
                 (),
             ),
         },
@@ -54,7 +54,7 @@ pub async fn from_session(db: &Db, cookie: &str) -> Result<Resolved<String>, sql
         None => Resolved::Unknown,
         Some(o) if o.suspended => Resolved::Suspended,
         Some(o) => Resolved::User(
-            principal(o.user_id, o.email, &o.role, o.tenant_id, o.view_version),
+            principal(o.user_id, o.email, o.role, o.tenant_id, o.view_version),
             o.csrf_token,
         ),
     })

@@ -162,6 +162,7 @@ pub async fn make_user(
         .hash("test password 1".into())
         .await
         .expect("hash");
+    let role = carve::auth::Role::parse(role).expect("admin or customer");
     let user = carve::db::users::insert(&state.db, email, role, tenant, &hash)
         .await
         .expect("user");

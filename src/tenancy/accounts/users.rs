@@ -17,7 +17,7 @@ impl From<&UserRow> for UserView {
         Self {
             id: u.id.to_string(),
             email: u.email.clone(),
-            role: Role::parse(&u.role).unwrap_or(Role::Customer),
+            role: u.role,
             tenant_id: u.tenant_id.as_ref().map(ToString::to_string),
             created_at: u.created_at,
         }
@@ -144,7 +144,7 @@ pub async fn add_user(
         .hash(req.password)
         .await
         .map_err(anyhow::Error::from)?;
-    match db::users::insert(db, &req.email, req.role.as_str(), tenant.as_ref(), &hash).await {
+    match db::users::insert(db, &req.email, req.role, tenant.as_ref(), &hash).await {
         Ok(id) => Ok(id),
         Err(e) if db::is_unique_violation(&e) => Err(AppError::Conflict(format!(
             "a user with email {} already exists",
@@ -166,9 +166,7 @@ pub async fn update_user(
     if let Some(p) = &req.password {
         check_password("password", p)?;
     }
-    let role = req
-        .role
-        .unwrap_or(Role::parse(&user.role).unwrap_or(Role::Customer));
+    let role = req.role.unwrap_or(user.role);
     let tenant = match &req.tenant_id {
         Some(t) => Some(existing_tenant(&app.db, t).await?),
         None => user.tenant_id.clone(),
@@ -180,14 +178,14 @@ pub async fn update_user(
         ));
     }
     if role == Role::Customer
-        && user.role == "admin"
+        && user.role == Role::Admin
         && db::users::count_admins(&app.db).await? <= 1
     {
         return Err(AppError::Conflict(
             "this is the last admin; make another admin first".into(),
         ));
     }
-    db::users::set_role(&app.db, &user.id, role.as_str(), tenant.as_ref()).await?;
+    db::users::set_role(&app.db, &user.id, role, tenant.as_ref()).await?;
     if let Some(p) = req.password {
         let hash = app.hasher.hash(p).await.map_err(anyhow::Error::from)?;
         db::users::set_password(&app.db, &user.id, &hash).await?;
@@ -199,7 +197,7 @@ pub async fn update_user(
 pub async fn delete_user(db: &Db, actor: &Principal, id: &str) -> Result<(), AppError> {
     actor.require_admin()?;
     let user = load_user(db, id).await?;
-    if user.role == "admin" && db::users::count_admins(db).await? <= 1 {
+    if user.role == Role::Admin && db::users::count_admins(db).await? <= 1 {
         return Err(AppError::Conflict(
             "this is the last admin; make another admin first".into(),
         ));
