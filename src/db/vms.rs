@@ -21,7 +21,7 @@ pub struct VmRow {
     pub vcpus: i64,
     pub memory_mib: i64,
     pub disk_gib: i64,
-    pub state: String,
+    pub state: crate::domain::vm_state::VmState,
     pub ssh_keys: String,
     pub user_data: Option<String>,
     pub domain_name: String,
@@ -181,7 +181,7 @@ pub async fn running_of_suspended_tenants(
 pub async fn set_state(
     db: impl sqlx::SqliteExecutor<'_>,
     id: &VmId,
-    state: &str,
+    state: crate::domain::vm_state::VmState,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE vms SET state = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL")
         .bind(id)
@@ -197,8 +197,8 @@ pub async fn set_state(
 pub async fn set_state_if(
     db: &Db,
     id: &VmId,
-    expected: &str,
-    state: &str,
+    expected: crate::domain::vm_state::VmState,
+    state: crate::domain::vm_state::VmState,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE vms SET state = ?3, updated_at = ?4

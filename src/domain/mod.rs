@@ -7,6 +7,7 @@ pub mod names;
 pub mod role;
 pub mod sizes;
 pub mod ssh;
+pub mod vm_state;
 
 /// A value a user sent that breaks a rule; the message says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

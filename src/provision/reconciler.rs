@@ -115,14 +115,12 @@ async fn observe_vms(
     for vm in &vms {
         // Transitional states belong to an operation (resumed above if its process died).
         let settled = matches!(
-            VmState::parse(&vm.state),
-            Some(
-                VmState::Running
-                    | VmState::Stopped
-                    | VmState::Paused
-                    | VmState::Crashed
-                    | VmState::Missing
-            )
+            vm.state,
+            VmState::Running
+                | VmState::Stopped
+                | VmState::Paused
+                | VmState::Crashed
+                | VmState::Missing
         );
         if busy.contains(vm.id.as_str()) || !settled {
             continue;
@@ -131,17 +129,17 @@ async fn observe_vms(
             .iter()
             .find(|d| d.name == vm.domain_name)
             .map(|d| d.state);
-        if observed(listed).as_str() == vm.state {
+        if observed(listed) == vm.state {
             continue;
         }
         // The listing may be stale by now: ask again for this one domain.
         let name = vm.domain_name.clone();
         let state = observed(p.hv.call(move |h| h.state(&name)).await?);
-        if state.as_str() == vm.state {
+        if state == vm.state {
             continue;
         }
         // Only if no operation changed the state meanwhile.
-        if db::vms::set_state_if(&p.db, &vm.id, &vm.state, state.as_str()).await? {
+        if db::vms::set_state_if(&p.db, &vm.id, vm.state, state).await? {
             if state == VmState::Missing {
                 tracing::warn!(vm = %vm.id, domain = %vm.domain_name, "the VM's domain is gone from libvirt; start it to redefine it");
                 report.missing.push(vm.id.to_string());

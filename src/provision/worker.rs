@@ -181,7 +181,7 @@ async fn settle_state(p: &Provisioner, vm: &VmRow) {
             return;
         }
     };
-    if let Err(e) = db::vms::set_state(&p.db, &vm.id, state.as_str()).await {
+    if let Err(e) = db::vms::set_state(&p.db, &vm.id, state).await {
         tracing::warn!(vm = %vm.id, error = %e, "cannot record the VM's state");
     }
 }

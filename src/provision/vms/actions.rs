@@ -59,7 +59,7 @@ pub(crate) async fn begin_operation(
         }
         Err(e) => return Err(e.into()),
     };
-    db::vms::set_state(&mut *tx, &vm.id, state.as_str()).await?;
+    db::vms::set_state(&mut *tx, &vm.id, state).await?;
     tx.commit().await?;
     tracing::info!(vm = %vm.id, op = %op.id, kind = kind.as_str(), "operation admitted");
     p.spawn_operation(op.id.clone(), None);
@@ -74,13 +74,11 @@ pub async fn act(
     action: VmAction,
 ) -> Result<OperationView, AppError> {
     let vm = load(p, &actor.scope(), id).await?;
-    if matches!(
-        VmState::parse(&vm.state),
-        Some(VmState::Creating | VmState::Deleting)
-    ) {
+    if matches!(vm.state, VmState::Creating | VmState::Deleting) {
         return Err(AppError::Conflict(format!(
             "VM {} is {}; wait until that finishes",
-            vm.id, vm.state
+            vm.id,
+            vm.state.as_str()
         )));
     }
     let live = power_state(p, &vm).await?;
@@ -161,13 +159,11 @@ pub async fn update(
             ),
         ));
     }
-    if matches!(
-        VmState::parse(&vm.state),
-        Some(VmState::Creating | VmState::Deleting)
-    ) {
+    if matches!(vm.state, VmState::Creating | VmState::Deleting) {
         return Err(AppError::Conflict(format!(
             "VM {} is {}; wait until that finishes",
-            vm.id, vm.state
+            vm.id,
+            vm.state.as_str()
         )));
     }
     let was_running = power_state(p, &vm)

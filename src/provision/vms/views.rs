@@ -175,7 +175,7 @@ impl Names {
             id: vm.id.to_string(),
             name: vm.name.clone(),
             tenant_id: vm.tenant_id.to_string(),
-            state: VmState::parse(&vm.state).unwrap_or(VmState::Missing),
+            state: vm.state,
             host: vm.host_id.to_string(),
             host_name: self
                 .hosts

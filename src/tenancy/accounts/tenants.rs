@@ -131,7 +131,7 @@ pub(crate) async fn stop_tenant_vms(
     tenant: &TenantId,
 ) -> Result<(), AppError> {
     for vm in db::vms::list(&app.db, &Scope::Tenant(tenant.clone())).await? {
-        if VmState::parse(&vm.state) != Some(VmState::Running) {
+        if vm.state != VmState::Running {
             continue;
         }
         if let Err(e) =

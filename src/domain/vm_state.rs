@@ -1,0 +1,56 @@
+//! A VM's lifecycle states, stored by their snake_case names.
+
+/// A VM's lifecycle state.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+    sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum VmState {
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Rebooting,
+    Resizing,
+    Deleting,
+    Paused,
+    Crashed,
+    /// The domain vanished from libvirt behind carve's back.
+    Missing,
+    Deleted,
+}
+
+impl VmState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "creating",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+            VmState::Rebooting => "rebooting",
+            VmState::Resizing => "resizing",
+            VmState::Deleting => "deleting",
+            VmState::Paused => "paused",
+            VmState::Crashed => "crashed",
+            VmState::Missing => "missing",
+            VmState::Deleted => "deleted",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::from(s)).ok()
+    }
+}
