@@ -41,32 +41,10 @@ impl Rng {
 
 /// A field of a request body: a string (path, handle, data) or a number.
 fn field(rng: &mut Rng, out: &mut Vec<u8>) {
-    const PATHS: &[&[u8]] = &[
-        b"a",
-        b"d",
-        b"d/f",
-        b"../../etc/passwd",
-        b"/",
-        b"..",
-        b"/a/../../b",
-        b"l",
-        b"",
-        b"a\0b",
-        b"\xff\xfe",
-        b"d/../../../x",
-        b".",
-    ];
     match rng.below(6) {
-        0 => {
-            let p = PATHS[rng.below(PATHS.len() as u64) as usize];
-            out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-            out.extend_from_slice(p);
-        }
+        0 => path(rng, out),
         // A handle the session may really have given out.
-        1 => {
-            out.extend_from_slice(&4u32.to_be_bytes());
-            out.extend_from_slice(&(rng.below(6) as u32).to_be_bytes());
-        }
+        1 => handle(rng, out),
         // A string whose length lies (too long, or huge).
         2 => {
             let claimed = if rng.chance(2) {

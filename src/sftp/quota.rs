@@ -376,10 +376,9 @@ impl Ledger {
         if moved.reserved == (0, 0) && moved.pending.is_empty() {
             return;
         }
-        let moved = [moved];
         if let Err(e) = self.write_flush(&moved).await {
             tracing::warn!(error = %e, "cannot record SFTP usage; keeping it for the next flush");
-            let [m] = moved;
+            let m = moved;
             let mut tenants = self.lock();
             let local = tenants.entry(m.tenant).or_default();
             local.reserved_bytes += m.reserved.0;
@@ -390,23 +389,22 @@ impl Ledger {
         }
     }
 
-    async fn write_flush(&self, moved: &[Moved]) -> Result<(), sqlx::Error> {
+    /// One tenant's flush, in one transaction.
+    async fn write_flush(&self, m: &Moved) -> Result<(), sqlx::Error> {
         let mut tx = db::begin_write(&self.db).await?;
-        for m in moved {
-            for (account, (bytes, files)) in &m.pending {
-                db::sftp_accounts::add_usage(&mut *tx, account, *bytes, *files).await?;
-            }
-            if m.reserved != (0, 0) {
-                sftp_reservations::add(
-                    &mut tx,
-                    &self.owner,
-                    &m.tenant,
-                    -m.reserved.0,
-                    -m.reserved.1,
-                    chrono::Duration::seconds(LEASE_SECS),
-                )
-                .await?;
-            }
+        for (account, (bytes, files)) in &m.pending {
+            db::sftp_accounts::add_usage(&mut *tx, account, *bytes, *files).await?;
+        }
+        if m.reserved != (0, 0) {
+            sftp_reservations::add(
+                &mut tx,
+                &self.owner,
+                &m.tenant,
+                -m.reserved.0,
+                -m.reserved.1,
+                chrono::Duration::seconds(LEASE_SECS),
+            )
+            .await?;
         }
         sftp_reservations::drop_empty(&mut tx, &self.owner).await?;
         tx.commit().await

@@ -606,22 +606,9 @@ async fn http_limits_slow_clients_and_odd_methods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconciler_stops_vms_of_suspended_tenants() {
     let app = spawn_app_with(Backend::TestDriver, &[]).await;
-    app.plan("tiny1", 1, 128, 1).await;
+    app.plan("small", 1, 128, 1).await;
     let (tenant, customer) = crate::tenancy::tenant_with_customer(&app, "behind").await;
-    let a = app
-        .call_as(
-            &customer,
-            "POST",
-            "/api/v1/vms",
-            Some(json!({"name": "sneaky", "plan": "tiny1", "image": "tiny"})),
-        )
-        .await;
-    assert_eq!(a.status, 202, "{}", a.text);
-    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
-    let op = app
-        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(60))
-        .await;
-    assert_eq!(op["state"], "succeeded", "{op}");
+    let (vm, _) = crate::tenancy::create_vm(&app, &customer, "sneaky").await;
     let a = app
         .call(
             "PATCH",
@@ -918,20 +905,8 @@ async fn sessions_per_account_are_bounded_and_big_listings_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_resumed_after_its_last_step_succeeds() {
     let app = spawn_app_with(Backend::TestDriver, &[]).await;
-    app.plan("tiny1", 1, 128, 1).await;
-    let a = app
-        .call(
-            "POST",
-            "/api/v1/vms",
-            Some(json!({"name": "gone", "plan": "tiny1", "image": "tiny"})),
-        )
-        .await;
-    assert_eq!(a.status, 202, "{}", a.text);
-    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
-    let op = app
-        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(60))
-        .await;
-    assert_eq!(op["state"], "succeeded");
+    app.plan("small", 1, 128, 1).await;
+    let (vm, _) = crate::tenancy::create_vm(&app, &app.admin_token, "gone").await;
     // As a process that died right after the delete's last step leaves it: the VM marked
     // deleted, the operation never finished (and never claimed by a live process).
     let vm_id = carve::domain::ids::VmId::parse(&vm).unwrap();

@@ -39,7 +39,7 @@ async fn password_token(app: &TestApp, email: &str, password: &str) -> String {
     a.body["token"].as_str().unwrap().to_string()
 }
 
-async fn create_vm(app: &TestApp, token: &str, name: &str) -> (String, String) {
+pub async fn create_vm(app: &TestApp, token: &str, name: &str) -> (String, String) {
     let a = app
         .call_as(
             token,
