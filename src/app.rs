@@ -37,6 +37,8 @@ pub struct App {
     pub sftp_ledger: Arc<crate::sftp::quota::Ledger>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: String,
+    /// Live changes for event streams.
+    pub feed: Arc<crate::feed::Feed>,
 }
 
 /// The state handed to handlers.
@@ -131,7 +133,13 @@ impl Application {
         let sftp =
             SftpServer::build(&config, db.clone(), hasher.clone(), sftp_ledger.clone()).await?;
         let sftp_addr = sftp.local_addr()?;
+        let feed = crate::feed::Feed::new(
+            db.clone(),
+            config.quota.clone(),
+            config.http.max_event_streams,
+        );
         let state = Arc::new(App {
+            feed,
             config,
             db,
             prov,
@@ -171,6 +179,10 @@ impl Application {
     ) -> anyhow::Result<()> {
         let reconciler = tokio::spawn(reconciler::run_forever(self.state.prov.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
+        let feed = tokio::spawn(self.state.feed.clone().run());
+        let sampler = tokio::spawn(crate::provision::stats::run_forever(
+            self.state.prov.clone(),
+        ));
         let sftp = tokio::spawn(self.sftp.run());
         let router = router(self.state.clone());
         tracing::info!(http = %self.http_addr, sftp = %self.sftp_addr, "carve is serving");
@@ -178,6 +190,8 @@ impl Application {
         let served = crate::http_server::serve(self.http, router, &http_config, shutdown).await;
         reconciler.abort();
         housekeeping.abort();
+        feed.abort();
+        sampler.abort();
         sftp.abort();
         served.context("serving HTTP")
     }
@@ -216,7 +230,7 @@ pub fn router(state: AppState) -> Router {
         crate::api::authenticate,
     ));
     let max_body = state.config.http.max_body_bytes;
-    api.merge(crate::web::router())
+    api.merge(crate::web::router(state.clone()))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

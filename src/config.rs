@@ -70,6 +70,10 @@ pub struct HttpConfig {
     pub max_connections_per_client: usize,
     /// Addresses of reverse proxies whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Live event streams (`/events`, `/api/v1/events`) held at once; more get 429.
+    pub max_event_streams: usize,
+    /// Seconds an event stream lasts before the client reconnects (and is checked again).
+    pub event_stream_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -82,6 +86,8 @@ impl Default for HttpConfig {
             max_connections: 4096,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
+            max_event_streams: 2048,
+            event_stream_secs: 300,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod http_server;
 pub mod hypervisor;
 pub mod metrics;

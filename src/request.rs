@@ -50,3 +50,71 @@ pub fn client_of(parts: &Parts, trusted: &[std::net::IpAddr]) -> Option<std::net
         .collect();
     Some(crate::auth::client_address(peer, &forwarded, trusted))
 }
+
+/// The id a reconnecting event-stream client last saw (`Last-Event-ID`, or `?last_event_id=`
+/// for clients that cannot set headers).
+pub fn last_event_id(parts: &axum::http::HeaderMap, query: Option<&str>) -> Option<i64> {
+    parts
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            query?
+                .split('&')
+                .find_map(|p| p.strip_prefix("last_event_id=").map(str::to_string))
+        })
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|v| *v >= 0)
+}
+
+/// A feed subscription as a `text/event-stream` answer: each event has its id (to resume),
+/// its kind as the event name and its JSON; a comment every 15 s keeps proxies from closing
+/// the idle stream.
+pub fn event_stream(
+    stream: impl futures_util::Stream<Item = std::sync::Arc<crate::feed::Event>> + Send + 'static,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt as _;
+    let events = stream.map(|e| {
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .id(e.id.to_string())
+                .event(e.kind.as_str())
+                .json_data(&*e)
+                .unwrap_or_else(|_| Event::default().comment("unencodable event")),
+        )
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+/// What a handler tells the audit log beyond what the request shows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    /// The object acted on (e.g. the id of a VM just created).
+    pub target: Option<String>,
+    /// The tenant the object belongs to.
+    pub tenant_id: Option<String>,
+    /// Who acted, when no credential says (a password login).
+    pub actor: Option<String>,
+}
+
+/// Adds an audit note to a response.
+pub fn with_note(
+    mut response: axum::response::Response,
+    note: AuditNote,
+) -> axum::response::Response {
+    response.extensions_mut().insert(note);
+    response
+}

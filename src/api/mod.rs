@@ -4,10 +4,12 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod events;
 pub mod hosts;
 pub mod operations;
 pub mod problem;
 pub mod sftp_accounts;
+pub mod ssh_keys;
 pub mod tokens;
 pub mod vms;
 
@@ -45,6 +47,7 @@ pub use problem::{FieldError, Problem, problem_response};
         (name = "tokens", description = "API tokens"),
         (name = "audit", description = "The audit log"),
         (name = "sftp", description = "SFTP accounts"),
+        (name = "events", description = "Live changes as server-sent events"),
     )
 )]
 struct ApiDoc;
@@ -71,7 +74,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(hosts::router())
         .merge(accounts::router())
         .merge(tokens::router())
-        .merge(sftp_accounts::router());
+        .merge(sftp_accounts::router())
+        .merge(ssh_keys::router())
+        .merge(events::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 
@@ -233,22 +238,7 @@ async fn resolve_caller(
     })
 }
 
-/// What a handler tells the audit log beyond what the request shows.
-#[derive(Debug, Clone, Default)]
-pub struct AuditNote {
-    /// The object acted on (e.g. the id of a VM just created).
-    pub target: Option<String>,
-    /// The tenant the object belongs to.
-    pub tenant_id: Option<String>,
-    /// Who acted, when no token says (a password login).
-    pub actor: Option<String>,
-}
-
-/// Adds an audit note to a response.
-pub fn with_note(mut response: Response, note: AuditNote) -> Response {
-    response.extensions_mut().insert(note);
-    response
-}
+pub use crate::request::{AuditNote, with_note};
 
 /// Middleware: resolves the caller once per request, then records every state-changing
 /// request in the audit log (actor, action, target, outcome; never a body).

@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_vm, update_vm, delete_vm))
         .routes(routes!(vm_action))
         .routes(routes!(vm_console))
+        .routes(routes!(vm_stats))
 }
 
 /// The answer to a create: the operation, and the VM as it now stands.
@@ -157,4 +158,18 @@ async fn vm_console(
     let bytes = q.bytes.unwrap_or(64 * 1024).clamp(1, 1 << 20);
     let text = service::console(&app.prov, &actor, &id, bytes).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// CPU and memory use of the last 15 minutes, sampled every 10 seconds while the VM runs.
+#[utoipa::path(get, path = "/vms/{id}/stats", tag = "vms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 200, description = "Samples, oldest first", body = crate::provision::stats::VmStats), ReadErrors))]
+async fn vm_stats(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<crate::provision::stats::VmStats>, AppError> {
+    Ok(Json(
+        crate::provision::stats::of_vm(&app.prov, &actor, &id).await?,
+    ))
 }

@@ -100,6 +100,49 @@ pub async fn page(
     Ok(page.finish(rows, |r: &AuditRow| vec![r.id.to_string()]))
 }
 
+/// Narrows the audit log; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Entries whose actor contains this text.
+    pub actor: Option<String>,
+    /// Entries whose action contains this text.
+    pub action: Option<String>,
+    /// Entries of this tenant only.
+    pub tenant: Option<String>,
+    /// `succeeded`, `denied` or `failed`.
+    pub outcome: Option<String>,
+    /// Entries of this acting user only.
+    pub actor_id: Option<String>,
+}
+
+/// One page of the entries the scope may see that pass the filter, newest first.
+pub async fn filtered_page(
+    db: &Db,
+    scope: &Scope,
+    filter: &AuditFilter,
+    page: &PageRequest,
+) -> Result<Page<AuditRow>, sqlx::Error> {
+    let rows = sqlx::query_as(
+        "SELECT id, at, actor_id, actor, tenant_id, action, target, outcome, status, client FROM audit_log
+         WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2)
+           AND (?4 IS NULL OR instr(actor, ?4) > 0) AND (?5 IS NULL OR instr(action, ?5) > 0)
+           AND (?6 IS NULL OR tenant_id = ?6) AND (?7 IS NULL OR outcome = ?7)
+           AND (?8 IS NULL OR actor_id = ?8)
+         ORDER BY id DESC LIMIT ?3",
+    )
+    .bind(scope.tenant())
+    .bind(page.int(0))
+    .bind(page.fetch())
+    .bind(filter.actor.as_deref())
+    .bind(filter.action.as_deref())
+    .bind(filter.tenant.as_deref())
+    .bind(filter.outcome.as_deref())
+    .bind(filter.actor_id.as_deref())
+    .fetch_all(db)
+    .await?;
+    Ok(page.finish(rows, |r: &AuditRow| vec![r.id.to_string()]))
+}
+
 /// Removes entries older than `keep` and, past that, the oldest beyond `max_rows`; returns
 /// how many went.
 pub async fn purge(db: &Db, keep: chrono::Duration, max_rows: i64) -> Result<u64, sqlx::Error> {

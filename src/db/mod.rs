@@ -3,6 +3,7 @@
 //! be written by accident.
 
 pub mod audit;
+pub mod events;
 pub mod hosts;
 pub mod images;
 pub mod login_failures;
@@ -14,9 +15,11 @@ pub mod quotas;
 pub mod sessions;
 pub mod sftp_accounts;
 pub mod sftp_reservations;
+pub mod ssh_keys;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
+pub mod vm_samples;
 pub mod vms;
 
 use std::str::FromStr;

@@ -76,3 +76,12 @@ pub async fn purge_expired(db: &Db) -> Result<u64, sqlx::Error> {
         .await?;
     Ok(a.rows_affected() + b.rows_affected())
 }
+
+/// Ends every browser session of a user; returns how many.
+pub async fn delete_for_user(db: &Db, user: &UserId) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM sessions WHERE user_id = ?1")
+        .bind(user)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

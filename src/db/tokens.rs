@@ -18,6 +18,8 @@ pub struct TokenOwner {
     pub suspended: bool,
     /// Version of the data the user may see (see migration 0003).
     pub view_version: i64,
+    /// When the token was last used (recorded at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A token's public facts.
@@ -28,6 +30,7 @@ pub struct TokenRow {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// Stores a token's digest.
@@ -44,6 +47,7 @@ pub async fn insert(
         name: name.into(),
         created_at: now(),
         expires_at,
+        last_used_at: None,
     };
     sqlx::query(
         "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at)
@@ -64,7 +68,8 @@ pub async fn insert(
 pub async fn find_owner(db: &Db, digest: &[u8]) -> Result<Option<TokenOwner>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id AS token_id, u.id AS user_id, u.email, u.role, u.tenant_id,
-                COALESCE(tn.suspended, 0) AS suspended, COALESCE(vv.version, 0) AS view_version
+                COALESCE(tn.suspended, 0) AS suspended, COALESCE(vv.version, 0) AS view_version,
+                t.last_used_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN tenants tn ON tn.id = u.tenant_id
          LEFT JOIN view_versions vv
             ON vv.scope = CASE WHEN u.role = 'admin' THEN '*' ELSE COALESCE(u.tenant_id, '') END
@@ -83,7 +88,7 @@ pub async fn page(
     page: &PageRequest,
 ) -> Result<Page<TokenRow>, sqlx::Error> {
     let rows = sqlx::query_as(
-        "SELECT id, user_id, name, created_at, expires_at FROM api_tokens
+        "SELECT id, user_id, name, created_at, expires_at, last_used_at FROM api_tokens
          WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
          ORDER BY created_at DESC, id DESC LIMIT ?4",
     )
@@ -106,4 +111,14 @@ pub async fn delete(db: &Db, id: &TokenId, user: Option<&UserId>) -> Result<bool
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records that a token was used now.
+pub async fn touch(db: &Db, id: &TokenId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1")
+        .bind(id)
+        .bind(now())
+        .execute(db)
+        .await?;
+    Ok(())
 }

@@ -116,19 +116,48 @@ pub async fn get_any(db: &Db, id: &VmId) -> Result<Option<VmRow>, sqlx::Error> {
         .await
 }
 
+/// Narrows a VM list; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct VmFilter {
+    /// VMs of this tenant only (within the scope).
+    pub tenant: Option<String>,
+    /// VMs in this state only.
+    pub state: Option<String>,
+    /// VMs on this host only.
+    pub host: Option<String>,
+    /// VMs whose name contains this text.
+    pub name: Option<String>,
+}
+
 /// One page of the live VMs the scope may see, newest first.
 pub async fn page(db: &Db, scope: &Scope, page: &PageRequest) -> Result<Page<VmRow>, sqlx::Error> {
+    filtered_page(db, scope, &VmFilter::default(), page).await
+}
+
+/// One page of the live VMs the scope may see that pass the filter, newest first.
+pub async fn filtered_page(
+    db: &Db,
+    scope: &Scope,
+    filter: &VmFilter,
+    page: &PageRequest,
+) -> Result<Page<VmRow>, sqlx::Error> {
     let rows = sqlx::query_as(concat!(
         "SELECT ",
         vm_columns!(),
         " FROM vms WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant_id = ?1)
           AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
+          AND (?5 IS NULL OR tenant_id = ?5) AND (?6 IS NULL OR state = ?6)
+          AND (?7 IS NULL OR host_id = ?7) AND (?8 IS NULL OR instr(name, ?8) > 0)
           ORDER BY created_at DESC, id DESC LIMIT ?4"
     ))
     .bind(scope.tenant())
     .bind(page.time(0))
     .bind(page.key(1))
     .bind(page.fetch())
+    .bind(filter.tenant.as_deref())
+    .bind(filter.state.as_deref())
+    .bind(filter.host.as_deref())
+    .bind(filter.name.as_deref())
     .fetch_all(db)
     .await?;
     Ok(page.finish(rows, |v: &VmRow| {

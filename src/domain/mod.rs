@@ -27,4 +27,9 @@ impl Invalid {
             message: message.into(),
         }
     }
+
+    /// The same rule, blamed on another field.
+    pub fn for_field(self, field: &'static str) -> Self {
+        Self { field, ..self }
+    }
 }

@@ -77,6 +77,25 @@ impl SshPublicKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The fingerprint OpenSSH prints: `SHA256:` and the unpadded base64 of the key's digest.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let body = self.0.split(' ').nth(1).unwrap_or_default();
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap_or_default();
+        let digest = sha2::Sha256::digest(&blob);
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+        )
+    }
+
+    /// The key's comment (often `user@machine`), if any.
+    pub fn comment(&self) -> Option<&str> {
+        self.0.splitn(3, ' ').nth(2)
+    }
 }
 
 /// Whether the wire-format blob starts with the length-prefixed key type name.

@@ -8,7 +8,7 @@ use virt::domain::{Domain, DomainState};
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use super::{DomainSummary, Hypervisor, HypervisorError, NodeFacts, PowerState};
+use super::{DomainStats, DomainSummary, Hypervisor, HypervisorError, NodeFacts, PowerState};
 
 /// libvirt through one shared connection.
 pub struct Libvirt {
@@ -188,6 +188,27 @@ impl Hypervisor for Libvirt {
                 })
             })
             .collect()
+    }
+
+    fn stats(&self, name: &str) -> Result<Option<DomainStats>, HypervisorError> {
+        let Some(d) = self.lookup(name)? else {
+            return Ok(None);
+        };
+        let info = d.info().map_err(|e| lv(&e))?;
+        // The resident set (tag 7, VIR_DOMAIN_MEMORY_STAT_RSS) is what the guest really costs
+        // the host; drivers without memory statistics (the test driver) give the allocation.
+        let rss = d
+            .memory_stats(0)
+            .ok()
+            .and_then(|stats| stats.iter().find(|s| s.tag == 7).map(|s| s.val));
+        Ok(Some(DomainStats {
+            cpu_time_ns: info.cpu_time,
+            memory_used_kib: rss
+                .unwrap_or(info.memory)
+                .min(info.max_mem.max(info.memory)),
+            memory_total_kib: info.max_mem,
+            vcpus: info.nr_virt_cpu,
+        }))
     }
 }
 

@@ -45,6 +45,20 @@ pub struct DomainSummary {
     pub state: PowerState,
 }
 
+/// A domain's resource use at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainStats {
+    /// CPU time used since the domain started, in nanoseconds (all vCPUs).
+    pub cpu_time_ns: u64,
+    /// Memory the guest uses: its resident set on the host where libvirt reports it, else
+    /// its current allocation, in KiB.
+    pub memory_used_kib: u64,
+    /// Memory given to the guest, in KiB.
+    pub memory_total_kib: u64,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+}
+
 /// A hypervisor call that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HypervisorError {
@@ -85,6 +99,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn state(&self, name: &str) -> Result<Option<PowerState>, HypervisorError>;
     /// Every domain on the host, running or not.
     fn list(&self) -> Result<Vec<DomainSummary>, HypervisorError>;
+    /// CPU time and memory of a running domain (`None` when the domain does not exist).
+    fn stats(&self, name: &str) -> Result<Option<DomainStats>, HypervisorError>;
 }
 
 /// A cloneable handle that runs hypervisor calls on the blocking pool.

@@ -7,6 +7,7 @@ pub mod host;
 pub mod images;
 pub mod owner;
 pub mod reconciler;
+pub mod stats;
 pub mod vms;
 pub mod worker;
 

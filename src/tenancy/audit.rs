@@ -65,3 +65,15 @@ pub async fn list(
         .await?
         .map(AuditView::from))
 }
+
+/// One page of the entries the caller may see that pass the filter, newest first.
+pub async fn search(
+    db: &Db,
+    actor: &Principal,
+    filter: &db::audit::AuditFilter,
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<AuditView>, AppError> {
+    Ok(db::audit::filtered_page(db, &actor.scope(), filter, page)
+        .await?
+        .map(AuditView::from))
+}

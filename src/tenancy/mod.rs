@@ -5,4 +5,5 @@ pub mod accounts;
 pub mod audit;
 pub mod login;
 pub mod principal;
+pub mod ssh_keys;
 pub mod tokens;

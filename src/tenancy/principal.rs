@@ -40,10 +40,18 @@ pub async fn from_token(db: &Db, secret: &str) -> Result<Resolved<()>, sqlx::Err
         match db::tokens::find_owner(db, &token_digest(secret)).await? {
             None => Resolved::Unknown,
             Some(o) if o.suspended => Resolved::Suspended,
-            Some(o) => Resolved::User(
-                principal(o.user_id, o.email, o.role, o.tenant_id, o.view_version),
-                (),
-            ),
+            Some(o) => {
+                let stale = o
+                    .last_used_at
+                    .is_none_or(|at| chrono::Utc::now() - at > chrono::Duration::seconds(60));
+                if stale && let Err(e) = db::tokens::touch(db, &o.token_id).await {
+                    tracing::warn!(error = %e, "cannot record a token's last use");
+                }
+                Resolved::User(
+                    principal(o.user_id, o.email, o.role, o.tenant_id, o.view_version),
+                    (),
+                )
+            }
         },
     )
 }

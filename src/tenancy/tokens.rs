@@ -39,6 +39,8 @@ pub struct TokenView {
     pub user_id: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the token was last used (to the minute); absent if never.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl From<&TokenRow> for TokenView {
@@ -49,6 +51,7 @@ impl From<&TokenRow> for TokenView {
             user_id: t.user_id.to_string(),
             created_at: t.created_at,
             expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
         }
     }
 }

@@ -1,291 +1,131 @@
-//! The web panel: askama pages over the same service functions as the API. So far: log in,
-//! log out, and a landing page that greets the logged-in user.
+//! The web panel: server-rendered askama pages over the same service functions as the API,
+//! forms that work without JavaScript (each with the session's CSRF token), and live
+//! regions refreshed from the event feed.
 
+mod account;
+mod admin;
+mod assets;
+mod auth_pages;
+mod dashboard;
+mod errors;
+mod events;
+mod form;
+mod layout;
 pub mod session;
+mod sftp;
+mod vms;
 
-use askama::Template;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Form, Router};
-use serde::Deserialize;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
 
 use crate::app::AppState;
-use crate::db;
-use crate::error::AppError;
-use crate::request::ClientAddr;
-use session::{
-    LOGIN_CSRF_COOKIE, MaybeSession, SESSION_COOKIE, cookie, random_secret, same_secret, secure,
-    set_cookie,
-};
+use crate::request::{AuditNote, ClientAddr, outcome};
+use crate::tenancy::principal::{self, Resolved};
 
 /// The panel's routes.
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
-        .route("/", get(home))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", get(logout_page).post(logout))
+        .route("/", get(dashboard::show))
+        .route(
+            "/login",
+            get(auth_pages::login_page).post(auth_pages::login),
+        )
+        .route(
+            "/logout",
+            get(auth_pages::logout_page).post(auth_pages::logout),
+        )
+        .route("/events", get(events::stream))
+        .route("/static/{file}", get(assets::serve))
+        .route("/vms/new", get(vms::new_form))
+        .route("/vms", post(vms::create))
+        .route("/vms/{id}", get(vms::show))
+        .route("/vms/{id}/actions", post(vms::act))
+        .route("/vms/{id}/resize", post(vms::resize))
+        .route("/vms/{id}/delete", post(vms::delete))
+        .route("/vms/{id}/live", get(vms::live))
+        .route("/sftp", get(sftp::list).post(sftp::create))
+        .route("/sftp/{id}", get(sftp::show))
+        .route("/sftp/{id}/password", post(sftp::set_password))
+        .route("/sftp/{id}/keys", post(sftp::set_keys))
+        .route("/sftp/{id}/enabled", post(sftp::set_enabled))
+        .route("/sftp/{id}/delete", post(sftp::delete))
+        .route("/keys", get(account::keys).post(account::add_key))
+        .route("/keys/{id}/delete", post(account::delete_key))
+        .route("/tokens", get(account::tokens).post(account::create_token))
+        .route("/tokens/{id}/revoke", post(account::revoke_token))
+        .route("/account", get(account::show))
+        .route("/account/password", post(account::change_password))
+        .route(
+            "/account/sign-out-everywhere",
+            post(account::sign_out_everywhere),
+        )
+        .route("/activity", get(account::activity))
+        .merge(admin::router())
+        .fallback(errors::not_found)
+        .layer(middleware::from_fn_with_state(state, audit_posts))
+        .layer(middleware::from_fn(layout::security_headers))
 }
 
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage<'a> {
-    csrf: &'a str,
-    email: &'a str,
-    error: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "home.html")]
-struct HomePage<'a> {
-    email: &'a str,
-    role: &'a str,
-    tenant: Option<String>,
-    csrf: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "logout.html")]
-struct LogoutPage<'a> {
-    email: &'a str,
-    csrf: &'a str,
-}
-
-/// Renders a page, or a plain 500 if the template fails.
-fn page(status: StatusCode, t: &impl Template) -> Response {
-    match t.render() {
-        Ok(html) => (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
-        Err(e) => {
-            AppError::Internal(anyhow::Error::new(e).context("rendering a page")).into_response()
-        }
-    }
-}
-
-/// The landing page for a logged-in user; others go to /login.
-async fn home(
+/// Middleware: records every posted panel form (but login and logout, which record
+/// themselves) in the audit log, with the signed-in user as the actor.
+async fn audit_posts(
     State(app): State<AppState>,
-    MaybeSession(user): MaybeSession,
-) -> Result<Response, AppError> {
-    let Some(user) = user else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    let tenant = match &user.principal.tenant_id {
-        Some(t) => db::tenants::get(&app.db, t).await?.map(|t| t.name),
+    ClientAddr(client): ClientAddr,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if req.method() != axum::http::Method::POST || path == "/login" || path == "/logout" {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let actor = match session::cookie(req.headers(), session::SESSION_COOKIE) {
+        Some(c) => match principal::from_session(&app.db, c).await {
+            Ok(Resolved::User(p, _)) => Some(p),
+            _ => None,
+        },
         None => None,
     };
-    Ok(page(
-        StatusCode::OK,
-        &HomePage {
-            email: &user.principal.email,
-            role: user.principal.role.as_str(),
-            tenant,
-            csrf: &user.csrf,
-        },
-    ))
-}
-
-/// The login form, with a double-submit CSRF token (cookie and hidden field).
-async fn login_page(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    MaybeSession(user): MaybeSession,
-) -> Response {
-    if user.is_some() {
-        return Redirect::to("/").into_response();
-    }
-    login_form(&app, &headers, StatusCode::OK, "", None)
-}
-
-fn login_form(
-    app: &AppState,
-    headers: &HeaderMap,
-    status: StatusCode,
-    email: &str,
-    error: Option<String>,
-) -> Response {
-    let csrf = cookie(headers, LOGIN_CSRF_COOKIE)
-        .filter(|c| c.len() == 43)
-        .map(str::to_string)
-        .unwrap_or_else(random_secret);
-    let mut response = page(
-        status,
-        &LoginPage {
-            csrf: &csrf,
-            email,
-            error,
-        },
-    );
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, secure(app, headers)),
-    );
-    response
-}
-
-/// The login form's fields.
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    email: String,
-    password: String,
-    csrf: String,
-}
-
-/// Checks the credentials, starts a session and goes to the landing page.
-async fn login(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    ClientAddr(client): ClientAddr,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let client_ip = client;
-    let email = form.email.trim().to_string();
-    let csrf_ok = cookie(&headers, LOGIN_CSRF_COOKIE).is_some_and(|c| same_secret(c, &form.csrf));
-    if !csrf_ok {
-        return login_form(
-            &app,
-            &headers,
-            StatusCode::FORBIDDEN,
-            &email,
-            Some("The form expired; please try again.".into()),
-        );
-    }
-    let result = crate::tenancy::login::authenticate(&app, &email, form.password, client_ip).await;
-    let status = match &result {
-        Ok(_) => StatusCode::SEE_OTHER,
-        Err(e) => e.status(),
-    };
-    audit(
-        &app,
-        result.as_ref().ok().map(|u| {
-            (
-                u.id.to_string(),
-                u.tenant_id.as_ref().map(ToString::to_string),
-            )
-        }),
-        &email,
-        "login",
-        status,
-        client_ip,
-    )
-    .await;
-    let user = match result {
-        Ok(user) => user,
-        Err(e) => {
-            let message = match &e {
-                AppError::Internal(_) => {
-                    "carve hit an internal error; please try again.".to_string()
-                }
-                other => other.to_string(),
-            };
-            let mut response = login_form(&app, &headers, e.status(), &email, Some(message));
-            if let AppError::TooManyRequests {
-                retry_after_secs, ..
-            } = e
-            {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, retry_after_secs.into());
-            }
-            return response;
-        }
-    };
-    match session::start(&app, &user.id).await {
-        Ok((value, _expires)) => {
-            let max_age = app.config.auth.session_hours as i64 * 3600;
-            let secure = secure(&app, &headers);
-            let mut response = Redirect::to("/").into_response();
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, &value, max_age, secure),
-            );
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure),
-            );
-            response
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Asks the logged-in user to confirm logging out (a POST with the session's CSRF token).
-async fn logout_page(MaybeSession(user): MaybeSession) -> Response {
-    match user {
-        Some(u) => page(
-            StatusCode::OK,
-            &LogoutPage {
-                email: &u.principal.email,
-                csrf: &u.csrf,
-            },
-        ),
-        None => Redirect::to("/login").into_response(),
-    }
-}
-
-/// The logout form's field.
-#[derive(Debug, Deserialize)]
-struct LogoutForm {
-    csrf: String,
-}
-
-/// Ends the session (in the database, so on every carve process) and clears the cookie.
-async fn logout(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    ClientAddr(client): ClientAddr,
-    MaybeSession(user): MaybeSession,
-    Form(form): Form<LogoutForm>,
-) -> Result<Response, AppError> {
-    let Some(user) = user else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    if !same_secret(&user.csrf, &form.csrf) {
-        return Err(AppError::Forbidden(
-            "the logout form expired; reload the page and try again".into(),
-        ));
-    }
-    session::end(&app, &user.cookie).await?;
-    let p = &user.principal;
-    audit(
-        &app,
-        Some((
-            p.user_id.to_string(),
-            p.tenant_id.as_ref().map(ToString::to_string),
-        )),
-        &p.email,
-        "logout",
-        StatusCode::SEE_OTHER,
-        client,
-    )
-    .await;
-    let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", 0, secure(&app, &headers)),
-    );
-    Ok(response)
-}
-
-/// Records a panel login or logout in the audit log.
-async fn audit(
-    app: &AppState,
-    user: Option<(String, Option<String>)>,
-    email: &str,
-    action: &str,
-    status: StatusCode,
-    client: Option<std::net::IpAddr>,
-) {
-    let (actor_id, tenant_id) = user.map(|(u, t)| (Some(u), t)).unwrap_or((None, None));
+    let response = next.run(req).await;
+    let note = response
+        .extensions()
+        .get::<AuditNote>()
+        .cloned()
+        .unwrap_or_default();
+    let status = response.status();
     let entry = crate::tenancy::audit::NewEntry {
-        actor_id,
-        actor: email.chars().take(254).collect(),
-        tenant_id,
-        action: action.into(),
-        target: None,
-        outcome: crate::request::outcome(status).into(),
+        actor_id: actor.as_ref().map(|p| p.user_id.to_string()),
+        actor: actor
+            .as_ref()
+            .map(|p| p.email.clone())
+            .unwrap_or_else(|| "anonymous".into()),
+        tenant_id: note.tenant_id.or_else(|| {
+            actor
+                .as_ref()
+                .and_then(|p| p.tenant_id.as_ref().map(ToString::to_string))
+        }),
+        action: format!("panel POST {route}"),
+        target: note.target.or_else(|| id_in_path(&route, &path)),
+        outcome: outcome(status).into(),
         status: Some(status.as_u16()),
         client: client.map(|c| c.to_string()),
     };
     crate::tenancy::audit::record(&app.db, &entry).await;
+    response
+}
+
+/// The value of the first `{…}` parameter of a route in a concrete path.
+fn id_in_path(route: &str, path: &str) -> Option<String> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(pattern, _)| pattern.starts_with('{'))
+        .map(|(_, value)| value.chars().take(100).collect())
 }

@@ -246,12 +246,32 @@ pub async fn console(
     id: &str,
     max_bytes: u64,
 ) -> Result<String, AppError> {
+    Ok(console_since(p, actor, id, None, max_bytes).await?.text)
+}
+
+/// Console output read from one offset to the end of the log.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleChunk {
+    pub text: String,
+    /// The log's length after this read: the offset to read on from.
+    pub end: u64,
+}
+
+/// A VM's console output after byte `offset` (or its last `max_bytes` when `offset` is
+/// `None` or the log was truncated since), at most `max_bytes`.
+pub async fn console_since(
+    p: &Provisioner,
+    actor: &Principal,
+    id: &str,
+    offset: Option<u64>,
+    max_bytes: u64,
+) -> Result<ConsoleChunk, AppError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let vm = load(p, &actor.scope(), id).await?;
     let files = VmFiles::new(&p.settings.vm_root, &vm.id);
     let mut file = match tokio::fs::File::open(&files.console).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConsoleChunk::default()),
         Err(e) => {
             return Err(anyhow::Error::new(e)
                 .context("reading the console log")
@@ -259,13 +279,21 @@ pub async fn console(
         }
     };
     let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
-    let start = len.saturating_sub(max_bytes);
+    let tail = len.saturating_sub(max_bytes);
+    let start = match offset {
+        Some(o) if o <= len => o.max(tail),
+        _ => tail,
+    };
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(anyhow::Error::from)?;
     let mut bytes = Vec::with_capacity((len - start) as usize);
-    file.read_to_end(&mut bytes)
+    file.take(len - start)
+        .read_to_end(&mut bytes)
         .await
         .map_err(anyhow::Error::from)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(ConsoleChunk {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        end: start + bytes.len() as u64,
+    })
 }

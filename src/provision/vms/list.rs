@@ -23,7 +23,17 @@ pub async fn list(
     actor: &Principal,
     page: &PageRequest,
 ) -> Result<Page<VmView>, AppError> {
-    let vms = db::vms::page(&p.db, &actor.scope(), page).await?;
+    search(p, actor, &db::vms::VmFilter::default(), page).await
+}
+
+/// The VMs the actor may see that pass the filter, newest first.
+pub async fn search(
+    p: &Provisioner,
+    actor: &Principal,
+    filter: &db::vms::VmFilter,
+    page: &PageRequest,
+) -> Result<Page<VmView>, AppError> {
+    let vms = db::vms::filtered_page(&p.db, &actor.scope(), filter, page).await?;
     let ids: Vec<VmId> = vms.items.iter().map(|v| v.id.clone()).collect();
     let mut forwards: HashMap<VmId, Vec<Forward>> = HashMap::new();
     for (vm, guest_port, host_port) in db::ports::for_vms(&p.db, &ids).await? {

@@ -1,0 +1,255 @@
+//! The live feed behind `/events` and `/api/v1/events`: one task per process tails the
+//! database's change feed (written by triggers, so changes made by any carve process on the
+//! database arrive) and fans it out to subscribers, each seeing only what its user may see.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+
+use crate::auth::Principal;
+use crate::config::QuotaConfig;
+use crate::db::events::EventRow;
+use crate::db::{self, Db, Scope};
+use crate::domain::ids::TenantId;
+use crate::error::AppError;
+
+/// How often the tailer looks for new rows.
+const TAIL_INTERVAL: Duration = Duration::from_millis(50);
+/// Most rows read at once (by the tailer or a resuming subscriber).
+const BATCH: i64 = 1000;
+/// Events kept in the table: one day, and at most this many.
+const KEEP_EVENTS: i64 = 200_000;
+
+/// One change as subscribers see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Resumes the stream (`Last-Event-ID`).
+    pub id: i64,
+    /// `vm`, `operation` or `usage`.
+    pub kind: String,
+    /// The id of what changed.
+    pub subject: String,
+    pub tenant_id: String,
+    /// What changed: for `vm` its id, name, state and whether it is deleted; for `operation`
+    /// its id, kind, target, state and steps; for `usage` the tenant's usage and quota.
+    pub data: serde_json::Value,
+}
+
+/// The fan-out of one process.
+pub struct Feed {
+    db: Db,
+    quota: QuotaConfig,
+    tx: broadcast::Sender<Arc<Event>>,
+    streams: Arc<Semaphore>,
+}
+
+impl Feed {
+    /// A feed allowing `max_streams` subscribers at once.
+    pub fn new(db: Db, quota: QuotaConfig, max_streams: usize) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            db,
+            quota,
+            tx,
+            streams: Arc::new(Semaphore::new(max_streams)),
+        })
+    }
+
+    /// A slot for another long-lived stream (the panel's console and statistics follow the
+    /// same bound as event streams), or 429.
+    pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        self.streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::TooManyRequests {
+                detail: "this carve process holds as many live streams as it allows; retry shortly"
+                    .into(),
+                retry_after_secs: 5,
+            })
+    }
+
+    /// Tails the events table forever, from its newest row at start.
+    pub async fn run(self: Arc<Self>) {
+        let mut last = loop {
+            match db::events::last_id(&self.db).await {
+                Ok(id) => break id,
+                Err(e) => tracing::warn!(error = %e, "cannot read the event feed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let mut purged_at = tokio::time::Instant::now();
+        loop {
+            match db::events::after(&self.db, last, None, BATCH).await {
+                Ok(rows) if !rows.is_empty() => {
+                    last = rows.last().map_or(last, |r| r.id);
+                    let full = rows.len() as i64 == BATCH;
+                    for event in enrich(&self.db, &self.quota, rows).await {
+                        let _ = self.tx.send(Arc::new(event));
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the event feed"),
+            }
+            if purged_at.elapsed() > Duration::from_secs(60) {
+                purged_at = tokio::time::Instant::now();
+                if let Err(e) =
+                    db::events::purge(&self.db, chrono::Duration::days(1), KEEP_EVENTS).await
+                {
+                    tracing::warn!(error = %e, "cannot trim the event feed");
+                }
+            }
+            tokio::time::sleep(TAIL_INTERVAL).await;
+        }
+    }
+
+    /// A stream of what `actor` may see, starting after `last_event_id` when the client
+    /// resumes (events since then are replayed from the database), else from now. Ends after
+    /// `lifetime`, when the client reconnects and its credentials are checked again.
+    pub async fn subscribe(
+        &self,
+        actor: &Principal,
+        last_event_id: Option<i64>,
+        lifetime: Duration,
+    ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, AppError> {
+        let permit = self.stream_permit()?;
+        let mut state = Subscription {
+            db: self.db.clone(),
+            quota: self.quota.clone(),
+            rx: self.tx.subscribe(),
+            scope: actor.scope(),
+            pending: VecDeque::new(),
+            last_sent: 0,
+            more: false,
+            deadline: tokio::time::Instant::now() + lifetime,
+            _permit: permit,
+        };
+        if let Some(after) = last_event_id {
+            state.replay(after).await?;
+        }
+        Ok(futures_util::stream::unfold(state, |mut s| async move {
+            s.next().await.map(|e| (e, s))
+        }))
+    }
+}
+
+/// Turns rows into events, adding each tenant's usage and quota to `usage` events.
+async fn enrich(db: &Db, quota: &QuotaConfig, rows: Vec<EventRow>) -> Vec<Event> {
+    let mut usage: HashMap<TenantId, serde_json::Value> = HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let data = if row.kind == "usage" {
+            if !usage.contains_key(&row.tenant_id) {
+                let value = usage_of(db, quota, &row.tenant_id).await;
+                usage.insert(row.tenant_id.clone(), value);
+            }
+            usage[&row.tenant_id].clone()
+        } else {
+            serde_json::from_str(&row.data).unwrap_or(serde_json::Value::Null)
+        };
+        out.push(Event {
+            id: row.id,
+            kind: row.kind,
+            subject: row.subject,
+            tenant_id: row.tenant_id.to_string(),
+            data,
+        });
+    }
+    out
+}
+
+/// The tenant's usage and quota as event data (only the tenant when they cannot be read).
+async fn usage_of(db: &Db, quota: &QuotaConfig, tenant: &TenantId) -> serde_json::Value {
+    let read = async {
+        let mut conn = db.acquire().await?;
+        let limits = crate::quota::quota_of(&mut conn, quota, tenant).await?;
+        let usage = db::quotas::usage(&mut conn, tenant).await?;
+        Ok::<_, sqlx::Error>(
+            serde_json::json!({"tenant_id": tenant, "usage": usage, "quota": limits}),
+        )
+    };
+    read.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read usage for the event feed");
+        serde_json::json!({ "tenant_id": tenant })
+    })
+}
+
+/// One subscriber's position in the feed.
+struct Subscription {
+    db: Db,
+    quota: QuotaConfig,
+    rx: broadcast::Receiver<Arc<Event>>,
+    scope: Scope,
+    /// Events read from the table, to send before the channel's.
+    pending: VecDeque<Arc<Event>>,
+    /// The newest event sent (or skipped as not visible while replaying).
+    last_sent: i64,
+    /// The last replay filled a whole batch: more rows wait in the table.
+    more: bool,
+    deadline: tokio::time::Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Subscription {
+    /// Queues the visible events after `after` from the table.
+    async fn replay(&mut self, after: i64) -> Result<(), AppError> {
+        let tenant = match &self.scope {
+            Scope::All => None,
+            Scope::Tenant(t) => Some(t.clone()),
+        };
+        let rows = db::events::after(&self.db, after, tenant.as_ref(), BATCH).await?;
+        self.more = rows.len() as i64 == BATCH;
+        self.last_sent = self.last_sent.max(after);
+        for event in enrich(&self.db, &self.quota, rows).await {
+            self.pending.push_back(Arc::new(event));
+        }
+        Ok(())
+    }
+
+    /// Whether this subscriber may see the event.
+    fn visible(&self, e: &Event) -> bool {
+        match &self.scope {
+            Scope::All => true,
+            Scope::Tenant(t) => t.as_str() == e.tenant_id,
+        }
+    }
+
+    /// The next event, or `None` when the stream's lifetime is over.
+    async fn next(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                if e.id > self.last_sent {
+                    self.last_sent = e.id;
+                    return Some(e);
+                }
+                continue;
+            }
+            if self.more {
+                let from = self.last_sent;
+                self.replay(from).await.ok()?;
+                continue;
+            }
+            match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+                Err(_) => return None,
+                Ok(Ok(e)) => {
+                    if e.id > self.last_sent && self.visible(&e) {
+                        self.last_sent = e.id;
+                        return Some(e);
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    // Too slow for the channel: catch up from the table instead.
+                    let from = self.last_sent;
+                    self.replay(from).await.ok()?;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Plans (create, delete), images (what is registered and available), and hosts (capacity
+//! against allocation per resource, overcommit settings).
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::app::AppState;
+use crate::db::page::PageRequest;
+use crate::error::AppError;
+use crate::provision::catalog::{self, CreatePlanRequest, ImageView, PlanView};
+use crate::provision::host::{self, HostView, UpdateHostRequest};
+use crate::request::{AuditNote, with_note};
+use crate::web::errors::{WebError, describe};
+use crate::web::form::{FieldErrors, Fields, Panel, Posted};
+use crate::web::layout::{Nav, human_bytes, page};
+use crate::web::session::SessionUser;
+
+const ALL: PageRequest = PageRequest {
+    limit: 500,
+    after: None,
+};
+
+#[derive(Template)]
+#[template(path = "admin_plans.html")]
+struct PlansPage {
+    nav: Nav,
+    plans: Vec<PlanView>,
+    form: Fields,
+    errors: FieldErrors,
+}
+
+async fn plans_page(
+    app: &AppState,
+    user: &SessionUser,
+    form: Fields,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    user.principal.require_admin()?;
+    let plans = catalog::list_plans(&app.db, &ALL).await?.items;
+    Ok(page(
+        status,
+        &PlansPage {
+            nav: Nav::of(user, "/admin"),
+            plans,
+            form,
+            errors,
+        },
+    ))
+}
+
+/// `GET /admin/plans`.
+pub async fn plans(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
+    plans_page(
+        &app,
+        &user,
+        Fields::default(),
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// A whole number from a field, or the field's error.
+fn number(fields: &Fields, name: &'static str) -> Result<i64, AppError> {
+    fields
+        .get(name)
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| AppError::invalid(name, "give a whole number"))
+}
+
+/// `POST /admin/plans`.
+pub async fn create_plan(
+    State(app): State<AppState>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let req = (|| {
+        Ok::<_, AppError>(CreatePlanRequest {
+            name: fields.get("name").trim().to_string(),
+            vcpus: number(&fields, "vcpus")?,
+            memory_mib: number(&fields, "memory_mib")?,
+            disk_gib: number(&fields, "disk_gib")?,
+        })
+    })();
+    let result = match req {
+        Ok(req) => catalog::create_plan(&app.db, &user.principal, req).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(p) => Ok(with_note(
+            Redirect::to("/admin/plans").into_response(),
+            AuditNote {
+                target: Some(p.id.clone()),
+                tenant_id: None,
+                actor: None,
+            },
+        )),
+        Err(e @ (AppError::Internal(_) | AppError::Forbidden(_))) => Err(WebError(e)),
+        Err(e) => {
+            let status = e.status();
+            plans_page(&app, &user, fields, FieldErrors::from_error(&e), status).await
+        }
+    }
+}
+
+/// `POST /admin/plans/{id}/delete`.
+pub async fn delete_plan(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, .. }: Posted,
+) -> Result<Response, WebError> {
+    match catalog::delete_plan(&app.db, &user.principal, &id).await {
+        Ok(()) => Ok(Redirect::to("/admin/plans").into_response()),
+        Err(e @ AppError::Conflict(_)) => {
+            let status = e.status();
+            let errors = FieldErrors::general(describe(&e).1);
+            plans_page(&app, &user, Fields::default(), errors, status).await
+        }
+        Err(e) => Err(WebError(e)),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin_images.html")]
+struct ImagesPage {
+    nav: Nav,
+    images: Vec<ImageView>,
+}
+
+impl ImagesPage {
+    fn size(&self, i: &ImageView) -> String {
+        human_bytes(i64::try_from(i.virtual_size_bytes).unwrap_or(i64::MAX))
+    }
+}
+
+/// `GET /admin/images`.
+pub async fn images(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
+    user.principal.require_admin()?;
+    let images = catalog::list_images(&app.db, &ALL).await?.items;
+    Ok(page(
+        StatusCode::OK,
+        &ImagesPage {
+            nav: Nav::of(&user, "/admin"),
+            images,
+        },
+    ))
+}
+
+/// One resource of a host: allocated against sellable.
+pub struct Capacity {
+    pub label: &'static str,
+    pub allocated: u64,
+    pub sellable: u64,
+    pub physical: u64,
+    pub unit: &'static str,
+}
+
+/// A host with its capacity rows.
+pub struct HostRow {
+    pub host: HostView,
+    pub capacity: Vec<Capacity>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_hosts.html")]
+struct HostsPage {
+    nav: Nav,
+    hosts: Vec<HostRow>,
+    message: Option<String>,
+    notice: Option<&'static str>,
+}
+
+async fn hosts_page(
+    app: &AppState,
+    user: &SessionUser,
+    message: Option<String>,
+    notice: Option<&'static str>,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let hosts = host::list(&app.db, &user.principal, &ALL)
+        .await?
+        .items
+        .into_iter()
+        .map(|h| HostRow {
+            capacity: vec![
+                Capacity {
+                    label: "vCPUs",
+                    allocated: h.allocated.vcpus,
+                    sellable: h.sellable.vcpus,
+                    physical: h.physical.vcpus,
+                    unit: "",
+                },
+                Capacity {
+                    label: "Memory",
+                    allocated: h.allocated.memory_mib,
+                    sellable: h.sellable.memory_mib,
+                    physical: h.physical.memory_mib,
+                    unit: " MiB",
+                },
+                Capacity {
+                    label: "Disk",
+                    allocated: h.allocated.disk_gib,
+                    sellable: h.sellable.disk_gib,
+                    physical: h.physical.disk_gib,
+                    unit: " GiB",
+                },
+            ],
+            host: h,
+        })
+        .collect();
+    Ok(page(
+        status,
+        &HostsPage {
+            nav: Nav::of(user, "/admin"),
+            hosts,
+            message,
+            notice,
+        },
+    ))
+}
+
+/// `GET /admin/hosts`.
+pub async fn hosts(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
+    hosts_page(&app, &user, None, None, StatusCode::OK).await
+}
+
+/// A decimal from a field, or the field's error.
+fn ratio(fields: &Fields, name: &'static str) -> Result<f64, AppError> {
+    fields
+        .get(name)
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| AppError::invalid(name, "give a number such as 1.5"))
+}
+
+/// `POST /admin/hosts/{id}`: sets the overcommit ratios and reserved memory.
+pub async fn update_host(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let req = (|| {
+        Ok::<_, AppError>(UpdateHostRequest {
+            cpu_overcommit: Some(ratio(&fields, "cpu_overcommit")?),
+            memory_overcommit: Some(ratio(&fields, "memory_overcommit")?),
+            disk_overcommit: Some(ratio(&fields, "disk_overcommit")?),
+            reserved_memory_mib: Some(
+                fields
+                    .get("reserved_memory_mib")
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        AppError::invalid("reserved_memory_mib", "give a whole number of MiB")
+                    })?,
+            ),
+        })
+    })();
+    let result = match req {
+        Ok(req) => host::update(&app.db, &user.principal, &id, req).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(h) => {
+            let r = hosts_page(
+                &app,
+                &user,
+                None,
+                Some("The host's settings were saved."),
+                StatusCode::OK,
+            )
+            .await?;
+            Ok(with_note(
+                r,
+                AuditNote {
+                    target: Some(h.id.clone()),
+                    tenant_id: None,
+                    actor: None,
+                },
+            ))
+        }
+        Err(e @ (AppError::NotFound { .. } | AppError::Internal(_) | AppError::Forbidden(_))) => {
+            Err(WebError(e))
+        }
+        Err(e) => {
+            let status = e.status();
+            hosts_page(&app, &user, Some(describe(&e).1), None, status).await
+        }
+    }
+}

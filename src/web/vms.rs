@@ -1,0 +1,555 @@
+//! VM pages: create (errors beside their fields, what was typed kept), the VM's page with
+//! live state, operation steps, console and a CPU/memory chart, and its power, resize and
+//! delete forms.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::errors::{WebError, describe};
+use super::form::{FieldErrors, Fields, Panel, Posted};
+use super::layout::{Nav, page, when};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::page::PageRequest;
+use crate::error::AppError;
+use crate::provision::catalog::{self, ImageView, PlanView};
+use crate::provision::stats::{self, VmStats};
+use crate::provision::vms::{
+    self as service, CreateVmRequest, OperationView, UpdateVmRequest, VmAction, VmView,
+};
+use crate::request::{AuditNote, with_note};
+use crate::tenancy::ssh_keys::{self, SshKeyView};
+
+/// Every list the panel reads in one go.
+const ALL: PageRequest = PageRequest {
+    limit: 500,
+    after: None,
+};
+
+/// Plan names by id, for tables.
+pub struct PlanNames(HashMap<String, String>);
+
+impl PlanNames {
+    /// The plan's name, or its id when it is gone.
+    pub fn name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.0.get(id).map_or(id, String::as_str)
+    }
+}
+
+/// Names of every plan.
+pub async fn plan_names(app: &AppState) -> Result<PlanNames, WebError> {
+    let plans = catalog::list_plans(&app.db, &ALL).await?;
+    Ok(PlanNames(
+        plans.items.into_iter().map(|p| (p.id, p.name)).collect(),
+    ))
+}
+
+/// A plan with what it would leave of the tenant's quota.
+pub struct PlanChoice {
+    pub plan: PlanView,
+    pub leaves: String,
+    pub fits: bool,
+}
+
+#[derive(Template)]
+#[template(path = "vm_new.html")]
+struct NewVmPage {
+    nav: Nav,
+    plans: Vec<PlanChoice>,
+    images: Vec<ImageView>,
+    keys: Vec<SshKeyView>,
+    tenants: Vec<(String, String)>,
+    form: Fields,
+    errors: FieldErrors,
+}
+
+impl NewVmPage {
+    /// Whether the saved key `id` is ticked.
+    fn key_checked(&self, id: &str) -> bool {
+        self.form.all("key").contains(&id)
+    }
+}
+
+/// The create form, filled from `form`, with `errors` beside their fields.
+async fn new_page(
+    app: &AppState,
+    user: &super::session::SessionUser,
+    form: Fields,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let actor = &user.principal;
+    let plans = catalog::list_plans(&app.db, &ALL).await?.items;
+    let usage = match &actor.tenant_id {
+        Some(_) => Some(crate::tenancy::accounts::my_usage(app, actor).await?),
+        None => None,
+    };
+    let plans = plans
+        .into_iter()
+        .map(|plan| match &usage {
+            Some(u) => {
+                let left = |max: i64, used: i64, need: u64| max - used - need as i64;
+                let (vms, cpus, mem, disk) = (
+                    left(u.quota.max_vms, u.usage.vms, 1),
+                    left(u.quota.max_vcpus, u.usage.vcpus, plan.vcpus.into()),
+                    left(u.quota.max_memory_mib, u.usage.memory_mib, plan.memory_mib),
+                    left(u.quota.max_disk_gib, u.usage.disk_gib, plan.disk_gib),
+                );
+                let fits = vms >= 0 && cpus >= 0 && mem >= 0 && disk >= 0;
+                let leaves = if fits {
+                    format!(
+                        "leaves {vms} VMs, {cpus} vCPUs, {mem} MiB memory and {disk} GiB disk of your quota"
+                    )
+                } else {
+                    "does not fit in what is left of your quota".to_string()
+                };
+                PlanChoice { plan, leaves, fits }
+            }
+            None => PlanChoice {
+                plan,
+                leaves: String::new(),
+                fits: true,
+            },
+        })
+        .collect();
+    let images = catalog::list_images(&app.db, &ALL)
+        .await?
+        .items
+        .into_iter()
+        .filter(|i| i.available)
+        .collect();
+    let tenants = if actor.is_admin() {
+        crate::tenancy::accounts::list_tenants(&app.db, actor, &ALL)
+            .await?
+            .items
+            .into_iter()
+            .map(|t| (t.id, t.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let keys = ssh_keys::list(&app.db, actor).await?;
+    Ok(page(
+        status,
+        &NewVmPage {
+            nav: Nav::of(user, "/vms/new"),
+            plans,
+            images,
+            keys,
+            tenants,
+            form,
+            errors,
+        },
+    ))
+}
+
+/// `GET /vms/new`.
+pub async fn new_form(
+    State(app): State<AppState>,
+    Panel(user): Panel,
+) -> Result<Response, WebError> {
+    let form = Fields::parse(b"ports=22");
+    new_page(&app, &user, form, FieldErrors::default(), StatusCode::OK).await
+}
+
+/// Guest ports typed as `22, 80 443`.
+fn parse_ports(text: &str) -> Result<Vec<i64>, AppError> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<i64>().map_err(|_| {
+                AppError::invalid(
+                    "ports",
+                    format!("{p:?} is not a port number; list TCP ports such as 22, 80"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `POST /vms`: creates the VM and opens its page, or shows the form again with the errors.
+pub async fn create(
+    State(app): State<AppState>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let actor = &user.principal;
+    let saved = ssh_keys::list(&app.db, actor).await?;
+    let mut keys: Vec<String> = fields
+        .all("key")
+        .iter()
+        .filter_map(|id| saved.iter().find(|k| k.id == *id))
+        .map(|k| k.public_key.clone())
+        .collect();
+    if let Some(pasted) = fields.opt("new_key") {
+        if fields.checked("save_key")
+            && let Err(e) = ssh_keys::add(&app.db, actor, None, pasted).await
+        {
+            let errors = match &e {
+                AppError::Invalid(_) => FieldErrors::from_error(&e),
+                _ => FieldErrors::field("public_key", describe(&e).1),
+            };
+            return new_page(&app, &user, fields, errors, e.status()).await;
+        }
+        keys.push(pasted.to_string());
+    }
+    let ports = match parse_ports(fields.get("ports")) {
+        Ok(p) => p,
+        Err(e) => {
+            return new_page(&app, &user, fields, FieldErrors::from_error(&e), e.status()).await;
+        }
+    };
+    let req = CreateVmRequest {
+        name: fields.get("name").trim().to_string(),
+        plan: fields.get("plan").to_string(),
+        image: fields.get("image").to_string(),
+        ssh_keys: keys,
+        user_data: fields.opt("user_data").map(|u| u.replace("\r\n", "\n")),
+        ports,
+        pool: None,
+        tenant_id: fields.opt("tenant_id").map(str::to_string),
+    };
+    match service::create(&app.prov, actor, req).await {
+        Ok((vm, _op)) => {
+            let note = AuditNote {
+                target: Some(vm.id.clone()),
+                tenant_id: Some(vm.tenant_id.clone()),
+                actor: None,
+            };
+            Ok(with_note(
+                Redirect::to(&format!("/vms/{}", vm.id)).into_response(),
+                note,
+            ))
+        }
+        Err(AppError::Internal(e)) => Err(WebError(AppError::Internal(e))),
+        Err(e) => {
+            let errors = FieldErrors::from_error(&e);
+            new_page(&app, &user, fields, errors, e.status()).await
+        }
+    }
+}
+
+/// The chart of a VM's last 15 minutes.
+pub struct Chart {
+    pub cpu: String,
+    pub memory: String,
+    pub summary: String,
+}
+
+impl Chart {
+    /// Polylines (x 0..900 over 15 minutes, y 0..100 percent) and a sentence for screen readers.
+    fn of(stats: &VmStats) -> Self {
+        let start = chrono::Utc::now().timestamp() - stats::WINDOW_MINUTES * 60;
+        let x = |p: &stats::StatsPoint| ((p.at.timestamp() - start) as f64).clamp(0.0, 900.0);
+        let mut cpu = String::new();
+        let mut memory = String::new();
+        for p in &stats.points {
+            if let Some(c) = p.cpu_percent {
+                cpu.push_str(&format!("{:.0},{:.1} ", x(p), 100.0 - c));
+            }
+            if p.memory_total_mib > 0.0 {
+                let m = p.memory_used_mib / p.memory_total_mib * 100.0;
+                memory.push_str(&format!("{:.0},{:.1} ", x(p), 100.0 - m.clamp(0.0, 100.0)));
+            }
+        }
+        let summary = match stats.points.last() {
+            Some(p) => format!(
+                "Now: CPU {}, memory {:.0} of {:.0} MiB.",
+                p.cpu_percent
+                    .map_or("not yet measured".to_string(), |c| format!("{c:.1} %")),
+                p.memory_used_mib,
+                p.memory_total_mib
+            ),
+            None => "No samples yet: carve samples running VMs every 10 seconds.".into(),
+        };
+        Self {
+            cpu,
+            memory,
+            summary,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "vm.html")]
+struct VmPage {
+    nav: Nav,
+    vm: VmView,
+    plan_name: String,
+    plans: Vec<PlanView>,
+    ops: Vec<OperationView>,
+    console: String,
+    console_end: u64,
+    chart: Chart,
+    message: Option<String>,
+}
+
+impl VmPage {
+    fn created(&self) -> String {
+        when(&self.vm.created_at)
+    }
+    fn running(&self) -> bool {
+        self.vm.state.as_str() == "running"
+    }
+    fn stopped_like(&self) -> bool {
+        matches!(
+            self.vm.state.as_str(),
+            "stopped" | "crashed" | "paused" | "missing"
+        )
+    }
+}
+
+/// The VM's page, with `message` (an error of the last form) at the top.
+async fn vm_page(
+    app: &AppState,
+    user: &super::session::SessionUser,
+    id: &str,
+    message: Option<String>,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let actor = &user.principal;
+    let vm = service::get(&app.prov, actor, id).await?;
+    let ops = service::operations(
+        &app.prov,
+        actor,
+        Some(&vm.id),
+        &PageRequest {
+            limit: 5,
+            after: None,
+        },
+    )
+    .await?
+    .items;
+    let plans = catalog::list_plans(&app.db, &ALL).await?.items;
+    let plan_name = plans
+        .iter()
+        .find(|p| p.id == vm.plan)
+        .map_or(vm.plan.clone(), |p| p.name.clone());
+    let console = service::console_since(&app.prov, actor, id, None, 64 * 1024).await?;
+    let stats = stats::of_vm(&app.prov, actor, id).await?;
+    Ok(page(
+        status,
+        &VmPage {
+            nav: Nav::of(user, ""),
+            plan_name,
+            plans,
+            ops,
+            console: console.text,
+            console_end: console.end,
+            chart: Chart::of(&stats),
+            vm,
+            message,
+        },
+    ))
+}
+
+/// `GET /vms/{id}`.
+pub async fn show(
+    State(app): State<AppState>,
+    Panel(user): Panel,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    vm_page(&app, &user, &id, None, StatusCode::OK).await
+}
+
+/// After a VM form: back to its page (303), or the page with the error.
+async fn after_action(
+    app: &AppState,
+    user: &super::session::SessionUser,
+    id: &str,
+    result: Result<OperationView, AppError>,
+) -> Result<Response, WebError> {
+    match result {
+        Ok(op) => Ok(with_note(
+            Redirect::to(&format!("/vms/{id}")).into_response(),
+            AuditNote {
+                target: Some(op.target.clone()),
+                tenant_id: Some(op.tenant_id.clone()),
+                actor: None,
+            },
+        )),
+        Err(e @ (AppError::NotFound { .. } | AppError::Internal(_))) => Err(WebError(e)),
+        Err(e) => {
+            let status = e.status();
+            vm_page(app, user, id, Some(describe(&e).1), status).await
+        }
+    }
+}
+
+/// `POST /vms/{id}/actions`: start, stop, reboot or force stop.
+pub async fn act(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let action = match fields.get("action") {
+        "start" => VmAction::Start,
+        "stop" => VmAction::Stop,
+        "reboot" => VmAction::Reboot,
+        "force_stop" => VmAction::ForceStop,
+        other => {
+            return Err(WebError(AppError::invalid(
+                "action",
+                format!("{other:?} is not an action: use start, stop, reboot or force_stop"),
+            )));
+        }
+    };
+    let result = service::act(&app.prov, &user.principal, &id, action).await;
+    after_action(&app, &user, &id, result).await
+}
+
+/// `POST /vms/{id}/resize`: moves the VM to another plan.
+pub async fn resize(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let req = UpdateVmRequest {
+        plan: Some(fields.get("plan").to_string()),
+    };
+    let result = service::update(&app.prov, &user.principal, &id, req).await;
+    after_action(&app, &user, &id, result).await
+}
+
+/// `POST /vms/{id}/delete`: deletes the VM once its name is typed to confirm.
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let vm = service::get(&app.prov, &user.principal, &id).await?;
+    if fields.get("confirm").trim() != vm.name {
+        let message = format!(
+            "Nothing was deleted: type the VM's name, {}, to confirm.",
+            vm.name
+        );
+        return vm_page(
+            &app,
+            &user,
+            &id,
+            Some(message),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    match service::delete(&app.prov, &user.principal, &id).await {
+        Ok(op) => Ok(with_note(
+            Redirect::to("/").into_response(),
+            AuditNote {
+                target: Some(op.target.clone()),
+                tenant_id: Some(op.tenant_id.clone()),
+                actor: None,
+            },
+        )),
+        Err(e) => after_action(&app, &user, &id, Err(e)).await,
+    }
+}
+
+/// Where a live console stream starts.
+#[derive(Debug, Deserialize)]
+pub struct LiveQuery {
+    /// Console bytes already shown.
+    from: Option<u64>,
+}
+
+/// `GET /vms/{id}/live`: the console output as it is written (`console` events) and a
+/// `stats` event when a new sample is recorded; ends after `http.event_stream_secs`.
+pub async fn live(
+    State(app): State<AppState>,
+    Panel(user): Panel,
+    Path(id): Path<String>,
+    Query(q): Query<LiveQuery>,
+) -> Result<Response, WebError> {
+    use axum::response::sse::{KeepAlive, Sse};
+    let actor = user.principal.clone();
+    service::get(&app.prov, &actor, &id).await?;
+    let permit = app.feed.stream_permit()?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(app.config.http.event_stream_secs.max(1));
+    let state = LiveState {
+        app: app.clone(),
+        actor,
+        id,
+        offset: q.from,
+        last_slot: None,
+        stats_checked: None,
+        deadline,
+        _permit: Arc::new(permit),
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        let event = s.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(event), s))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// One live console stream's position.
+struct LiveState {
+    app: AppState,
+    actor: Principal,
+    id: String,
+    offset: Option<u64>,
+    last_slot: Option<i64>,
+    stats_checked: Option<tokio::time::Instant>,
+    deadline: tokio::time::Instant,
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl LiveState {
+    /// The next console text or statistics notice; `None` when the stream is over.
+    async fn next(&mut self) -> Option<axum::response::sse::Event> {
+        use axum::response::sse::Event;
+        loop {
+            if tokio::time::Instant::now() >= self.deadline {
+                return None;
+            }
+            let chunk = service::console_since(
+                &self.app.prov,
+                &self.actor,
+                &self.id,
+                self.offset,
+                64 * 1024,
+            )
+            .await
+            .ok()?;
+            let first = self.offset.is_none();
+            self.offset = Some(chunk.end);
+            if !chunk.text.is_empty() && !first {
+                return Event::default()
+                    .event("console")
+                    .json_data(serde_json::json!({ "text": chunk.text }))
+                    .ok();
+            }
+            let due = self
+                .stats_checked
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if !due {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            self.stats_checked = Some(tokio::time::Instant::now());
+            let latest = stats::of_vm(&self.app.prov, &self.actor, &self.id)
+                .await
+                .ok()?
+                .points
+                .last()
+                .map(|p| p.at.timestamp());
+            if latest.is_some() && latest != self.last_slot {
+                let announce = self.last_slot.is_some();
+                self.last_slot = latest;
+                if announce {
+                    return Some(Event::default().event("stats").data("{}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}

@@ -1,0 +1,95 @@
+// carve panel: live regions refreshed on server-sent events, copy buttons, the live console.
+// Pages work without it; with it they follow changes without reloading and without polling.
+(function () {
+  "use strict";
+
+  // Regions marked data-live="vm operation:vm_x usage" are re-read from this page's URL
+  // when a matching event arrives (kind, kind:subject, or operation:target).
+  function matches(tokens, ev) {
+    var keys = [ev.kind, ev.kind + ":" + ev.subject];
+    if (ev.kind === "operation" && ev.data && ev.data.target) keys.push("operation:" + ev.data.target);
+    return tokens.split(/\s+/).some(function (t) { return keys.indexOf(t) >= 0; });
+  }
+
+  var pending = {};
+  var timer = null;
+  function schedule(id) {
+    pending[id] = true;
+    if (timer) return;
+    timer = setTimeout(refresh, 120);
+  }
+
+  function refresh() {
+    var ids = Object.keys(pending);
+    pending = {};
+    timer = null;
+    fetch(location.href, { headers: { "X-Carve-Live": "1" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok || r.status === 404 ? r.text() : null; })
+      .then(function (html) {
+        if (html === null) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        ids.forEach(function (id) {
+          var now = document.getElementById(id);
+          var next = doc.getElementById(id);
+          if (now && next) now.replaceWith(document.importNode(next, true));
+          else if (now && !next) now.setAttribute("data-gone", "true");
+        });
+        bind(document);
+      })
+      .catch(function () {});
+  }
+
+  function onEvent(e) {
+    var ev;
+    try { ev = JSON.parse(e.data); } catch (_) { return; }
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      if (el.id && matches(el.getAttribute("data-live"), ev)) schedule(el.id);
+    });
+  }
+
+  function listen() {
+    if (!window.EventSource || !document.querySelector("[data-live]")) return;
+    var es = new EventSource("/events");
+    ["vm", "operation", "usage"].forEach(function (k) { es.addEventListener(k, onEvent); });
+    es.addEventListener("open", function () { document.documentElement.setAttribute("data-live-ready", "true"); });
+  }
+
+  // The console region appends what the VM writes, from its own event stream.
+  function consoleStream() {
+    var pre = document.querySelector("pre[data-console]");
+    if (!pre || !window.EventSource) return;
+    var url = pre.getAttribute("data-console") + "?from=" + (pre.getAttribute("data-end") || "0");
+    var es = new EventSource(url);
+    es.addEventListener("console", function (e) {
+      var d;
+      try { d = JSON.parse(e.data); } catch (_) { return; }
+      var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+      pre.appendChild(document.createTextNode(d.text));
+      if (pre.textContent.length > 200000) pre.textContent = pre.textContent.slice(-150000);
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    });
+    es.addEventListener("stats", function () { schedule("stats"); });
+  }
+
+  function bind(root) {
+    root.querySelectorAll("button[data-copy]").forEach(function (b) {
+      if (b.getAttribute("data-bound")) return;
+      b.setAttribute("data-bound", "1");
+      b.hidden = false;
+      b.addEventListener("click", function () {
+        var target = document.getElementById(b.getAttribute("data-copy"));
+        if (!target || !navigator.clipboard) return;
+        navigator.clipboard.writeText(target.textContent.trim()).then(function () {
+          b.textContent = "Copied";
+        });
+      });
+    });
+    root.querySelectorAll("pre.console").forEach(function (p) { p.scrollTop = p.scrollHeight; });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    bind(document);
+    listen();
+    consoleStream();
+  });
+})();
