@@ -39,6 +39,8 @@ pub struct App {
     pub openapi_json: String,
     /// Live changes for event streams.
     pub feed: Arc<crate::feed::Feed>,
+    /// Where the SFTP server listens (the configured address, its port bound).
+    pub sftp_addr: SocketAddr,
 }
 
 /// The state handed to handlers.
@@ -140,6 +142,7 @@ impl Application {
         );
         let state = Arc::new(App {
             feed,
+            sftp_addr,
             config,
             db,
             prov,

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -45,9 +46,17 @@ pub struct Feed {
     quota: QuotaConfig,
     tx: broadcast::Sender<Arc<Event>>,
     streams: Arc<Semaphore>,
+    /// The newest event sent to subscribers.
+    position: AtomicI64,
 }
 
 impl Feed {
+    /// The newest event sent to subscribers: everything up to it is in the database, so a
+    /// page read after this call shows it, and a stream resumed from it misses nothing.
+    pub fn position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
     /// A feed allowing `max_streams` subscribers at once.
     pub fn new(db: Db, quota: QuotaConfig, max_streams: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(4096);
@@ -56,6 +65,7 @@ impl Feed {
             quota,
             tx,
             streams: Arc::new(Semaphore::new(max_streams)),
+            position: AtomicI64::new(0),
         })
     }
 
@@ -81,6 +91,7 @@ impl Feed {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
+        self.position.store(last, Ordering::Release);
         let mut purged_at = tokio::time::Instant::now();
         loop {
             match db::events::after(&self.db, last, None, BATCH).await {
@@ -90,6 +101,7 @@ impl Feed {
                     for event in enrich(&self.db, &self.quota, rows).await {
                         let _ = self.tx.send(Arc::new(event));
                     }
+                    self.position.store(last, Ordering::Release);
                     if full {
                         continue;
                     }

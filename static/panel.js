@@ -49,7 +49,10 @@
 
   function listen() {
     if (!window.EventSource || !document.querySelector("[data-live]")) return;
-    var es = new EventSource("/events");
+    // Resume from the event the page was rendered at, so no change in between is lost.
+    var mark = document.querySelector("[data-event-id]");
+    var from = mark ? mark.getAttribute("data-event-id") : "";
+    var es = new EventSource("/events" + (from ? "?last_event_id=" + encodeURIComponent(from) : ""));
     ["vm", "operation", "usage"].forEach(function (k) { es.addEventListener(k, onEvent); });
     es.addEventListener("open", function () { document.documentElement.setAttribute("data-live-ready", "true"); });
   }

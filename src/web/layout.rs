@@ -20,6 +20,8 @@ pub struct Nav {
     pub csrf: String,
     /// Which menu entry is current (its path).
     pub section: &'static str,
+    /// The event the page is current to (its live stream resumes after it).
+    pub event_id: i64,
 }
 
 impl Nav {
@@ -30,6 +32,7 @@ impl Nav {
             admin: user.principal.is_admin(),
             csrf: user.csrf.clone(),
             section,
+            event_id: user.seen_event,
         }
     }
 

@@ -13,6 +13,7 @@ mod form;
 mod layout;
 pub mod session;
 mod sftp;
+mod vm_live;
 mod vms;
 
 use axum::Router;

@@ -96,6 +96,9 @@ pub struct SessionUser {
     pub csrf: String,
     /// The cookie value (to end the session).
     pub cookie: String,
+    /// The newest event the feed had sent when the request arrived: a page rendered now
+    /// shows every change up to it, and its event stream resumes from it.
+    pub seen_event: i64,
 }
 
 /// The session user, if the request carries a live session of a user whose tenant is not
@@ -109,6 +112,7 @@ impl FromRequestParts<AppState> for MaybeSession {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let seen_event = app.feed.position();
         let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Ok(MaybeSession(None));
         };
@@ -119,6 +123,7 @@ impl FromRequestParts<AppState> for MaybeSession {
             principal,
             csrf,
             cookie: value.to_string(),
+            seen_event,
         })))
     }
 }

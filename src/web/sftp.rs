@@ -28,7 +28,7 @@ pub struct AccountRow {
 /// The `sftp` command line for `username`: carve's SFTP port on the host the browser used
 /// (or the listen address when it is a specific one).
 fn command(app: &AppState, headers: &HeaderMap, username: &str) -> String {
-    let listen = app.config.sftp.listen;
+    let listen = app.sftp_addr;
     let host = if listen.ip().is_unspecified() {
         headers
             .get(header::HOST)

@@ -8,6 +8,7 @@ mod hardening;
 mod helpers;
 mod observability;
 mod openapi;
+mod panel;
 mod reconciler;
 mod recovery;
 mod sessions;

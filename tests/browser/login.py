@@ -52,11 +52,12 @@ def main():
             log_in(driver, base, email, password)
             wait_url(driver, lambda u: u == base + "/", "not on the landing page")
             heading = driver.find_element(By.TAG_NAME, "h1").text
-            assert heading == f"Hello, {email}", heading
+            assert heading == "Dashboard", heading
+            assert email in driver.find_element(By.CSS_SELECTOR, "header").text
             cookie = driver.get_cookie("carve_session")
             assert cookie and cookie["httpOnly"] and cookie.get("sameSite") == "Lax", cookie
             assert "carve_session" not in driver.execute_script("return document.cookie"), "script can read the session"
-            driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+            driver.find_element(By.CSS_SELECTOR, "header form button[type=submit]").click()
             wait_url(driver, lambda u: u.endswith("/login"), "logout did not go to /login")
             driver.get(base + "/")
             wait_url(driver, lambda u: u.endswith("/login"), "the session survived logout")

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Journeys through carve's panel in headless Chromium (selenium + Debian's chromedriver).
+
+Usage:
+  panel.py customer BASE EMAIL PASSWORD SFTP_PORT PLAN BIGGER_PLAN
+  panel.py admin BASE EMAIL PASSWORD
+  panel.py isolation BASE EMAIL PASSWORD VM_ID SFTP_ID TOKEN_ID
+Each prints "ok" or fails with a message. Screenshots (1280 and 375 px wide) go to
+$CARVETEST_SCREENSHOTS; axe-core ($CARVETEST_AXE) checks every main page.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+SHOTS = os.environ.get("CARVETEST_SCREENSHOTS", "target/screenshots")
+AXE = os.environ.get("CARVETEST_AXE", "/opt/carve-testenv/node_modules/axe-core/axe.min.js")
+HTTP_USER_DATA = """#!/bin/sh
+mkdir -p /srv/www
+echo "hello from $(hostname)" > /srv/www/index.html
+printf '#!/bin/sh\\nhttpd -p 80 -h /srv/www\\n' > /etc/rc.local
+chmod +x /etc/rc.local
+"""
+
+
+def browser(profile):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={profile}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.implicitly_wait(5)
+    return driver
+
+
+def wait(driver, check, what, timeout=20):
+    """Waits until `check(driver)` is true, ignoring elements replaced by live updates."""
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.2,
+                      ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(check)
+    except Exception:
+        raise AssertionError(f"{what} (at {driver.current_url})") from None
+
+
+def wait_url(driver, check, what):
+    wait(driver, lambda d: check(d.current_url), what)
+
+
+def text(driver, css):
+    return driver.find_element(By.CSS_SELECTOR, css).text.strip()
+
+
+def log_in(driver, base, email, password):
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "main button[type=submit]").click()
+    wait_url(driver, lambda u: u == base + "/", f"{email} did not reach the dashboard")
+
+
+def submit(driver, form_css):
+    driver.find_element(By.CSS_SELECTOR, form_css + " button[type=submit]").click()
+
+
+def shoot(driver, name):
+    """Saves the page at 1280 and 375 px wide."""
+    os.makedirs(SHOTS, exist_ok=True)
+    for width in (1280, 375):
+        driver.set_window_size(width, 1000)
+        height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 4000)")
+        driver.set_window_size(width, max(height, 600))
+        driver.save_screenshot(os.path.join(SHOTS, f"{name}-{width}.png"))
+    driver.set_window_size(1280, 1000)
+
+
+def axe(driver, name):
+    """Runs axe-core on the page; fails on any serious or critical violation."""
+    with open(AXE) as f:
+        driver.execute_script(f.read())
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then(r => done(JSON.stringify(r.violations)))"
+        ".catch(e => done(JSON.stringify([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}])));")
+    bad = [v for v in json.loads(result) if v.get("impact") in ("serious", "critical")]
+    if bad:
+        lines = [f"{v['id']} ({v['impact']}): {v['help']} at {[n.get('target') for n in v['nodes'][:3]]}" for v in bad]
+        raise AssertionError(f"axe found problems on {name}:\n" + "\n".join(lines))
+
+
+def check_page(driver, name):
+    axe(driver, name)
+    shoot(driver, name)
+
+
+def mark(driver):
+    """Marks the document, to tell later that the page was not reloaded."""
+    driver.execute_script("window.__carveMark = 'same page'")
+
+
+def post_then_mark(driver, click):
+    """Clicks a form's button, waits for the page it leads to, and marks that page."""
+    driver.execute_script("window.__carveMark = 'old page'")
+    click()
+    wait(driver, lambda d: d.execute_script(
+        "return window.__carveMark === undefined && document.readyState === 'complete'"),
+        "the form did not lead to a new page")
+    mark(driver)
+
+
+def not_reloaded(driver):
+    assert driver.execute_script("return window.__carveMark") == "same page", "the page was reloaded"
+
+
+def http_status(url, token=None):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def vm_state(driver):
+    return text(driver, "#vm-state")
+
+
+def customer(base, email, password, sftp_port, plan, bigger):
+    with tempfile.TemporaryDirectory() as tmp:
+        d = browser(os.path.join(tmp, "profile"))
+        try:
+            log_in(d, base, email, password)
+            check_page(d, "dashboard-empty")
+            # Create a VM whose user-data serves a page on port 80.
+            d.get(base + "/vms/new")
+            check_page(d, "vm-new")
+            d.find_element(By.ID, "name").send_keys("shop")
+            d.find_element(By.XPATH, f"//label[.//strong[text()='{plan}']]/input").click()
+            Select(d.find_element(By.ID, "image")).select_by_value(
+                d.find_element(By.XPATH, "//select[@id='image']/option[starts-with(text(), 'tiny')]").get_attribute("value"))
+            d.find_element(By.ID, "user_data").send_keys(HTTP_USER_DATA)
+            ports = d.find_element(By.ID, "ports")
+            ports.clear()
+            ports.send_keys("80")
+            post_then_mark(d, lambda: submit(d, "main form"))
+            wait_url(d, lambda u: "/vms/vm_" in u, "creating did not open the VM's page")
+            vm_url = d.current_url
+            wait(d, lambda d: vm_state(d) == "running", "the VM did not reach running on its page", 240)
+            not_reloaded(d)
+            # The console and the statistics chart fill in live.
+            wait(d, lambda d: "Linux" in d.find_element(By.CSS_SELECTOR, "pre.console").text,
+                 "the console did not show the guest booting", 60)
+            wait(d, lambda d: "Now: CPU" in text(d, "#stats"), "no statistics appeared on the VM page", 60)
+            not_reloaded(d)
+            check_page(d, "vm-running")
+            link = d.find_element(By.CSS_SELECTOR, "#status dd a[href^='http://127.0.0.1:']").get_attribute("href")
+            deadline = time.time() + 120
+            while True:
+                status, body = http_status(link)
+                if status == 200 and "hello from" in body:
+                    break
+                assert time.time() < deadline, f"the forward {link} never served the page: {status} {body[:200]}"
+                time.sleep(1)
+            d.get(link)
+            assert "hello from" in d.find_element(By.TAG_NAME, "body").text, "the forward's page in the browser"
+            # Stop, resize, start, delete, each followed live.
+            d.get(vm_url)
+            post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='stop']]//button").click())
+            wait_url(d, lambda u: u == vm_url, "stop did not come back to the VM's page")
+            wait(d, lambda d: vm_state(d) == "stopped", "the VM did not stop", 180)
+            not_reloaded(d)
+            Select(d.find_element(By.ID, "resize-plan")).select_by_value(
+                d.find_element(By.XPATH, f"//select[@id='resize-plan']/option[starts-with(text(), '{bigger}:')]").get_attribute("value"))
+            post_then_mark(d, lambda: submit(d, "form[action$='/resize']"))
+            wait(d, lambda d: bigger in text(d, "#status dl") and vm_state(d) == "stopped", "the resize did not finish", 180)
+            not_reloaded(d)
+            post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='start']]//button").click())
+            wait(d, lambda d: vm_state(d) == "running", "the VM did not start again", 240)
+            not_reloaded(d)
+            vm_id = vm_url.rsplit("/", 1)[1]
+            d.find_element(By.ID, "confirm").send_keys("shop")
+            post_then_mark(d, lambda: submit(d, "form[action$='/delete']"))
+            wait_url(d, lambda u: u == base + "/", "delete did not go to the dashboard")
+            wait(d, lambda d: not d.find_elements(By.ID, f"vm-{vm_id}"), "the deleted VM stayed on the dashboard", 180)
+            not_reloaded(d)
+            # An SFTP account; an upload with OpenSSH's sftp moves the dashboard's usage.
+            key = os.path.join(tmp, "key")
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+            d.get(base + "/sftp")
+            d.find_element(By.ID, "username").send_keys("files")
+            with open(key + ".pub") as f:
+                d.find_element(By.ID, "public_keys").send_keys(f.read().strip())
+            submit(d, "form[action='/sftp']")
+            wait_url(d, lambda u: "/sftp/sa_" in u, "creating the SFTP account did not open its page")
+            command = text(d, "#sftp-command")
+            assert command == f"sftp -P {sftp_port} files@127.0.0.1", command
+            check_page(d, "sftp-account")
+            d.get(base + "/sftp")
+            check_page(d, "sftp-list")
+            d.get(base + "/")
+            before = text(d, "[data-usage=sftp-bytes]")
+            mark(d)
+            upload = os.path.join(tmp, "upload.bin")
+            with open(upload, "wb") as f:
+                f.write(os.urandom(300 * 1024))
+            batch = os.path.join(tmp, "batch")
+            with open(batch, "w") as f:
+                f.write(f"put {upload} site.bin\n")
+            run = subprocess.run(["sftp", "-P", str(sftp_port), "-i", key, "-b", batch,
+                                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                  "-o", "BatchMode=yes", "files@127.0.0.1"], capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, f"sftp failed: {run.stdout} {run.stderr}"
+            wait(d, lambda d: text(d, "[data-usage=sftp-bytes]") != before, "the dashboard's SFTP usage did not move", 60)
+            not_reloaded(d)
+            assert "300.0 KiB" in text(d, "[data-usage=sftp-bytes]"), text(d, "[data-usage=sftp-bytes]")
+            check_page(d, "dashboard")
+            # A token: shown once, works, is revoked, is refused.
+            d.get(base + "/tokens")
+            d.find_element(By.ID, "token-name").send_keys("ci")
+            submit(d, "form[action='/tokens']")
+            token = text(d, "#new-token")
+            check_page(d, "token-created")
+            status, body = http_status(base + "/api/v1/me", token)
+            assert status == 200 and email in body, f"the new token did not work: {status} {body}"
+            d.get(base + "/tokens")
+            assert token not in d.page_source, "the token was shown again"
+            post_then_mark(d, lambda: d.find_element(By.XPATH, "//tr[td[text()='ci']]//button").click())
+            assert "ci" not in [td.text for td in d.find_elements(By.CSS_SELECTOR, "td")], "the revoked token is listed"
+            status, body = http_status(base + "/api/v1/me", token)
+            assert status == 401, f"a revoked token still works: {status} {body}"
+            for path, name in (("/keys", "keys"), ("/account", "account"), ("/activity", "activity")):
+                d.get(base + path)
+                check_page(d, name)
+            print("ok")
+        finally:
+            d.quit()
+
+
+def admin(base, email, password):
+    with tempfile.TemporaryDirectory() as tmp:
+        a = browser(os.path.join(tmp, "admin"))
+        c = browser(os.path.join(tmp, "customer"))
+        try:
+            log_in(a, base, email, password)
+            a.get(base + "/admin/plans")
+            a.find_element(By.ID, "plan-name").send_keys("starter")
+            for field, value in (("vcpus", "1"), ("memory_mib", "256"), ("disk_gib", "2")):
+                a.find_element(By.ID, field).send_keys(value)
+            submit(a, "form[action='/admin/plans']")
+            wait(a, lambda d: "starter" in text(d, "main table"), "the plan is not listed")
+            check_page(a, "admin-plans")
+            a.get(base + "/admin/tenants")
+            a.find_element(By.ID, "tenant-name").send_keys("initech")
+            submit(a, "form[action='/admin/tenants']")
+            wait_url(a, lambda u: "/admin/tenants/tn_" in u, "creating a tenant did not open its page")
+            tenant_url = a.current_url
+            field = a.find_element(By.ID, "max_vms")
+            field.clear()
+            field.send_keys("2")
+            submit(a, "form[action$='/quota']")
+            wait(a, lambda d: "quota was saved" in text(d, "[role=status]"), "the quota was not saved")
+            check_page(a, "admin-tenant")
+            a.get(base + "/admin/users")
+            a.find_element(By.ID, "email").send_keys("peter@initech.example")
+            a.find_element(By.ID, "password").send_keys("peter's password")
+            Select(a.find_element(By.ID, "tenant_id")).select_by_visible_text("initech")
+            submit(a, "form[action='/admin/users']")
+            wait_url(a, lambda u: "/admin/users/us_" in u, "creating a user did not open its page")
+            check_page(a, "admin-user")
+            log_in(c, base, "peter@initech.example", "peter's password")
+            assert text(c, "[data-usage=vms]") == "0 of 2", text(c, "[data-usage=vms]")
+            a.get(tenant_url)
+            submit(a, "form[action$='/suspension']")
+            wait(a, lambda d: "suspended" in text(d, "[role=status]"), "the tenant was not suspended")
+            c.get(base + "/")
+            wait_url(c, lambda u: u.endswith("/login"), "a suspended tenant's customer was not signed out")
+            for path, name in (("/admin/tenants", "admin-tenants"), ("/admin/users", "admin-users"),
+                               ("/admin/images", "admin-images"), ("/admin/hosts", "admin-hosts"),
+                               ("/admin/vms", "admin-vms"), ("/admin/operations", "admin-operations"),
+                               ("/admin/audit", "admin-audit")):
+                a.get(base + path)
+                check_page(a, name)
+            audit = text(a, "main table")
+            assert "panel POST /admin/tenants/{id}/suspension" in audit, audit[:2000]
+            c.get(base + "/login")
+            check_page(c, "login")
+            a.get(base + "/vms/vm_0000000000000000")
+            assert text(a, "h1") == "Not found", text(a, "h1")
+            check_page(a, "not-found")
+            print("ok")
+        finally:
+            a.quit()
+            c.quit()
+
+
+def isolation(base, email, password, vm_id, sftp_id, token_id):
+    with tempfile.TemporaryDirectory() as tmp:
+        d = browser(os.path.join(tmp, "profile"))
+        try:
+            log_in(d, base, email, password)
+            for path in (f"/vms/{vm_id}", f"/sftp/{sftp_id}"):
+                d.get(base + path)
+                assert text(d, "h1") == "Not found", f"{path}: {text(d, 'h1')}"
+            d.get(base + "/tokens")
+            assert token_id not in d.page_source
+            # A form posted without its CSRF token is refused and changes nothing.
+            d.get(base + "/keys")
+            d.find_element(By.ID, "key-name").send_keys("forged")
+            d.find_element(By.ID, "public_key").send_keys(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsLoyjJx4Nw7l7ZhBmSbfM7pY1LpMxRcYpV2oXq6qPz me@laptop")
+            d.execute_script("document.querySelector(\"form[action='/keys'] input[name=csrf]\").remove()")
+            submit(d, "form[action='/keys']")
+            assert text(d, "h1") == "Not allowed", text(d, "h1")
+            assert "nothing was changed" in text(d, "[role=alert]"), text(d, "[role=alert]")
+            d.get(base + "/keys")
+            assert "forged" not in d.page_source, "the forged form saved a key"
+            # Another tenant's token cannot be revoked by posting its id with a valid token.
+            d.get(base + "/tokens")
+            d.execute_script(
+                "const f = document.querySelector(\"form[action='/tokens']\");"
+                f"f.action = '/tokens/{token_id}/revoke'; f.submit();")
+            wait(d, lambda d: text(d, "h1") == "Not found", "another tenant's token was not a 404")
+            print("ok")
+        finally:
+            d.quit()
+
+
+if __name__ == "__main__":
+    journey, args = sys.argv[1], sys.argv[2:]
+    {"customer": customer, "admin": admin, "isolation": isolation}[journey](*args)
