@@ -41,6 +41,8 @@ pub struct App {
     pub feed: Arc<crate::feed::Feed>,
     /// Where the SFTP server listens (the configured address, its port bound).
     pub sftp_addr: SocketAddr,
+    /// Wakes this process's reconciler for a pass now.
+    pub reconcile_now: Arc<tokio::sync::Notify>,
 }
 
 /// The state handed to handlers.
@@ -112,6 +114,7 @@ impl Application {
         let hv = Hv::new(Arc::new(libvirt));
         provision::images::register_all(&db, &settings.image_dir).await?;
         let host = provision::host::register_local(&db, &hv, &config, &settings).await?;
+        let reconcile_now = Arc::new(tokio::sync::Notify::new());
         let prov = Arc::new(Provisioner {
             db: db.clone(),
             hv,
@@ -119,6 +122,7 @@ impl Application {
             owner: Owner::current(),
             host_id: host.id,
             list_cache: Default::default(),
+            reconcile_now: reconcile_now.clone(),
         });
 
         let openapi_json = crate::api::router()
@@ -143,6 +147,7 @@ impl Application {
         let state = Arc::new(App {
             feed,
             sftp_addr,
+            reconcile_now,
             config,
             db,
             prov,

@@ -8,16 +8,17 @@ use sqlx::SqliteConnection;
 use super::page::{Page, PageRequest, time_key};
 use super::{Db, Scope, now};
 use crate::domain::ids::{OperationId, TenantId};
+use crate::domain::operation::{OpKind, OpState};
 
 /// An operation row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OperationRow {
     pub id: OperationId,
     pub tenant_id: TenantId,
-    pub kind: String,
+    pub kind: OpKind,
     pub target_type: String,
     pub target_id: String,
-    pub state: String,
+    pub state: OpState,
     pub params: String,
     pub steps: String,
     pub error: Option<String>,
@@ -59,7 +60,7 @@ macro_rules! operation_columns {
 pub async fn insert(
     conn: &mut SqliteConnection,
     tenant: &TenantId,
-    kind: &str,
+    kind: OpKind,
     target_type: &str,
     target_id: &str,
     params: &serde_json::Value,
@@ -213,7 +214,7 @@ pub async fn set_steps(db: &Db, id: &OperationId, steps: &[Step]) -> Result<(), 
 pub async fn finish(
     conn: &mut SqliteConnection,
     id: &OperationId,
-    state: &str,
+    state: OpState,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(

@@ -23,40 +23,7 @@ use owner::Owner;
 
 pub use crate::domain::vm_state::VmState;
 
-/// What an operation does.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OpKind {
-    Create,
-    Start,
-    Stop,
-    ForceStop,
-    Reboot,
-    Resize,
-    Delete,
-}
-
-impl OpKind {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Create => "create",
-            OpKind::Start => "start",
-            OpKind::Stop => "stop",
-            OpKind::ForceStop => "force_stop",
-            OpKind::Reboot => "reboot",
-            OpKind::Resize => "resize",
-            OpKind::Delete => "delete",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::from(s)).ok()
-    }
-}
+pub use crate::domain::operation::{OpKind, OpState};
 
 /// Settings the provisioner works with, taken from the configuration once.
 #[derive(Debug, Clone)]
@@ -108,6 +75,8 @@ pub struct Provisioner {
     pub host_id: HostId,
     /// Rendered VM lists, checked against the database's view version on every use.
     pub list_cache: vms::ListCache,
+    /// Wakes the reconciler for a pass now (e.g. a tenant was just suspended).
+    pub reconcile_now: Arc<tokio::sync::Notify>,
 }
 
 impl Provisioner {

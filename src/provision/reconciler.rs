@@ -37,7 +37,7 @@ pub struct Report {
     pub stopped_suspended: Vec<String>,
 }
 
-/// Runs passes forever, every `reconcile_interval`.
+/// Runs passes forever, every `reconcile_interval` or sooner when woken.
 pub async fn run_forever(p: Arc<Provisioner>) {
     loop {
         if let Err(e) = pass(&p).await {
@@ -46,7 +46,10 @@ pub async fn run_forever(p: Arc<Provisioner>) {
                 "reconciler pass failed; retrying next interval"
             );
         }
-        tokio::time::sleep(p.settings.reconcile_interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(p.settings.reconcile_interval) => {}
+            _ = p.reconcile_now.notified() => {}
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{OpKind, Provisioner, VmState};
+use super::{OpKind, OpState, Provisioner, VmState};
 use crate::auth::Principal;
 use crate::db::operations::{OperationRow, Step};
 use crate::db::page::{Page, PageRequest};
@@ -83,11 +83,11 @@ mod tests {
     fn customers_see_a_reference_instead_of_host_detail() {
         let failed = OperationView {
             id: "op_0123456789abcdef".into(),
-            kind: "create".into(),
+            kind: OpKind::Create,
             target_type: "vm".into(),
             target: "vm_0123456789abcdef".into(),
             tenant_id: TenantId::default_tenant().to_string(),
-            state: "failed".into(),
+            state: OpState::Failed,
             steps: Vec::new(),
             error: Some(
                 "step \"make disk\" failed: qemu-img: /var/lib/carve/vms/x: No space".into(),

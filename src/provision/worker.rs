@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 
 use super::vms::ResizeParams;
-use super::{OpKind, Provisioner, VmState};
+use super::{OpKind, OpState, Provisioner, VmState};
 use crate::db::images::ImageRow;
 use crate::db::operations::{OperationRow, Step};
 use crate::db::vms::VmRow;
@@ -54,8 +54,8 @@ pub async fn run(p: Arc<Provisioner>, id: OperationId, previous_owner: Option<St
     let result = execute(&p, &op, &mut progress).await;
     heartbeat.abort();
     let outcome = match &result {
-        Ok(()) => "succeeded",
-        Err(_) => "failed",
+        Ok(()) => OpState::Succeeded,
+        Err(_) => OpState::Failed,
     };
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     if let Err(e) = finish(&p, &id, outcome, error.as_deref()).await {
@@ -75,7 +75,7 @@ pub async fn run(p: Arc<Provisioner>, id: OperationId, previous_owner: Option<St
 async fn finish(
     p: &Provisioner,
     id: &OperationId,
-    outcome: &str,
+    outcome: OpState,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let mut conn = p.db.acquire().await?;
@@ -141,8 +141,7 @@ async fn execute(
     op: &OperationRow,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let kind =
-        OpKind::parse(&op.kind).ok_or_else(|| anyhow!("unknown operation kind {:?}", op.kind))?;
+    let kind = op.kind;
     let vm_id = crate::domain::ids::VmId::parse(&op.target_id)
         .ok_or_else(|| anyhow!("operation target {:?} is not a VM", op.target_id))?;
     let vm = db::vms::get_any(&p.db, &vm_id)

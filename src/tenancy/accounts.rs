@@ -16,8 +16,6 @@ use crate::domain::Invalid;
 use crate::domain::ids::{TenantId, UserId};
 use crate::domain::names::ResourceName;
 use crate::error::AppError;
-use crate::provision::VmState;
-use crate::provision::vms::VmAction;
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 10;

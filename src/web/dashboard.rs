@@ -127,6 +127,6 @@ pub async fn in_progress(
     Ok(recent
         .items
         .into_iter()
-        .filter(|o| o.state == "pending" || o.state == "running")
+        .filter(|o| o.state.in_progress())
         .collect())
 }

@@ -915,10 +915,16 @@ async fn a_delete_resumed_after_its_last_step_succeeds() {
         .unwrap()
         .unwrap();
     let mut conn = app.state.db.acquire().await.unwrap();
-    let orphan =
-        carve::db::operations::insert(&mut conn, &row.tenant_id, "delete", "vm", &vm, &json!({}))
-            .await
-            .unwrap();
+    let orphan = carve::db::operations::insert(
+        &mut conn,
+        &row.tenant_id,
+        carve::domain::operation::OpKind::Delete,
+        "vm",
+        &vm,
+        &json!({}),
+    )
+    .await
+    .unwrap();
     carve::db::vms::mark_deleted(&mut conn, &vm_id)
         .await
         .unwrap();

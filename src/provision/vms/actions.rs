@@ -34,15 +34,8 @@ pub(crate) async fn begin_operation(
         reserve_growth(&mut tx, vm, to).await?;
         db::vms::set_resources(&mut tx, &vm.id, plan_id, to).await?;
     }
-    let op = db::operations::insert(
-        &mut tx,
-        &vm.tenant_id,
-        kind.as_str(),
-        "vm",
-        vm.id.as_str(),
-        &params,
-    )
-    .await;
+    let op =
+        db::operations::insert(&mut tx, &vm.tenant_id, kind, "vm", vm.id.as_str(), &params).await;
     let op = match op {
         Ok(op) => op,
         Err(e) if db::is_unique_violation(&e) => {

@@ -253,7 +253,7 @@ pub async fn create(
     let op = db::operations::insert(
         &mut tx,
         &tenant,
-        OpKind::Create.as_str(),
+        OpKind::Create,
         "vm",
         vm_id.as_str(),
         &serde_json::json!({}),

@@ -99,14 +99,13 @@ pub struct VmView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OperationView {
     pub id: String,
-    pub kind: String,
+    pub kind: OpKind,
     /// Kind of object acted on, e.g. `vm`.
     pub target_type: String,
     /// Id of the object acted on.
     pub target: String,
     pub tenant_id: String,
-    /// `pending`, `running`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: OpState,
     pub steps: Vec<Step>,
     /// What went wrong, for a failed operation: the detail for admins; for customers a plain
     /// message with a reference (the operation id) their provider can look up.
@@ -133,11 +132,11 @@ impl From<&OperationRow> for OperationView {
     fn from(o: &OperationRow) -> Self {
         Self {
             id: o.id.to_string(),
-            kind: o.kind.clone(),
+            kind: o.kind,
             target_type: o.target_type.clone(),
             target: o.target_id.clone(),
             tenant_id: o.tenant_id.to_string(),
-            state: o.state.clone(),
+            state: o.state,
             steps: o.steps(),
             error: o.error.clone(),
             created_at: o.created_at,

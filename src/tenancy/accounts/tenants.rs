@@ -95,7 +95,8 @@ pub async fn create_tenant(
     }
 }
 
-/// Renames, suspends or reinstates a tenant (admins). Suspending stops its running VMs.
+/// Renames, suspends or reinstates a tenant (admins). Suspending has the reconciler stop its
+/// running VMs at once (every process's reconciler stops them on its next pass too).
 pub async fn update_tenant(
     app: &App,
     actor: &Principal,
@@ -118,29 +119,10 @@ pub async fn update_tenant(
     if let Some(suspended) = req.suspended {
         db::tenants::set_suspended(&app.db, &tenant.id, suspended).await?;
         if suspended && !tenant.suspended {
-            stop_tenant_vms(app, actor, &tenant.id).await?;
+            app.reconcile_now.notify_one();
         }
     }
     get_tenant(&app.db, actor, id).await
-}
-
-/// Asks every running VM of the tenant to stop (those busy with another operation are left).
-pub(crate) async fn stop_tenant_vms(
-    app: &App,
-    actor: &Principal,
-    tenant: &TenantId,
-) -> Result<(), AppError> {
-    for vm in db::vms::list(&app.db, &Scope::Tenant(tenant.clone())).await? {
-        if vm.state != VmState::Running {
-            continue;
-        }
-        if let Err(e) =
-            crate::provision::vms::act(&app.prov, actor, vm.id.as_str(), VmAction::Stop).await
-        {
-            tracing::warn!(vm = %vm.id, error = %e, "could not stop a VM of a suspended tenant");
-        }
-    }
-    Ok(())
 }
 
 /// Deletes a tenant with its users (admins); refused while it has VMs.

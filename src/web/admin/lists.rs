@@ -181,8 +181,8 @@ pub async fn operations(
     let ops = found
         .items
         .into_iter()
-        .filter(|o| state.as_ref().is_none_or(|s| &o.state == s))
-        .filter(|o| kind.as_ref().is_none_or(|k| &o.kind == k))
+        .filter(|o| state.as_ref().is_none_or(|s| o.state.as_str() == s))
+        .filter(|o| kind.as_ref().is_none_or(|k| o.kind.as_str() == k))
         .collect();
     Ok(page(
         StatusCode::OK,
