@@ -1,6 +1,7 @@
 # Shared by bench/api.sh and bench/panel.sh: starts `carve serve` on libvirt's test driver in
 # a fresh work directory and gives a tenant 100 running VMs. Source it with $carve set; it
 # sets $work, $base, $server, $admin (token), $token (the customer's) and $tenant.
+command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk >/dev/null
 work=$(mktemp -d /var/tmp/carve-bench.XXXXXX)
 chmod 0711 "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

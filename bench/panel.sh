@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 carve=${1:-target/release/carve}
 duration=${BENCH_SECONDS:-15}
 streams=${BENCH_STREAMS:-1000}
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 # One client address holds all the streams and wrk's connections.
 export CARVE_HTTP_MAX_CONNECTIONS_PER_CLIENT=$((streams + 200)) CARVE_HTTP_MAX_EVENT_STREAMS=$((streams + 100))
 # shellcheck source=bench/common.sh

@@ -83,3 +83,39 @@ CREATE TABLE vm_samples (
     PRIMARY KEY (vm_id, slot)
 );
 CREATE INDEX vm_samples_slot ON vm_samples(slot);
+
+-- The dashboard is cached by view version too: operations, SFTP usage, quotas and the
+-- catalogue's names it shows bump the version of the tenant concerned (and '*').
+CREATE TRIGGER view_versions_operation_insert AFTER INSERT ON operations BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', NEW.tenant_id);
+END;
+CREATE TRIGGER view_versions_operation_update AFTER UPDATE OF state, steps, error ON operations BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', NEW.tenant_id);
+END;
+CREATE TRIGGER view_versions_sftp_insert AFTER INSERT ON sftp_accounts BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', NEW.tenant_id);
+END;
+CREATE TRIGGER view_versions_sftp_update AFTER UPDATE OF used_bytes, used_files ON sftp_accounts BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', NEW.tenant_id);
+END;
+CREATE TRIGGER view_versions_sftp_delete AFTER DELETE ON sftp_accounts BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', OLD.tenant_id);
+END;
+CREATE TRIGGER view_versions_quota_insert AFTER INSERT ON quotas BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', NEW.tenant_id);
+END;
+CREATE TRIGGER view_versions_quota_update AFTER UPDATE ON quotas BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', NEW.tenant_id);
+END;
+CREATE TRIGGER view_versions_quota_delete AFTER DELETE ON quotas BEGIN
+    UPDATE view_versions SET version = version + 1 WHERE scope IN ('*', OLD.tenant_id);
+END;
+CREATE TRIGGER view_versions_plan_insert AFTER INSERT ON plans BEGIN
+    UPDATE view_versions SET version = version + 1;
+END;
+CREATE TRIGGER view_versions_plan_delete AFTER DELETE ON plans BEGIN
+    UPDATE view_versions SET version = version + 1;
+END;
+CREATE TRIGGER view_versions_image_update AFTER UPDATE OF name ON images BEGIN
+    UPDATE view_versions SET version = version + 1;
+END;

@@ -43,6 +43,8 @@ pub struct App {
     pub sftp_addr: SocketAddr,
     /// Wakes this process's reconciler for a pass now.
     pub reconcile_now: Arc<tokio::sync::Notify>,
+    /// Rendered dashboard content by scope, tagged with its view version.
+    pub dashboard_cache: crate::view_cache::ViewCache<Arc<str>>,
 }
 
 /// The state handed to handlers.
@@ -148,6 +150,7 @@ impl Application {
             feed,
             sftp_addr,
             reconcile_now,
+            dashboard_cache: Default::default(),
             config,
             db,
             prov,

@@ -19,4 +19,5 @@ pub mod request;
 pub mod sftp;
 pub mod telemetry;
 pub mod tenancy;
+pub mod view_cache;
 pub mod web;

@@ -1,6 +1,8 @@
 //! The dashboard: the VMs the user may see with their forwards, operations in progress, and
 //! the tenant's usage against every quota, each region live.
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
@@ -9,7 +11,9 @@ use super::errors::WebError;
 use super::form::Panel;
 use super::layout::{Nav, human_bytes, ok};
 use crate::app::AppState;
+
 use crate::auth::Principal;
+use crate::db::Scope;
 use crate::db::page::PageRequest;
 use crate::db::quotas::{Quota, Usage};
 use crate::provision::vms::{self, OperationView, VmView};
@@ -76,6 +80,13 @@ pub fn meters(usage: &Usage, quota: &Quota) -> Vec<Meter> {
 #[template(path = "dashboard.html")]
 struct Dashboard {
     nav: Nav,
+    /// The rendered content (cached per scope and view version).
+    main: Arc<str>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard_main.html")]
+struct DashboardMain {
     vms: Vec<VmView>,
     more_vms: bool,
     plans: PlanNames,
@@ -83,30 +94,60 @@ struct Dashboard {
     meters: Vec<Meter>,
 }
 
-/// The VMs, operations in progress and usage of the signed-in user.
+/// The VMs, operations in progress and usage of the signed-in user. The content is served
+/// from a cache while the user's view version (read with the session) is unchanged.
 pub async fn show(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
     let actor = &user.principal;
+    let key = match actor.scope() {
+        Scope::All => "*".to_string(),
+        Scope::Tenant(t) => t.to_string(),
+    };
+    let cached = actor
+        .view_version
+        .and_then(|v| app.dashboard_cache.get(&key, v));
+    let main = match cached {
+        Some(main) => main,
+        None => {
+            let main: Arc<str> = render_main(&app, actor).await?.into();
+            if let Some(v) = actor.view_version {
+                app.dashboard_cache.put(key, v, main.clone());
+            }
+            main
+        }
+    };
+    Ok(ok(&Dashboard {
+        nav: Nav::of(&user, "/"),
+        main,
+    }))
+}
+
+/// The dashboard's content for `actor`.
+async fn render_main(app: &AppState, actor: &Principal) -> Result<String, WebError> {
     let page = PageRequest {
         limit: 500,
         after: None,
     };
     let vms = vms::list(&app.prov, actor, &page).await?;
-    let ops = in_progress(&app, actor).await?;
+    let ops = in_progress(app, actor).await?;
     let meters = match &actor.tenant_id {
         Some(_) => {
-            let u = crate::tenancy::accounts::my_usage(&app, actor).await?;
+            let u = crate::tenancy::accounts::my_usage(app, actor).await?;
             meters(&u.usage, &u.quota)
         }
         None => Vec::new(),
     };
-    Ok(ok(&Dashboard {
-        nav: Nav::of(&user, "/"),
+    let main = DashboardMain {
         more_vms: vms.next.is_some(),
         vms: vms.items,
-        plans: plan_names(&app).await?,
+        plans: plan_names(app).await?,
         ops,
         meters,
-    }))
+    };
+    main.render().map_err(|e| {
+        WebError(crate::error::AppError::Internal(
+            anyhow::Error::new(e).context("rendering the dashboard"),
+        ))
+    })
 }
 
 /// The newest operations still pending or running.

@@ -168,6 +168,9 @@ def customer(base, email, password, sftp_port, plan, bigger):
             wait(d, lambda d: "Now: CPU" in text(d, "#stats"), "no statistics appeared on the VM page", 60)
             not_reloaded(d)
             check_page(d, "vm-running")
+            d.get(base + "/")
+            check_page(d, "dashboard-vm")
+            d.get(vm_url)
             link = d.find_element(By.CSS_SELECTOR, "#status dd a[href^='http://127.0.0.1:']").get_attribute("href")
             deadline = time.time() + 120
             while True:

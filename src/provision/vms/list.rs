@@ -52,38 +52,11 @@ pub async fn search(
     }))
 }
 
-/// Most rendered lists kept; past it the cache starts over.
-pub(crate) const LIST_CACHE_ENTRIES: usize = 4096;
-
 /// A rendered page of the VM list and the cursor of the next.
 pub(crate) type RenderedPage = (bytes::Bytes, Option<String>);
 
-/// Rendered VM list pages by scope and page, each tagged with the view version it was
-/// rendered at. An entry is used only when the version the caller's credentials were read
-/// with (from the database, in the same query) is the same, so a change made by any process
-/// is seen at once.
-#[derive(Default)]
-pub struct ListCache {
-    entries: std::sync::Mutex<HashMap<String, (i64, RenderedPage)>>,
-}
-
-impl ListCache {
-    pub(crate) fn get(&self, key: &str, version: i64) -> Option<RenderedPage> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(key)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, page)| page.clone())
-    }
-
-    pub(crate) fn put(&self, key: String, version: i64, page: RenderedPage) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= LIST_CACHE_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(key, (version, page));
-    }
-}
+/// Rendered VM list pages by scope and page (see [`crate::view_cache`]).
+pub type ListCache = crate::view_cache::ViewCache<RenderedPage>;
 
 /// One page of the VMs the actor may see, as the JSON the API answers with, and the next
 /// cursor; served from the cache when nothing the actor may see has changed since it was
