@@ -14,7 +14,7 @@ use crate::db;
 use crate::domain::ids::TenantId;
 use crate::domain::names::ResourceName;
 use crate::error::AppError;
-use crate::tenancy::accounts::{CreateUserRequest, add_user};
+use crate::tenancy::accounts::{CreateUser, add_user};
 
 /// carve: self-hosted VPS hosting on libvirt.
 #[derive(Debug, Parser)]
@@ -155,7 +155,7 @@ async fn create_user(
         .context("reading the password from stdin")?;
     let password = password.trim_end_matches(['\r', '\n']).to_string();
     let db = open_database(config).await?;
-    let req = CreateUserRequest {
+    let req = CreateUser {
         email: email.to_string(),
         password,
         role,

@@ -13,10 +13,7 @@ use super::{ApiJson, ApiQuery, Auth, ReadErrors, WriteErrors};
 use crate::app::AppState;
 use crate::db::quotas::Quota;
 use crate::error::AppError;
-use crate::tenancy::accounts::{
-    self as service, ChangePasswordRequest, CreateTenantRequest, CreateUserRequest, MeView,
-    TenantView, UpdateTenantRequest, UpdateUserRequest, UsageView, UserView,
-};
+use crate::tenancy::accounts::{self as service, MeView, TenantView, UsageView, UserView};
 use crate::tenancy::audit::{self, AuditView};
 
 /// Routes of these resources.
@@ -57,7 +54,7 @@ async fn create_tenant(
 ) -> Result<(StatusCode, Json<TenantView>), AppError> {
     Ok((
         StatusCode::CREATED,
-        Json(service::create_tenant(&app.db, &actor, req).await?),
+        Json(service::create_tenant(&app.db, &actor, req.into()).await?),
     ))
 }
 
@@ -83,7 +80,9 @@ async fn update_tenant(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateTenantRequest>,
 ) -> Result<Json<TenantView>, AppError> {
-    Ok(Json(service::update_tenant(&app, &actor, &id, req).await?))
+    Ok(Json(
+        service::update_tenant(&app, &actor, &id, req.into()).await?,
+    ))
 }
 
 /// Delete a tenant and its users (admins); refused while it has VMs.
@@ -201,7 +200,7 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<UserView>), AppError> {
     Ok((
         StatusCode::CREATED,
-        Json(service::create_user(&app, &actor, req).await?),
+        Json(service::create_user(&app, &actor, req.into()).await?),
     ))
 }
 
@@ -227,7 +226,9 @@ async fn update_user(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<UserView>, AppError> {
-    Ok(Json(service::update_user(&app, &actor, &id, req).await?))
+    Ok(Json(
+        service::update_user(&app, &actor, &id, req.into()).await?,
+    ))
 }
 
 /// Delete a user (admins).
@@ -269,7 +270,7 @@ async fn change_password(
     super::ClientAddr(client): super::ClientAddr,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, AppError> {
-    service::change_password(&app, &actor, req, client).await?;
+    service::change_password(&app, &actor, req.into(), client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -304,4 +305,97 @@ async fn list_audit(
         &uri,
         audit::list(&app.db, &actor, &page).await?,
     ))
+}
+
+/// A request to create a user (admins).
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub email: String,
+    /// 10 to 1024 characters; stored only as an argon2id hash.
+    #[schema(min_length = 10, max_length = 1024)]
+    pub password: String,
+    pub role: crate::domain::role::Role,
+    /// Required for customers; optional for admins.
+    pub tenant_id: Option<String>,
+}
+
+impl From<CreateUserRequest> for crate::tenancy::accounts::CreateUser {
+    fn from(r: CreateUserRequest) -> Self {
+        Self {
+            email: r.email,
+            password: r.password,
+            role: r.role,
+            tenant_id: r.tenant_id,
+        }
+    }
+}
+
+/// A change to a user (admins); absent fields stay. A new password ends the user's sessions.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub role: Option<crate::domain::role::Role>,
+    pub tenant_id: Option<String>,
+    pub password: Option<String>,
+}
+
+impl From<UpdateUserRequest> for crate::tenancy::accounts::UpdateUser {
+    fn from(r: UpdateUserRequest) -> Self {
+        Self {
+            role: r.role,
+            tenant_id: r.tenant_id,
+            password: r.password,
+        }
+    }
+}
+
+/// A user's own password change.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    #[schema(min_length = 10, max_length = 1024)]
+    pub new_password: String,
+}
+
+impl From<ChangePasswordRequest> for crate::tenancy::accounts::ChangePassword {
+    fn from(r: ChangePasswordRequest) -> Self {
+        Self {
+            current_password: r.current_password,
+            new_password: r.new_password,
+        }
+    }
+}
+
+/// A request to create a tenant.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    /// Letters, digits, '.', '_' and '-'; unique.
+    pub name: String,
+}
+
+impl From<CreateTenantRequest> for crate::tenancy::accounts::CreateTenant {
+    fn from(r: CreateTenantRequest) -> Self {
+        Self { name: r.name }
+    }
+}
+
+/// A change to a tenant; absent fields stay.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantRequest {
+    pub name: Option<String>,
+    /// Suspending stops the tenant's VMs and refuses its logins and tokens.
+    pub suspended: Option<bool>,
+}
+
+impl From<UpdateTenantRequest> for crate::tenancy::accounts::UpdateTenant {
+    fn from(r: UpdateTenantRequest) -> Self {
+        Self {
+            name: r.name,
+            suspended: r.suspended,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use super::{ApiJson, Auth, ReadErrors, WriteErrors};
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::provision::catalog::{self as service, CreatePlanRequest, ImageView, PlanView};
+use crate::provision::catalog::{self as service, ImageView, PlanView};
 
 /// Routes of these resources.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,7 +42,7 @@ async fn create_plan(
 ) -> Result<(StatusCode, Json<PlanView>), AppError> {
     Ok((
         StatusCode::CREATED,
-        Json(service::create_plan(&app.db, &actor, req).await?),
+        Json(service::create_plan(&app.db, &actor, req.into()).await?),
     ))
 }
 
@@ -70,4 +70,33 @@ async fn list_images(
 ) -> Result<axum::response::Response, AppError> {
     let page = service::list_images(&app.db, &q.request()?).await?;
     Ok(super::paged(&uri, page))
+}
+
+/// A request to create a plan.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlanRequest {
+    /// Letters, digits, '.', '_' and '-'; unique.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub name: String,
+    /// Virtual CPUs (1-256).
+    #[schema(minimum = 1, maximum = 256)]
+    pub vcpus: i64,
+    /// Memory in MiB (64 to 4194304).
+    #[schema(minimum = 64, maximum = 4194304)]
+    pub memory_mib: i64,
+    /// Disk in GiB (1 to 65536).
+    #[schema(minimum = 1, maximum = 65536)]
+    pub disk_gib: i64,
+}
+
+impl From<CreatePlanRequest> for crate::provision::catalog::CreatePlan {
+    fn from(r: CreatePlanRequest) -> Self {
+        Self {
+            name: r.name,
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+        }
+    }
 }

@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 use super::{ApiJson, Auth, ReadErrors, WriteErrors};
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::provision::host::{self as service, HostView, UpdateHostRequest};
+use crate::provision::host::{self as service, HostView};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -52,5 +52,32 @@ async fn update_host(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateHostRequest>,
 ) -> Result<Json<HostView>, AppError> {
-    Ok(Json(service::update(&app.db, &actor, &id, req).await?))
+    Ok(Json(
+        service::update(&app.db, &actor, &id, req.into()).await?,
+    ))
+}
+
+/// A change to a host's ratios (admins); absent fields stay as they are.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHostRequest {
+    /// vCPUs sold per host CPU (above 0, at most 100).
+    pub cpu_overcommit: Option<f64>,
+    /// Guest memory per host memory (above 0, at most 100).
+    pub memory_overcommit: Option<f64>,
+    /// Guest disk per store space (above 0, at most 100).
+    pub disk_overcommit: Option<f64>,
+    /// Host memory kept back for the host, in MiB.
+    pub reserved_memory_mib: Option<i64>,
+}
+
+impl From<UpdateHostRequest> for crate::provision::host::UpdateHost {
+    fn from(r: UpdateHostRequest) -> Self {
+        Self {
+            cpu_overcommit: r.cpu_overcommit,
+            memory_overcommit: r.memory_overcommit,
+            disk_overcommit: r.disk_overcommit,
+            reserved_memory_mib: r.reserved_memory_mib,
+        }
+    }
 }

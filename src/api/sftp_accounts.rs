@@ -11,9 +11,7 @@ use utoipa_axum::routes;
 use super::{ApiJson, ApiQuery, Auth, ReadErrors, WriteErrors};
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::sftp::accounts::{
-    self as service, CreateSftpAccountRequest, SftpAccountView, UpdateSftpAccountRequest,
-};
+use crate::sftp::accounts::{self as service, SftpAccountView};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,7 +44,7 @@ async fn create_account(
 ) -> Result<(StatusCode, Json<SftpAccountView>), AppError> {
     Ok((
         StatusCode::CREATED,
-        Json(service::create(&app, &actor, req).await?),
+        Json(service::create(&app, &actor, req.into()).await?),
     ))
 }
 
@@ -72,7 +70,7 @@ async fn update_account(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateSftpAccountRequest>,
 ) -> Result<Json<SftpAccountView>, AppError> {
-    Ok(Json(service::update(&app, &actor, &id, req).await?))
+    Ok(Json(service::update(&app, &actor, &id, req.into()).await?))
 }
 
 /// Whether to keep a deleted account's files.
@@ -107,4 +105,67 @@ async fn rescan(
     let page = service::rescan_now(&app, &actor).await?;
     let list_uri = axum::http::Uri::from_static("/api/v1/sftp-accounts");
     Ok(super::paged(&list_uri, page))
+}
+
+/// A request to create an SFTP account.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSftpAccountRequest {
+    /// 1-32 of lowercase letters, digits, '.', '_', '-', starting with a letter or '_'.
+    #[schema(pattern = r"^[a-z_][a-z0-9._-]{0,31}$")]
+    pub username: String,
+    /// 10 to 1024 characters; stored only as an argon2id hash.
+    #[schema(min_length = 10, max_length = 1024)]
+    pub password: Option<String>,
+    /// OpenSSH public keys allowed to log in.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub public_keys: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Owning tenant (admins only; a customer's accounts go to its tenant).
+    pub tenant_id: Option<String>,
+}
+
+impl From<CreateSftpAccountRequest> for crate::sftp::accounts::CreateSftpAccount {
+    fn from(r: CreateSftpAccountRequest) -> Self {
+        Self {
+            username: r.username,
+            password: r.password,
+            public_keys: r.public_keys,
+            enabled: r.enabled,
+            tenant_id: r.tenant_id,
+        }
+    }
+}
+
+/// A change to an SFTP account; absent fields stay. Takes effect at the next login.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSftpAccountRequest {
+    /// A new password (10 to 1024 characters).
+    #[schema(min_length = 10, max_length = 1024)]
+    pub password: Option<String>,
+    /// Remove the password, leaving key logins only.
+    #[serde(default)]
+    pub remove_password: bool,
+    /// The full new list of public keys.
+    pub public_keys: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+impl From<UpdateSftpAccountRequest> for crate::sftp::accounts::UpdateSftpAccount {
+    fn from(r: UpdateSftpAccountRequest) -> Self {
+        Self {
+            password: r.password,
+            remove_password: r.remove_password,
+            public_keys: r.public_keys,
+            enabled: r.enabled,
+        }
+    }
+}
+
+/// Accounts are enabled unless the request says otherwise.
+fn yes() -> bool {
+    true
 }

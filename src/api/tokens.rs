@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::{ApiJson, AuditNote, Auth, ClientAddr, MaybeAuth, ReadErrors, WriteErrors, with_note};
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::tenancy::tokens::{self as service, CreateTokenRequest, CreatedToken, TokenView};
+use crate::tenancy::tokens::{self as service, CreatedToken, TokenView};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,7 +29,7 @@ async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Response {
     let attempted = req.email.clone();
-    match service::create(&app, actor.as_ref(), req, client).await {
+    match service::create(&app, actor.as_ref(), req.into(), client).await {
         Ok((token, owner)) => {
             let note = AuditNote {
                 target: Some(token.view.id.clone()),
@@ -72,4 +72,28 @@ async fn revoke_token(
 ) -> Result<StatusCode, AppError> {
     service::revoke(&app, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A request for a token: by a caller with a token, or with email and password.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// A name to recognise the token by (default `api`).
+    pub name: Option<String>,
+    /// When the token stops working (default: never).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With `password`, when no bearer token is sent.
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+impl From<CreateTokenRequest> for crate::tenancy::tokens::CreateToken {
+    fn from(r: CreateTokenRequest) -> Self {
+        Self {
+            name: r.name,
+            expires_at: r.expires_at,
+            email: r.email,
+            password: r.password,
+        }
+    }
 }

@@ -12,9 +12,7 @@ use utoipa_axum::routes;
 use super::{ApiJson, ApiQuery, AuditNote, Auth, ReadErrors, WriteErrors, accepted, with_note};
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::provision::vms::{
-    self as service, ActionRequest, CreateVmRequest, OperationView, UpdateVmRequest, VmView,
-};
+use crate::provision::vms::{self as service, OperationView, VmView};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -69,7 +67,7 @@ async fn create_vm(
     Auth(actor): Auth,
     ApiJson(req): ApiJson<CreateVmRequest>,
 ) -> Result<Response, AppError> {
-    let (vm, operation) = service::create(&app.prov, &actor, req).await?;
+    let (vm, operation) = service::create(&app.prov, &actor, req.into()).await?;
     let note = AuditNote {
         target: Some(vm.id.clone()),
         tenant_id: Some(vm.tenant_id.clone()),
@@ -104,7 +102,7 @@ async fn update_vm(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateVmRequest>,
 ) -> Result<Response, AppError> {
-    let op = service::update(&app.prov, &actor, &id, req).await?;
+    let op = service::update(&app.prov, &actor, &id, req.into()).await?;
     Ok(op_accepted(op))
 }
 
@@ -172,4 +170,71 @@ async fn vm_stats(
     Ok(Json(
         crate::provision::stats::of_vm(&app.prov, &actor, &id).await?,
     ))
+}
+
+/// A request to create a VM.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    /// The VM's name: a DNS label (lowercase letters, digits, '-'), unique in the tenant.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    /// Plan id or name.
+    pub plan: String,
+    /// Image id or name.
+    pub image: String,
+    /// OpenSSH public keys for the guest.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub ssh_keys: Vec<String>,
+    /// cloud-init user-data; a script starting with `#!` runs at first boot.
+    #[serde(default)]
+    #[schema(max_length = 65536)]
+    pub user_data: Option<String>,
+    /// Guest TCP ports to forward from the host (network mode `user`).
+    #[serde(default)]
+    #[schema(max_items = 16, value_type = Vec<u16>)]
+    pub ports: Vec<i64>,
+    /// Load-balanced pool to join.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Owning tenant (admins only; a customer's VMs go to its tenant).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+impl From<CreateVmRequest> for crate::provision::vms::CreateVm {
+    fn from(r: CreateVmRequest) -> Self {
+        Self {
+            name: r.name,
+            plan: r.plan,
+            image: r.image,
+            ssh_keys: r.ssh_keys,
+            user_data: r.user_data,
+            ports: r.ports,
+            pool: r.pool,
+            tenant_id: r.tenant_id,
+        }
+    }
+}
+
+/// A request to change a VM: today, its plan (resize).
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVmRequest {
+    /// Plan id or name to resize to; the disk grows, never shrinks.
+    pub plan: Option<String>,
+}
+
+impl From<UpdateVmRequest> for crate::provision::vms::UpdateVm {
+    fn from(r: UpdateVmRequest) -> Self {
+        Self { plan: r.plan }
+    }
+}
+
+/// A request to run a power action.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    pub action: service::VmAction,
 }

@@ -39,20 +39,15 @@ impl From<&PlanRow> for PlanView {
 }
 
 /// A request to create a plan.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePlanRequest {
+#[derive(Debug, Clone)]
+pub struct CreatePlan {
     /// Letters, digits, '.', '_' and '-'; unique.
-    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     /// Virtual CPUs (1-256).
-    #[schema(minimum = 1, maximum = 256)]
     pub vcpus: i64,
     /// Memory in MiB (64 to 4194304).
-    #[schema(minimum = 64, maximum = 4194304)]
     pub memory_mib: i64,
     /// Disk in GiB (1 to 65536).
-    #[schema(minimum = 1, maximum = 65536)]
     pub disk_gib: i64,
 }
 
@@ -100,7 +95,7 @@ pub async fn list_plans(
 pub async fn create_plan(
     db: &Db,
     actor: &Principal,
-    req: CreatePlanRequest,
+    req: CreatePlan,
 ) -> Result<PlanView, AppError> {
     if !actor.is_admin() {
         return Err(AppError::Forbidden("only admins create plans".into()));

@@ -175,9 +175,8 @@ pub struct OvercommitView {
 }
 
 /// A change to a host's ratios (admins); absent fields stay as they are.
-#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateHostRequest {
+#[derive(Debug, Clone)]
+pub struct UpdateHost {
     /// vCPUs sold per host CPU (above 0, at most 100).
     pub cpu_overcommit: Option<f64>,
     /// Guest memory per host memory (above 0, at most 100).
@@ -259,7 +258,7 @@ pub async fn update(
     db: &Db,
     actor: &crate::auth::Principal,
     id: &str,
-    req: UpdateHostRequest,
+    req: UpdateHost,
 ) -> Result<HostView, crate::error::AppError> {
     use crate::domain::Invalid;
     actor.require_admin()?;

@@ -70,38 +70,25 @@ impl From<&SftpAccountRow> for SftpAccountView {
 }
 
 /// A request to create an SFTP account.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSftpAccountRequest {
+#[derive(Debug, Clone)]
+pub struct CreateSftpAccount {
     /// 1-32 of lowercase letters, digits, '.', '_', '-', starting with a letter or '_'.
-    #[schema(pattern = r"^[a-z_][a-z0-9._-]{0,31}$")]
     pub username: String,
     /// 10 to 1024 characters; stored only as an argon2id hash.
-    #[schema(min_length = 10, max_length = 1024)]
     pub password: Option<String>,
     /// OpenSSH public keys allowed to log in.
-    #[serde(default)]
-    #[schema(max_items = 32)]
     pub public_keys: Vec<String>,
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Owning tenant (admins only; a customer's accounts go to its tenant).
     pub tenant_id: Option<String>,
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// A change to an SFTP account; absent fields stay. Takes effect at the next login.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateSftpAccountRequest {
+#[derive(Debug, Clone)]
+pub struct UpdateSftpAccount {
     /// A new password (10 to 1024 characters).
-    #[schema(min_length = 10, max_length = 1024)]
     pub password: Option<String>,
     /// Remove the password, leaving key logins only.
-    #[serde(default)]
     pub remove_password: bool,
     /// The full new list of public keys.
     pub public_keys: Option<Vec<String>>,
@@ -153,7 +140,7 @@ pub async fn get(app: &App, actor: &Principal, id: &str) -> Result<SftpAccountVi
 pub async fn create(
     app: &App,
     actor: &Principal,
-    req: CreateSftpAccountRequest,
+    req: CreateSftpAccount,
 ) -> Result<SftpAccountView, AppError> {
     let mut errors = Vec::new();
     if !valid_username(&req.username) {
@@ -240,7 +227,7 @@ pub async fn update(
     app: &App,
     actor: &Principal,
     id: &str,
-    req: UpdateSftpAccountRequest,
+    req: UpdateSftpAccount,
 ) -> Result<SftpAccountView, AppError> {
     let account = load(&app.db, actor, id).await?;
     let mut errors = Vec::new();

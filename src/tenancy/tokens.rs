@@ -19,9 +19,8 @@ use crate::error::AppError;
 pub const MAX_TOKEN_DAYS: i64 = 3650;
 
 /// A request for a token: by a caller with a token, or with email and password.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTokenRequest {
+#[derive(Debug, Clone)]
+pub struct CreateToken {
     /// A name to recognise the token by (default `api`).
     pub name: Option<String>,
     /// When the token stops working (default: never).
@@ -70,7 +69,7 @@ pub struct CreatedToken {
 pub async fn create(
     app: &App,
     actor: Option<&Principal>,
-    req: CreateTokenRequest,
+    req: CreateToken,
     client: Option<IpAddr>,
 ) -> Result<(CreatedToken, String), AppError> {
     let name = ResourceName::parse(req.name.as_deref().unwrap_or("api"), "name")?;

@@ -15,10 +15,10 @@ use crate::app::AppState;
 use crate::db::page::PageRequest;
 use crate::error::AppError;
 use crate::request::ClientAddr;
-use crate::tenancy::accounts::{self, ChangePasswordRequest};
+use crate::tenancy::accounts::{self, ChangePassword};
 use crate::tenancy::audit::{self, AuditView};
 use crate::tenancy::ssh_keys::{self, SshKeyView};
-use crate::tenancy::tokens::{self, CreateTokenRequest, TokenView};
+use crate::tenancy::tokens::{self, CreateToken, TokenView};
 
 #[derive(Template)]
 #[template(path = "keys.html")]
@@ -189,7 +189,7 @@ pub async fn create_token(
             }
         },
     };
-    let req = CreateTokenRequest {
+    let req = CreateToken {
         name: Some(fields.opt("name").unwrap_or("panel").to_string()),
         expires_at,
         email: None,
@@ -329,7 +329,7 @@ pub async fn change_password(
         );
         return account_page(&app, &user, e, None, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
-    let req = ChangePasswordRequest {
+    let req = ChangePassword {
         current_password: fields.get("current_password").to_string(),
         new_password: fields.get("new_password").to_string(),
     };

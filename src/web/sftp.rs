@@ -15,7 +15,7 @@ use crate::db::page::PageRequest;
 use crate::error::AppError;
 use crate::request::{AuditNote, with_note};
 use crate::sftp::accounts::{
-    self as service, CreateSftpAccountRequest, SftpAccountView, UpdateSftpAccountRequest,
+    self as service, CreateSftpAccount, SftpAccountView, UpdateSftpAccount,
 };
 
 /// An account with what the page shows beside it.
@@ -130,7 +130,7 @@ pub async fn create(
     headers: HeaderMap,
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
-    let req = CreateSftpAccountRequest {
+    let req = CreateSftpAccount {
         username: fields.get("username").trim().to_string(),
         password: fields.opt("password").map(str::to_string),
         public_keys: keys_of(fields.get("public_keys")),
@@ -212,7 +212,7 @@ async fn change(
     user: &SessionUser,
     headers: &HeaderMap,
     id: &str,
-    req: UpdateSftpAccountRequest,
+    req: UpdateSftpAccount,
     done: &'static str,
 ) -> Result<Response, WebError> {
     match service::update(app, &user.principal, id, req).await {
@@ -243,7 +243,7 @@ pub async fn set_password(
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
     let remove = fields.checked("remove_password");
-    let req = UpdateSftpAccountRequest {
+    let req = UpdateSftpAccount {
         password: if remove {
             None
         } else {
@@ -268,7 +268,7 @@ pub async fn set_keys(
     Path(id): Path<String>,
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
-    let req = UpdateSftpAccountRequest {
+    let req = UpdateSftpAccount {
         password: None,
         remove_password: false,
         public_keys: Some(keys_of(fields.get("public_keys"))),
@@ -285,7 +285,7 @@ pub async fn set_enabled(
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
     let enabled = fields.get("enabled") == "true";
-    let req = UpdateSftpAccountRequest {
+    let req = UpdateSftpAccount {
         password: None,
         remove_password: false,
         public_keys: None,

@@ -17,9 +17,7 @@ use crate::db::page::PageRequest;
 use crate::error::AppError;
 use crate::provision::catalog::{self, ImageView, PlanView};
 use crate::provision::stats;
-use crate::provision::vms::{
-    self as service, CreateVmRequest, OperationView, UpdateVmRequest, VmAction, VmView,
-};
+use crate::provision::vms::{self as service, CreateVm, OperationView, UpdateVm, VmAction, VmView};
 use crate::request::{AuditNote, with_note};
 use crate::tenancy::ssh_keys::{self, SshKeyView};
 
@@ -201,7 +199,7 @@ pub async fn create(
             return new_page(&app, &user, fields, FieldErrors::from_error(&e), e.status()).await;
         }
     };
-    let req = CreateVmRequest {
+    let req = CreateVm {
         name: fields.get("name").trim().to_string(),
         plan: fields.get("plan").to_string(),
         image: fields.get("image").to_string(),
@@ -367,7 +365,7 @@ pub async fn resize(
     Path(id): Path<String>,
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
-    let req = UpdateVmRequest {
+    let req = UpdateVm {
         plan: Some(fields.get("plan").to_string()),
     };
     let result = service::update(&app.prov, &user.principal, &id, req).await;

@@ -120,7 +120,7 @@ pub async fn update(
     p: &Arc<Provisioner>,
     actor: &Principal,
     id: &str,
-    req: UpdateVmRequest,
+    req: UpdateVm,
 ) -> Result<OperationView, AppError> {
     let vm = load(p, &actor.scope(), id).await?;
     let Some(plan_ref) = req.plan else {

@@ -14,7 +14,7 @@ pub(crate) struct CheckedCreate {
 /// Checks every field that needs no database, collecting all the problems at once.
 pub(crate) fn check_create_fields(
     p: &Provisioner,
-    req: &CreateVmRequest,
+    req: &CreateVm,
 ) -> Result<CheckedCreate, AppError> {
     let mut errors: Vec<Invalid> = Vec::new();
     let name = VmName::parse(&req.name).map_err(|e| errors.push(e)).ok();
@@ -152,7 +152,7 @@ pub(crate) async fn place(tx: &mut WriteTx, need: Resources) -> Result<HostId, A
 pub async fn create(
     p: &Arc<Provisioner>,
     actor: &Principal,
-    req: CreateVmRequest,
+    req: CreateVm,
 ) -> Result<(VmView, OperationView), AppError> {
     let checked = check_create_fields(p, &req)?;
     let tenant = owning_tenant(p, actor, req.tenant_id.as_deref()).await?;

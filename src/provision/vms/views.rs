@@ -8,33 +8,23 @@ pub const MAX_USER_DATA: usize = 64 * 1024;
 pub const MAX_PORTS: usize = 16;
 
 /// A request to create a VM.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVmRequest {
+#[derive(Debug, Clone)]
+pub struct CreateVm {
     /// The VM's name: a DNS label (lowercase letters, digits, '-'), unique in the tenant.
-    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Plan id or name.
     pub plan: String,
     /// Image id or name.
     pub image: String,
     /// OpenSSH public keys for the guest.
-    #[serde(default)]
-    #[schema(max_items = 32)]
     pub ssh_keys: Vec<String>,
     /// cloud-init user-data; a script starting with `#!` runs at first boot.
-    #[serde(default)]
-    #[schema(max_length = 65536)]
     pub user_data: Option<String>,
     /// Guest TCP ports to forward from the host (network mode `user`).
-    #[serde(default)]
-    #[schema(max_items = 16, value_type = Vec<u16>)]
     pub ports: Vec<i64>,
     /// Load-balanced pool to join.
-    #[serde(default)]
     pub pool: Option<String>,
     /// Owning tenant (admins only; a customer's VMs go to its tenant).
-    #[serde(default)]
     pub tenant_id: Option<String>,
 }
 
@@ -48,17 +38,9 @@ pub enum VmAction {
     ForceStop,
 }
 
-/// A request to run a power action.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRequest {
-    pub action: VmAction,
-}
-
 /// A request to change a VM: today, its plan (resize).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateVmRequest {
+#[derive(Debug, Clone)]
+pub struct UpdateVm {
     /// Plan id or name to resize to; the disk grows, never shrinks.
     pub plan: Option<String>,
 }

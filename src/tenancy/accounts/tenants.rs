@@ -25,17 +25,15 @@ impl From<&TenantRow> for TenantView {
 }
 
 /// A request to create a tenant.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenantRequest {
+#[derive(Debug, Clone)]
+pub struct CreateTenant {
     /// Letters, digits, '.', '_' and '-'; unique.
     pub name: String,
 }
 
 /// A change to a tenant; absent fields stay.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTenantRequest {
+#[derive(Debug, Clone)]
+pub struct UpdateTenant {
     pub name: Option<String>,
     /// Suspending stops the tenant's VMs and refuses its logins and tokens.
     pub suspended: Option<bool>,
@@ -82,7 +80,7 @@ pub async fn get_tenant(db: &Db, actor: &Principal, id: &str) -> Result<TenantVi
 pub async fn create_tenant(
     db: &Db,
     actor: &Principal,
-    req: CreateTenantRequest,
+    req: CreateTenant,
 ) -> Result<TenantView, AppError> {
     actor.require_admin()?;
     let name = ResourceName::parse(&req.name, "name")?;
@@ -101,7 +99,7 @@ pub async fn update_tenant(
     app: &App,
     actor: &Principal,
     id: &str,
-    req: UpdateTenantRequest,
+    req: UpdateTenant,
 ) -> Result<TenantView, AppError> {
     actor.require_admin()?;
     let tenant = load_tenant(&app.db, id).await?;

@@ -25,12 +25,10 @@ impl From<&UserRow> for UserView {
 }
 
 /// A request to create a user (admins).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUserRequest {
+#[derive(Debug, Clone)]
+pub struct CreateUser {
     pub email: String,
     /// 10 to 1024 characters; stored only as an argon2id hash.
-    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
     pub role: Role,
     /// Required for customers; optional for admins.
@@ -38,20 +36,17 @@ pub struct CreateUserRequest {
 }
 
 /// A change to a user (admins); absent fields stay. A new password ends the user's sessions.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUserRequest {
+#[derive(Debug, Clone)]
+pub struct UpdateUser {
     pub role: Option<Role>,
     pub tenant_id: Option<String>,
     pub password: Option<String>,
 }
 
 /// A user's own password change.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChangePasswordRequest {
+#[derive(Debug, Clone)]
+pub struct ChangePassword {
     pub current_password: String,
-    #[schema(min_length = 10, max_length = 1024)]
     pub new_password: String,
 }
 
@@ -106,7 +101,7 @@ pub async fn get_user(db: &Db, actor: &Principal, id: &str) -> Result<UserView, 
 pub async fn create_user(
     app: &App,
     actor: &Principal,
-    req: CreateUserRequest,
+    req: CreateUser,
 ) -> Result<UserView, AppError> {
     actor.require_admin()?;
     let id = add_user(&app.db, &app.hasher, req).await?;
@@ -118,7 +113,7 @@ pub async fn create_user(
 pub async fn add_user(
     db: &Db,
     hasher: &crate::auth::PasswordHasher,
-    req: CreateUserRequest,
+    req: CreateUser,
 ) -> Result<UserId, AppError> {
     let mut errors = Vec::new();
     if let Err(e) = check_email(&req.email) {
@@ -159,7 +154,7 @@ pub async fn update_user(
     app: &App,
     actor: &Principal,
     id: &str,
-    req: UpdateUserRequest,
+    req: UpdateUser,
 ) -> Result<UserView, AppError> {
     actor.require_admin()?;
     let user = load_user(&app.db, id).await?;
@@ -237,7 +232,7 @@ pub async fn my_usage(app: &App, actor: &Principal) -> Result<UsageView, AppErro
 pub async fn change_password(
     app: &App,
     actor: &Principal,
-    req: ChangePasswordRequest,
+    req: ChangePassword,
     client: Option<std::net::IpAddr>,
 ) -> Result<(), AppError> {
     check_password("new_password", &req.new_password)?;

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::app::AppState;
 use crate::db::page::PageRequest;
 use crate::error::AppError;
-use crate::provision::catalog::{self, CreatePlanRequest, ImageView, PlanView};
-use crate::provision::host::{self, HostView, UpdateHostRequest};
+use crate::provision::catalog::{self, CreatePlan, ImageView, PlanView};
+use crate::provision::host::{self, HostView, UpdateHost};
 use crate::request::{AuditNote, with_note};
 use crate::web::errors::{WebError, describe};
 use crate::web::form::{FieldErrors, Fields, Panel, Posted};
@@ -78,7 +78,7 @@ pub async fn create_plan(
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
     let req = (|| {
-        Ok::<_, AppError>(CreatePlanRequest {
+        Ok::<_, AppError>(CreatePlan {
             name: fields.get("name").trim().to_string(),
             vcpus: number(&fields, "vcpus")?,
             memory_mib: number(&fields, "memory_mib")?,
@@ -243,7 +243,7 @@ pub async fn update_host(
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
     let req = (|| {
-        Ok::<_, AppError>(UpdateHostRequest {
+        Ok::<_, AppError>(UpdateHost {
             cpu_overcommit: Some(ratio(&fields, "cpu_overcommit")?),
             memory_overcommit: Some(ratio(&fields, "memory_overcommit")?),
             disk_overcommit: Some(ratio(&fields, "disk_overcommit")?),

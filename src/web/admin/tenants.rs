@@ -10,7 +10,7 @@ use crate::db::page::PageRequest;
 use crate::db::quotas::Quota;
 use crate::error::AppError;
 use crate::request::{AuditNote, with_note};
-use crate::tenancy::accounts::{self, CreateTenantRequest, TenantView, UpdateTenantRequest};
+use crate::tenancy::accounts::{self, CreateTenant, TenantView, UpdateTenant};
 use crate::web::dashboard::{Meter, meters};
 use crate::web::errors::{WebError, describe};
 use crate::web::form::{FieldErrors, Fields, Panel, Posted};
@@ -69,7 +69,7 @@ pub async fn create(
     State(app): State<AppState>,
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
-    let req = CreateTenantRequest {
+    let req = CreateTenant {
         name: fields.get("name").trim().to_string(),
     };
     match accounts::create_tenant(&app.db, &user.principal, req).await {
@@ -185,7 +185,7 @@ pub async fn rename(
     Path(id): Path<String>,
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
-    let req = UpdateTenantRequest {
+    let req = UpdateTenant {
         name: Some(fields.get("name").trim().to_string()),
         suspended: None,
     };
@@ -236,7 +236,7 @@ pub async fn set_suspended(
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
     let suspend = fields.get("suspended") == "true";
-    let req = UpdateTenantRequest {
+    let req = UpdateTenant {
         name: None,
         suspended: Some(suspend),
     };

@@ -12,7 +12,7 @@ use crate::auth::Role;
 use crate::db::page::PageRequest;
 use crate::error::AppError;
 use crate::request::{AuditNote, with_note};
-use crate::tenancy::accounts::{self, CreateUserRequest, TenantView, UpdateUserRequest, UserView};
+use crate::tenancy::accounts::{self, CreateUser, TenantView, UpdateUser, UserView};
 use crate::web::errors::WebError;
 use crate::web::form::{FieldErrors, Fields, Panel, Posted};
 use crate::web::layout::{Nav, page};
@@ -108,7 +108,7 @@ pub async fn create(
 ) -> Result<Response, WebError> {
     let result = match role(&fields) {
         Ok(role) => {
-            let req = CreateUserRequest {
+            let req = CreateUser {
                 email: fields.get("email").trim().to_string(),
                 password: fields.get("password").to_string(),
                 role,
@@ -201,7 +201,7 @@ pub async fn update(
 ) -> Result<Response, WebError> {
     let (req, done) = if fields.get("what") == "password" {
         (
-            Ok(UpdateUserRequest {
+            Ok(UpdateUser {
                 role: None,
                 tenant_id: None,
                 password: Some(fields.get("password").to_string()),
@@ -210,7 +210,7 @@ pub async fn update(
         )
     } else {
         (
-            role(&fields).map(|role| UpdateUserRequest {
+            role(&fields).map(|role| UpdateUser {
                 role: Some(role),
                 tenant_id: fields.opt("tenant_id").map(str::to_string),
                 password: None,
