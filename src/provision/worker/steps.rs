@@ -1,0 +1,385 @@
+//! The steps of each kind of operation: create (disk, seed, domain, boot), start, stop,
+//! reboot, resize and delete, each recording its progress.
+
+use super::*;
+
+/// Creates a VM; on failure removes everything made for it and marks it deleted.
+pub(super) async fn create(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let result = build_and_boot(p, vm, progress).await;
+    if let Err(e) = result {
+        let rollback = progress.step("roll back", purge(p, vm)).await;
+        return Err(match rollback {
+            Ok(()) => e.context("the VM could not be created; everything made for it was removed"),
+            Err(r) => e.context(format!("the VM could not be created, and rolling back failed too ({r:#}); the reconciler will retry")),
+        });
+    }
+    Ok(())
+}
+
+/// The steps of a create, each safe to repeat.
+async fn build_and_boot(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let image = db::images::find(&p.db, vm.image_id.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("image {} is gone", vm.image_id))?;
+    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    progress
+        .step("create disk", async {
+            files.create_dir().await?;
+            storage::create_overlay(image.disk_path.as_ref(), &files.disk, vm.disk_gib as u64)
+                .await?;
+            Ok(())
+        })
+        .await?;
+    progress
+        .step("write cloud-init seed", async {
+            let keys = vm.ssh_keys();
+            let seed = Seed {
+                instance_id: vm.id.as_str(),
+                hostname: &vm.name,
+                ssh_keys: &keys,
+                user_data: vm.user_data.as_deref(),
+            };
+            storage::write_seed(&files.seed, &seed).await?;
+            Ok(())
+        })
+        .await?;
+    define(p, vm, &image, progress).await?;
+    boot(p, vm, progress).await
+}
+
+/// Defines (or redefines) the VM's domain from carve's records.
+async fn define(
+    p: &Provisioner,
+    vm: &VmRow,
+    image: &ImageRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let xml = domain_xml(p, vm, image).await?;
+    progress
+        .step("define domain", async {
+            Ok(p.hv.call(move |h| h.define(&xml)).await?)
+        })
+        .await
+}
+
+/// The domain XML for a VM as recorded now.
+async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Result<String> {
+    let host = db::hosts::get(&p.db, &vm.host_id)
+        .await?
+        .ok_or_else(|| anyhow!("host {} is not registered", vm.host_id))?;
+    let domain_type = DomainType::parse(&host.domain_type).unwrap_or(DomainType::Qemu);
+    let forwards: Vec<PortForward> = db::ports::for_vm(&p.db, &vm.id)
+        .await?
+        .iter()
+        .map(|f| PortForward {
+            host_port: f.host_port as u16,
+            guest_port: f.guest_port as u16,
+        })
+        .collect();
+    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let boot = match (image.boot.as_str(), &image.kernel_path) {
+        ("kernel", Some(kernel)) => Boot::Kernel {
+            kernel: kernel.as_ref(),
+            initrd: image.initrd_path.as_deref().map(AsRef::as_ref),
+            cmdline: image.cmdline.as_deref().unwrap_or("console=ttyS0"),
+        },
+        _ => Boot::Disk,
+    };
+    let network = match p.settings.network.mode {
+        crate::config::NetworkMode::User => Network::User {
+            address: p.settings.network.forward_address,
+            forwards: &forwards,
+        },
+        crate::config::NetworkMode::Bridge => Network::Bridge {
+            bridge: &p.settings.network.bridge,
+        },
+    };
+    Ok(xml::domain_xml(&DomainSpec {
+        name: &vm.domain_name,
+        uuid: &xml::domain_uuid(&vm.domain_name),
+        title: &vm.name,
+        vm_id: vm.id.as_str(),
+        tenant_id: vm.tenant_id.as_str(),
+        domain_type,
+        machine: &p.settings.machine,
+        vcpus: vm.vcpus as u32,
+        memory_mib: vm.memory_mib as u64,
+        boot,
+        disk: Some(&files.disk),
+        seed: Some(&files.seed),
+        console_log: &files.console,
+        network,
+    }))
+}
+
+/// Starts the domain and waits until libvirt reports it running.
+async fn boot(p: &Provisioner, vm: &VmRow, progress: &mut Progress) -> anyhow::Result<()> {
+    let name = vm.domain_name.clone();
+    progress
+        .step("start domain", async {
+            Ok(p.hv.call(move |h| h.start(&name)).await?)
+        })
+        .await?;
+    progress
+        .step(
+            "wait until running",
+            wait_for(p, vm, p.settings.start_timeout, |s| {
+                s == Some(PowerState::Running)
+            }),
+        )
+        .await
+}
+
+/// Polls the domain until `done` holds for its state, or fails after `timeout`.
+async fn wait_for(
+    p: &Provisioner,
+    vm: &VmRow,
+    timeout: Duration,
+    done: impl Fn(Option<PowerState>) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let name = vm.domain_name.clone();
+        let state = p.hv.call(move |h| h.state(&name)).await?;
+        if done(state) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "gave up after {} s; libvirt reports {state:?}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Starts a VM, redefining its domain from carve's records first (so a domain lost from
+/// libvirt comes back).
+pub(super) async fn start(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let image = db::images::find(&p.db, vm.image_id.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("image {} is gone", vm.image_id))?;
+    define(p, vm, &image, progress).await?;
+    boot(p, vm, progress).await
+}
+
+/// Stops a VM: ACPI shutdown (repeated) until `stop_timeout`, then power-off; or power-off at
+/// once when `force`.
+pub(super) async fn stop(
+    p: &Provisioner,
+    vm: &VmRow,
+    progress: &mut Progress,
+    force: bool,
+) -> anyhow::Result<()> {
+    let name = vm.domain_name.clone();
+    let state = p.hv.call(move |h| h.state(&name)).await?;
+    if !state.is_some_and(PowerState::is_active) {
+        return Ok(());
+    }
+    if !force {
+        let graceful = progress
+            .step("shut down (ACPI)", shutdown_and_wait(p, vm))
+            .await;
+        if graceful.is_ok() {
+            return Ok(());
+        }
+        tracing::info!(vm = %vm.id, "guest did not shut down in time; powering it off");
+    }
+    let name = vm.domain_name.clone();
+    progress
+        .step("power off", async {
+            Ok(p.hv.call(move |h| h.destroy(&name)).await?)
+        })
+        .await
+}
+
+/// Sends ACPI shutdowns until the guest is off or `stop_timeout` passes.
+async fn shutdown_and_wait(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
+    let deadline = Instant::now() + p.settings.stop_timeout;
+    loop {
+        let name = vm.domain_name.clone();
+        match p.hv.call(move |h| h.shutdown(&name)).await {
+            Ok(()) => {}
+            // It went off between our check and the call.
+            Err(_) if !is_active(p, vm).await? => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let round = (Instant::now() + SHUTDOWN_REPEAT).min(deadline);
+        while Instant::now() < round {
+            if !is_active(p, vm).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the guest did not power off within {} s",
+                p.settings.stop_timeout.as_secs()
+            );
+        }
+    }
+}
+
+/// Whether the VM's domain is running (or paused).
+async fn is_active(p: &Provisioner, vm: &VmRow) -> anyhow::Result<bool> {
+    let name = vm.domain_name.clone();
+    Ok(p.hv
+        .call(move |h| h.state(&name))
+        .await?
+        .is_some_and(PowerState::is_active))
+}
+
+/// Reboots a VM through ACPI (reset if the guest cannot be asked), then waits until running.
+pub(super) async fn reboot(
+    p: &Provisioner,
+    vm: &VmRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let name = vm.domain_name.clone();
+    progress
+        .step("reboot", async {
+            let n = name.clone();
+            if let Err(e) = p.hv.call(move |h| h.reboot(&n)).await {
+                tracing::info!(vm = %vm.id, error = %e, "ACPI reboot refused; resetting");
+                p.hv.call(move |h| h.reset(&name)).await?;
+            }
+            Ok(())
+        })
+        .await?;
+    progress
+        .step(
+            "wait until running",
+            wait_for(p, vm, p.settings.start_timeout, |s| {
+                s == Some(PowerState::Running)
+            }),
+        )
+        .await
+}
+
+/// Resizes a VM to the size recorded at admission: stop if running, grow the disk, redefine,
+/// start again. On failure the VM's recorded size goes back to what it really has.
+pub(super) async fn resize(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    op: &OperationRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let params: ResizeParams =
+        serde_json::from_str(&op.params).context("resize parameters are unreadable")?;
+    let was_running = params.was_running;
+    let result = resize_steps(p, vm, &params, was_running, progress).await;
+    if let Err(e) = result {
+        let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+        let disk_gib = storage::virtual_size(&files.disk)
+            .await
+            .map(|b| b >> 30)
+            .unwrap_or(params.from.disk_gib);
+        let back = crate::domain::sizes::Resources {
+            disk_gib: disk_gib.max(params.from.disk_gib),
+            ..params.from
+        };
+        let mut conn = p.db.acquire().await?;
+        db::vms::set_resources(&mut conn, &vm.id, &params.from_plan, back).await?;
+        drop(conn);
+        if let Some(current) = db::vms::get_any(&p.db, &vm.id).await? {
+            let restored: anyhow::Result<()> = async {
+                let image = db::images::find(&p.db, vm.image_id.as_str())
+                    .await?
+                    .ok_or_else(|| anyhow!("image gone"))?;
+                define(p, &current, &image, progress).await?;
+                if was_running {
+                    boot(p, &current, progress).await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(r) = restored {
+                tracing::warn!(vm = %vm.id, error = %format!("{r:#}"), "could not restore the VM after a failed resize");
+            }
+        }
+        return Err(e.context("the resize was undone"));
+    }
+    Ok(())
+}
+
+/// The steps of a resize, each safe to repeat.
+async fn resize_steps(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    params: &ResizeParams,
+    was_running: bool,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    stop(p, vm, progress, false).await?;
+    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    progress
+        .step("grow disk", async {
+            Ok(storage::grow(&files.disk, params.to.disk_gib).await?)
+        })
+        .await?;
+    let image = db::images::find(&p.db, vm.image_id.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("image {} is gone", vm.image_id))?;
+    let current = db::vms::get_any(&p.db, &vm.id)
+        .await?
+        .ok_or_else(|| anyhow!("VM {} vanished", vm.id))?;
+    define(p, &current, &image, progress).await?;
+    if was_running {
+        boot(p, &current, progress).await?;
+    }
+    Ok(())
+}
+
+/// Deletes a VM and ends its operation in the same transaction that marks it deleted.
+pub(super) async fn delete(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    progress
+        .step("remove domain and files", remove_everything(p, vm))
+        .await?;
+    progress
+        .step("release ports and resources", release(p, vm))
+        .await
+}
+
+/// Powers off and undefines the domain, then removes the VM's directory.
+async fn remove_everything(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
+    let name = vm.domain_name.clone();
+    p.hv.call(move |h| {
+        h.destroy(&name)?;
+        h.undefine(&name)
+    })
+    .await?;
+    VmFiles::new(&p.settings.vm_root, &vm.id).remove().await?;
+    Ok(())
+}
+
+/// Frees the VM's ports and marks it deleted, in one transaction.
+async fn release(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
+    let mut tx = db::begin_write(&p.db).await?;
+    db::ports::release(&mut tx, &vm.id).await?;
+    db::vms::mark_deleted(&mut tx, &vm.id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes every trace of a VM (rollback of a failed create).
+pub async fn purge(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
+    remove_everything(p, vm).await?;
+    release(p, vm).await
+}
