@@ -19,11 +19,17 @@
     timer = setTimeout(refresh, 120);
   }
 
+  // A page rendered as a form's answer names its own address; live updates read that one.
+  function pageUrl() {
+    var el = document.querySelector("[data-page-url]");
+    return el ? el.getAttribute("data-page-url") : location.href;
+  }
+
   function refresh() {
     var ids = Object.keys(pending);
     pending = {};
     timer = null;
-    fetch(location.href, { headers: { "X-Carve-Live": "1" }, credentials: "same-origin" })
+    fetch(pageUrl(), { headers: { "X-Carve-Live": "1" }, credentials: "same-origin" })
       .then(function (r) { return r.ok || r.status === 404 ? r.text() : null; })
       .then(function (html) {
         if (html === null) return;
@@ -91,6 +97,11 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // After a form, show the page's own address so that a reload does not post again.
+    var own = document.querySelector("[data-page-url]");
+    if (own && window.history && history.replaceState && location.pathname !== own.getAttribute("data-page-url")) {
+      history.replaceState(null, "", own.getAttribute("data-page-url"));
+    }
     bind(document);
     listen();
     consoleStream();

@@ -40,7 +40,7 @@ async fn keys_page(
     Ok(page(
         status,
         &KeysPage {
-            nav: Nav::of(user, "/keys"),
+            nav: Nav::of(user, "/keys").at("/keys"),
             keys,
             form,
             errors,
@@ -135,7 +135,7 @@ async fn tokens_page(
     Ok(page(
         status,
         &TokensPage {
-            nav: Nav::of(user, "/tokens"),
+            nav: Nav::of(user, "/tokens").at("/tokens"),
             tokens,
             created,
             form,
@@ -276,7 +276,7 @@ async fn account_page(
     Ok(page(
         status,
         &AccountPage {
-            nav: Nav::of(user, "/account"),
+            nav: Nav::of(user, "/account").at("/account"),
             email: me.user.email,
             role: me.user.role.as_str().to_string(),
             tenant: me.tenant.map(|t| t.name),

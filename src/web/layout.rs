@@ -22,6 +22,9 @@ pub struct Nav {
     pub section: &'static str,
     /// The event the page is current to (its live stream resumes after it).
     pub event_id: i64,
+    /// The page's own address, when it was rendered as the answer to a form: the browser
+    /// shows it (so a reload does not post again) and live updates read it.
+    pub canonical: Option<String>,
 }
 
 impl Nav {
@@ -33,7 +36,14 @@ impl Nav {
             csrf: user.csrf.clone(),
             section,
             event_id: user.seen_event,
+            canonical: None,
         }
+    }
+
+    /// The same header for the page whose address is `url`.
+    pub fn at(mut self, url: impl Into<String>) -> Self {
+        self.canonical = Some(url.into());
+        self
     }
 
     /// `aria-current="page"` for the current menu entry.

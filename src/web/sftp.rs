@@ -90,7 +90,7 @@ async fn list_page(
     Ok(page(
         status,
         &ListPage {
-            nav: Nav::of(user, "/sftp"),
+            nav: Nav::of(user, "/sftp").at("/sftp"),
             accounts,
             form,
             errors,
@@ -187,7 +187,7 @@ async fn account_page(
     Ok(page(
         status,
         &AccountPage {
-            nav: Nav::of(user, "/sftp"),
+            nav: Nav::of(user, "/sftp").at(format!("/sftp/{id}")),
             keys_text: account.public_keys.join("\n"),
             row: row(app, headers, account),
             message,

@@ -133,7 +133,7 @@ async fn new_page(
     Ok(page(
         status,
         &NewVmPage {
-            nav: Nav::of(user, "/vms/new"),
+            nav: Nav::of(user, "/vms/new").at("/vms/new"),
             plans,
             images,
             keys,
@@ -291,7 +291,7 @@ async fn vm_page(
     Ok(page(
         status,
         &VmPage {
-            nav: Nav::of(user, ""),
+            nav: Nav::of(user, "").at(format!("/vms/{id}")),
             plan_name,
             plans,
             ops,

@@ -43,7 +43,7 @@ async fn plans_page(
     Ok(page(
         status,
         &PlansPage {
-            nav: Nav::of(user, "/admin"),
+            nav: Nav::of(user, "/admin").at("/admin/plans"),
             plans,
             form,
             errors,
@@ -214,7 +214,7 @@ async fn hosts_page(
     Ok(page(
         status,
         &HostsPage {
-            nav: Nav::of(user, "/admin"),
+            nav: Nav::of(user, "/admin").at("/admin/hosts"),
             hosts,
             message,
             notice,

@@ -44,7 +44,7 @@ async fn list_page(
     Ok(page(
         status,
         &ListPage {
-            nav: Nav::of(user, "/admin"),
+            nav: Nav::of(user, "/admin").at("/admin/tenants"),
             tenants,
             form,
             errors,
@@ -114,7 +114,7 @@ async fn tenant_page(
     Ok(page(
         status,
         &TenantPage {
-            nav: Nav::of(user, "/admin"),
+            nav: Nav::of(user, "/admin").at(format!("/admin/tenants/{id}")),
             meters: meters(&usage.usage, &usage.quota),
             quota: usage.quota,
             tenant,

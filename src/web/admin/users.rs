@@ -68,7 +68,7 @@ async fn list_page(
     Ok(page(
         status,
         &ListPage {
-            nav: Nav::of(user, "/admin"),
+            nav: Nav::of(user, "/admin").at("/admin/users"),
             users,
             tenants,
             form,
@@ -167,7 +167,7 @@ async fn user_page(
     Ok(page(
         status,
         &UserPage {
-            nav: Nav::of(user, "/admin"),
+            nav: Nav::of(user, "/admin").at(format!("/admin/users/{id}")),
             shown,
             tenants,
             errors,
