@@ -12,6 +12,7 @@ streams=${BENCH_STREAMS:-1000}
 ulimit -n "$(ulimit -Hn)"
 # One client address holds all the streams and wrk's connections.
 export CARVE_HTTP_MAX_CONNECTIONS_PER_CLIENT=$((streams + 200)) CARVE_HTTP_MAX_EVENT_STREAMS=$((streams + 100))
+export CARVE_HTTP_MAX_EVENT_STREAMS_PER_USER=$((streams + 100))
 # shellcheck source=bench/common.sh
 . bench/common.sh
 echo "tenant has $n running VMs"

@@ -145,6 +145,8 @@ impl Application {
             db.clone(),
             config.quota.clone(),
             config.http.max_event_streams,
+            config.http.max_event_streams_per_user,
+            db::events::last_id(&db).await?,
         );
         let state = Arc::new(App {
             feed,

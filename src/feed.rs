@@ -3,8 +3,8 @@
 //! database arrive) and fans it out to subscribers, each seeing only what its user may see.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::config::QuotaConfig;
 use crate::db::events::EventRow;
 use crate::db::{self, Db, Scope};
-use crate::domain::ids::TenantId;
+use crate::domain::ids::{TenantId, UserId};
 use crate::error::AppError;
 
 /// How often the tailer looks for new rows.
@@ -30,7 +30,8 @@ const KEEP_EVENTS: i64 = 200_000;
 pub struct Event {
     /// Resumes the stream (`Last-Event-ID`).
     pub id: i64,
-    /// `vm`, `operation` or `usage`.
+    /// `vm`, `operation` or `usage`; `reset` when the events since the client's last one
+    /// are no longer kept (it should reload what it shows).
     pub kind: String,
     /// The id of what changed.
     pub subject: String,
@@ -46,8 +47,30 @@ pub struct Feed {
     quota: QuotaConfig,
     tx: broadcast::Sender<Arc<Event>>,
     streams: Arc<Semaphore>,
+    /// Streams each user holds, and the most one may hold.
+    per_user: Arc<Mutex<HashMap<UserId, usize>>>,
+    max_per_user: usize,
     /// The newest event sent to subscribers.
     position: AtomicI64,
+}
+
+/// A held stream: its place in the process's and its user's bounds, given back on drop.
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    per_user: Arc<Mutex<HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut held = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Feed {
@@ -57,41 +80,62 @@ impl Feed {
         self.position.load(Ordering::Acquire)
     }
 
-    /// A feed allowing `max_streams` subscribers at once.
-    pub fn new(db: Db, quota: QuotaConfig, max_streams: usize) -> Arc<Self> {
+    /// A feed allowing `max_streams` subscribers at once, `max_per_user` of them one user's,
+    /// starting after the event `position` (the newest in the database).
+    pub fn new(
+        db: Db,
+        quota: QuotaConfig,
+        max_streams: usize,
+        max_per_user: usize,
+        position: i64,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(4096);
         Arc::new(Self {
             db,
             quota,
             tx,
             streams: Arc::new(Semaphore::new(max_streams)),
-            position: AtomicI64::new(0),
+            per_user: Arc::new(Mutex::new(HashMap::new())),
+            max_per_user,
+            position: AtomicI64::new(position),
         })
     }
 
-    /// A slot for another long-lived stream (the panel's console and statistics follow the
-    /// same bound as event streams), or 429.
-    pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, AppError> {
-        self.streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| AppError::TooManyRequests {
-                detail: "this carve process holds as many live streams as it allows; retry shortly"
-                    .into(),
+    /// A slot for another long-lived stream of `user` (event streams and the panel's live
+    /// console count alike), or 429 when the process or the user holds as many as allowed.
+    pub fn stream_permit(&self, user: &UserId) -> Result<StreamSlot, AppError> {
+        let permit =
+            self.streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| AppError::TooManyRequests {
+                    detail:
+                        "this carve process holds as many live streams as it allows; retry shortly"
+                            .into(),
+                    retry_after_secs: 5,
+                })?;
+        let mut held = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(user.clone()).or_insert(0);
+        if *n >= self.max_per_user {
+            return Err(AppError::TooManyRequests {
+                detail: format!(
+                    "you have {} live streams open, the most allowed; close some pages or tabs",
+                    self.max_per_user
+                ),
                 retry_after_secs: 5,
-            })
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            _permit: permit,
+            per_user: self.per_user.clone(),
+            user: user.clone(),
+        })
     }
 
-    /// Tails the events table forever, from its newest row at start.
+    /// Tails the events table forever, from the position it was made with.
     pub async fn run(self: Arc<Self>) {
-        let mut last = loop {
-            match db::events::last_id(&self.db).await {
-                Ok(id) => break id,
-                Err(e) => tracing::warn!(error = %e, "cannot read the event feed; retrying"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
-        self.position.store(last, Ordering::Release);
+        let mut last = self.position();
         let mut purged_at = tokio::time::Instant::now();
         loop {
             match db::events::after(&self.db, last, None, BATCH).await {
@@ -130,7 +174,7 @@ impl Feed {
         last_event_id: Option<i64>,
         lifetime: Duration,
     ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, AppError> {
-        let permit = self.stream_permit()?;
+        let permit = self.stream_permit(&actor.user_id)?;
         let mut state = Subscription {
             db: self.db.clone(),
             quota: self.quota.clone(),
@@ -143,7 +187,18 @@ impl Feed {
             _permit: permit,
         };
         if let Some(after) = last_event_id {
-            state.replay(after).await?;
+            let first = db::events::first_id(&self.db).await?;
+            if first > after + 1 {
+                // Events the client missed were already removed: it must reload what it shows.
+                state.pending.push_back(Arc::new(Event {
+                    id: first - 1,
+                    kind: "reset".into(),
+                    subject: String::new(),
+                    tenant_id: String::new(),
+                    data: serde_json::json!({"reason": "events since your last one were removed; reload"}),
+                }));
+            }
+            state.replay(after.max(first - 1)).await?;
         }
         Ok(futures_util::stream::unfold(state, |mut s| async move {
             s.next().await.map(|e| (e, s))
@@ -205,7 +260,7 @@ struct Subscription {
     /// The last replay filled a whole batch: more rows wait in the table.
     more: bool,
     deadline: tokio::time::Instant,
-    _permit: OwnedSemaphorePermit,
+    _permit: StreamSlot,
 }
 
 impl Subscription {
@@ -236,7 +291,7 @@ impl Subscription {
     async fn next(&mut self) -> Option<Arc<Event>> {
         loop {
             if let Some(e) = self.pending.pop_front() {
-                if e.id > self.last_sent {
+                if e.id > self.last_sent || e.kind == "reset" {
                     self.last_sent = e.id;
                     return Some(e);
                 }

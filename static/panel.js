@@ -34,23 +34,44 @@
       .then(function (html) {
         if (html === null) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
+        // Keep each region (and what has focus) in place; swap only what is inside it.
+        var focused = document.activeElement && document.activeElement.id;
         ids.forEach(function (id) {
           var now = document.getElementById(id);
           var next = doc.getElementById(id);
-          if (now && next) now.replaceWith(document.importNode(next, true));
-          else if (now && !next) now.setAttribute("data-gone", "true");
+          if (now && next) {
+            now.replaceChildren.apply(now, Array.prototype.map.call(next.childNodes, function (n) {
+              return document.importNode(n, true);
+            }));
+          } else if (now && !next) {
+            now.setAttribute("data-gone", "true");
+          }
         });
+        if (focused && document.activeElement === document.body) {
+          var again = document.getElementById(focused);
+          if (again) again.focus();
+        }
         bind(document);
       })
       .catch(function () {});
   }
 
+  // Tells screen readers what changed, in one status line that stays in the page.
+  function announce(ev) {
+    var box = document.getElementById("announce");
+    if (!box || !ev.data) return;
+    if (ev.kind === "vm" && ev.data.name) box.textContent = ev.data.name + " is " + (ev.data.deleted ? "deleted" : ev.data.state) + ".";
+    else if (ev.kind === "operation" && ev.data.kind) box.textContent = "Operation " + ev.data.kind + " " + ev.data.state + ".";
+  }
+
   function onEvent(e) {
     var ev;
     try { ev = JSON.parse(e.data); } catch (_) { return; }
+    var shown = false;
     document.querySelectorAll("[data-live]").forEach(function (el) {
-      if (el.id && matches(el.getAttribute("data-live"), ev)) schedule(el.id);
+      if (el.id && matches(el.getAttribute("data-live"), ev)) { schedule(el.id); shown = true; }
     });
+    if (shown && ev.kind !== "usage") announce(ev);
   }
 
   function listen() {
@@ -60,6 +81,8 @@
     var from = mark ? mark.getAttribute("data-event-id") : "";
     var es = new EventSource("/events" + (from ? "?last_event_id=" + encodeURIComponent(from) : ""));
     ["vm", "operation", "usage"].forEach(function (k) { es.addEventListener(k, onEvent); });
+    // Changes were missed for good (the server no longer keeps them): show the page afresh.
+    es.addEventListener("reset", function () { location.reload(); });
     es.addEventListener("open", function () { document.documentElement.setAttribute("data-live-ready", "true"); });
   }
 
@@ -103,6 +126,9 @@
       history.replaceState(null, "", own.getAttribute("data-page-url"));
     }
     bind(document);
+    // After a form with errors, start at the first field to fix.
+    var invalid = document.querySelector("[aria-invalid=true]");
+    if (invalid) invalid.focus();
     listen();
     consoleStream();
   });

@@ -25,8 +25,11 @@ pub struct HttpConfig {
     pub max_connections_per_client: usize,
     /// Addresses of reverse proxies whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<IpAddr>,
-    /// Live event streams (`/events`, `/api/v1/events`) held at once; more get 429.
+    /// Live event streams (`/events`, `/api/v1/events`, a VM page's console) held at once;
+    /// more get 429.
     pub max_event_streams: usize,
+    /// Live streams one user may hold at once (a page open in many tabs holds one each).
+    pub max_event_streams_per_user: usize,
     /// Seconds an event stream lasts before the client reconnects (and is checked again).
     pub event_stream_secs: u64,
 }
@@ -42,6 +45,7 @@ impl Default for HttpConfig {
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
             max_event_streams: 2048,
+            max_event_streams_per_user: 32,
             event_stream_secs: 300,
         }
     }

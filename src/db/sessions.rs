@@ -85,3 +85,14 @@ pub async fn delete_for_user(db: &Db, user: &UserId) -> Result<u64, sqlx::Error>
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Ends every browser session of a tenant's users; returns how many.
+pub async fn delete_for_tenant(db: &Db, tenant: &TenantId) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE tenant_id = ?1)",
+    )
+    .bind(tenant)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -123,6 +123,27 @@ pub async fn list(
         .map(|t| TokenView::from(&t)))
 }
 
+/// The caller's own tokens, whoever the caller is.
+pub async fn list_own(
+    app: &App,
+    actor: &Principal,
+    page: &db::page::PageRequest,
+) -> Result<db::page::Page<TokenView>, AppError> {
+    Ok(db::tokens::page(&app.db, Some(&actor.user_id), page)
+        .await?
+        .map(|t| TokenView::from(&t)))
+}
+
+/// Revokes one of the caller's own tokens (admins too: others' are revoked through the API).
+pub async fn revoke_own(app: &App, actor: &Principal, id: &str) -> Result<(), AppError> {
+    let token = TokenId::parse(id).ok_or_else(|| AppError::not_found("token", id))?;
+    if db::tokens::delete(&app.db, &token, Some(&actor.user_id)).await? {
+        Ok(())
+    } else {
+        Err(AppError::not_found("token", id))
+    }
+}
+
 /// Revokes one of the caller's tokens (admins: anyone's); it stops working at once.
 pub async fn revoke(app: &App, actor: &Principal, id: &str) -> Result<(), AppError> {
     let token = TokenId::parse(id).ok_or_else(|| AppError::not_found("token", id))?;

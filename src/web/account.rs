@@ -119,7 +119,7 @@ async fn tokens_page(
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, WebError> {
-    let mut tokens = tokens::list(
+    let tokens = tokens::list_own(
         app,
         &user.principal,
         &PageRequest {
@@ -129,9 +129,6 @@ async fn tokens_page(
     )
     .await?
     .items;
-    // Admins may list everyone's tokens through the API; this page is about the user's own.
-    let me = user.principal.user_id.to_string();
-    tokens.retain(|t| t.user_id == me);
     Ok(page(
         status,
         &TokensPage {
@@ -234,23 +231,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
     Posted { user, .. }: Posted,
 ) -> Result<Response, WebError> {
-    // Only the user's own tokens, even for admins (the page lists only those).
-    let own = tokens::list(
-        &app,
-        &user.principal,
-        &PageRequest {
-            limit: 500,
-            after: None,
-        },
-    )
-    .await?
-    .items
-    .into_iter()
-    .any(|t| t.id == id && t.user_id == user.principal.user_id.to_string());
-    if !own {
-        return Err(WebError(AppError::not_found("token", id)));
-    }
-    tokens::revoke(&app, &user.principal, &id).await?;
+    tokens::revoke_own(&app, &user.principal, &id).await?;
     Ok(Redirect::to("/tokens").into_response())
 }
 

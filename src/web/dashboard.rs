@@ -98,9 +98,11 @@ struct DashboardMain {
 /// from a cache while the user's view version (read with the session) is unchanged.
 pub async fn show(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
     let actor = &user.principal;
-    let key = match actor.scope() {
-        Scope::All => "*".to_string(),
-        Scope::Tenant(t) => t.to_string(),
+    // Admins see every VM, and their own tenant's usage (if they have one).
+    let key = match (actor.scope(), &actor.tenant_id) {
+        (Scope::All, Some(own)) => format!("*|{own}"),
+        (Scope::All, None) => "*".to_string(),
+        (Scope::Tenant(t), _) => t.to_string(),
     };
     let cached = actor
         .view_version

@@ -131,6 +131,15 @@ impl FieldErrors {
         }
     }
 
+    /// The id of `field`'s error message for `aria-describedby` ("" when it has none).
+    pub fn describedby(&self, field: &str) -> String {
+        if self.by_field.contains_key(field) {
+            format!("{field}-error")
+        } else {
+            String::new()
+        }
+    }
+
     /// Sorts a service error into field messages (or one general message).
     pub fn from_error(e: &AppError) -> Self {
         let mut out = Self::default();

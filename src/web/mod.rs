@@ -70,8 +70,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn(layout::security_headers))
 }
 
-/// Middleware: records every posted panel form (but login and logout, which record
-/// themselves) in the audit log, with the signed-in user as the actor.
+/// Middleware: records every form a signed-in user posts to a panel route (login and logout
+/// record themselves) in the audit log, with the user as the actor. An admin's action is
+/// filed under the tenant it concerned (from the handler's note), never the admin's own.
 async fn audit_posts(
     State(app): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -82,17 +83,19 @@ async fn audit_posts(
     if req.method() != axum::http::Method::POST || path == "/login" || path == "/logout" {
         return next.run(req).await;
     }
-    let route = req
+    let Some(route) = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    else {
+        return next.run(req).await;
+    };
     let actor = match session::cookie(req.headers(), session::SESSION_COOKIE) {
         Some(c) => match principal::from_session(&app.db, c).await {
-            Ok(Resolved::User(p, _)) => Some(p),
-            _ => None,
+            Ok(Resolved::User(p, _)) => p,
+            _ => return next.run(req).await,
         },
-        None => None,
+        None => return next.run(req).await,
     };
     let response = next.run(req).await;
     let note = response
@@ -101,17 +104,13 @@ async fn audit_posts(
         .cloned()
         .unwrap_or_default();
     let status = response.status();
+    let own_tenant = (!actor.is_admin())
+        .then(|| actor.tenant_id.as_ref().map(ToString::to_string))
+        .flatten();
     let entry = crate::tenancy::audit::NewEntry {
-        actor_id: actor.as_ref().map(|p| p.user_id.to_string()),
-        actor: actor
-            .as_ref()
-            .map(|p| p.email.clone())
-            .unwrap_or_else(|| "anonymous".into()),
-        tenant_id: note.tenant_id.or_else(|| {
-            actor
-                .as_ref()
-                .and_then(|p| p.tenant_id.as_ref().map(ToString::to_string))
-        }),
+        actor_id: Some(actor.user_id.to_string()),
+        actor: actor.email.clone(),
+        tenant_id: note.tenant_id.or(own_tenant),
         action: format!("panel POST {route}"),
         target: note.target.or_else(|| id_in_path(&route, &path)),
         outcome: outcome(status).into(),

@@ -70,18 +70,24 @@ pub async fn live(
     Panel(user): Panel,
     Path(id): Path<String>,
     Query(q): Query<LiveQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, WebError> {
     use axum::response::sse::{KeepAlive, Sse};
     let actor = user.principal.clone();
     service::get(&app.prov, &actor, &id).await?;
-    let permit = app.feed.stream_permit()?;
+    let permit = app.feed.stream_permit(&actor.user_id)?;
+    // A reconnecting browser says how far it got (each console event's id is its end).
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(app.config.http.event_stream_secs.max(1));
     let state = LiveState {
         app: app.clone(),
         actor,
         id,
-        offset: q.from,
+        offset: resumed.or(q.from),
         last_slot: None,
         stats_checked: None,
         deadline,
@@ -105,7 +111,7 @@ struct LiveState {
     last_slot: Option<i64>,
     stats_checked: Option<tokio::time::Instant>,
     deadline: tokio::time::Instant,
-    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    _permit: Arc<crate::feed::StreamSlot>,
 }
 
 impl LiveState {
@@ -130,6 +136,7 @@ impl LiveState {
             if !chunk.text.is_empty() && !first {
                 return Event::default()
                     .event("console")
+                    .id(chunk.end.to_string())
                     .json_data(serde_json::json!({ "text": chunk.text }))
                     .ok();
             }

@@ -125,6 +125,16 @@ async fn an_admin_manages_tenants_users_and_plans_from_the_panel() {
         .clone();
     assert_eq!(suspension["actor"], "root@example.com", "{suspension}");
     assert_eq!(suspension["tenant_id"], id, "{suspension}");
+    // Catalogue changes concern no tenant: no tenant's activity shows them.
+    let plan = audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "panel POST /admin/plans")
+        .expect("the plan is audited")
+        .clone();
+    assert_eq!(plan["tenant_id"], serde_json::Value::Null, "{plan}");
     app.stop().await;
 }
 

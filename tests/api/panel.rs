@@ -377,3 +377,104 @@ async fn vm_statistics_are_sampled_and_scoped() {
     assert_eq!(other.status, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn live_streams_are_bounded_per_user_and_a_resume_past_kept_events_is_told_to_reload() {
+    let app = crate::helpers::spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_HTTP_MAX_EVENT_STREAMS_PER_USER", "2")],
+    )
+    .await;
+    let (_, alice) = tenant_with_customer(&app, "acme").await;
+    let first = Stream::open(&app.addr, &alice, "/api/v1/events", None).await;
+    let second = Stream::open(&app.addr, &alice, "/api/v1/events", None).await;
+    let third = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", app.addr))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    // Another user is not held back by alice's streams; a closed stream frees its place.
+    let mut admin = Stream::open(&app.addr, &app.admin_token, "/api/v1/events", None).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _again = Stream::open(&app.addr, &alice, "/api/v1/events", None).await;
+    drop(second);
+
+    // Events older than what is kept are gone: a client resuming from before them is told.
+    for name in ["one", "two", "three"] {
+        let a = app
+            .call("POST", "/api/v1/tenants", Some(json!({"name": name})))
+            .await;
+        let tenant = a.body["id"].as_str().unwrap().to_string();
+        let a = app
+            .call("POST", "/api/v1/sftp-accounts", Some(json!({"username": format!("u{name}"), "password": "a long password", "tenant_id": tenant})))
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+    let seen = admin
+        .until(Duration::from_secs(10), |e| {
+            e.kind == "usage" && e.data["usage"].is_object() && !e.tenant_id.is_empty()
+        })
+        .await;
+    let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE id < ?1")
+        .bind(newest)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let mut resumed = Stream::open(
+        &app.addr,
+        &app.admin_token,
+        "/api/v1/events",
+        Some(seen[0].id - 1),
+    )
+    .await;
+    let reset = resumed
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a reset event");
+    assert_eq!(reset.kind, "reset", "{reset:?}");
+    let after = resumed
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the kept event");
+    assert_eq!(after.id, newest);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn suspending_a_tenant_signs_its_users_out_for_good() {
+    let app = spawn_app(Backend::TestDriver).await;
+    let (tenant, _) = tenant_with_customer(&app, "late").await;
+    let a = app
+        .call("POST", "/api/v1/users", Some(json!({"email": "web@late.example", "password": "a panel password", "role": "customer", "tenant_id": tenant})))
+        .await;
+    assert_eq!(a.status, 201);
+    let client = panel_client(&app, "web@late.example", "a panel password").await;
+    let home = client.get(format!("{}/", app.addr)).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    for suspended in [true, false] {
+        let r = app
+            .call(
+                "PATCH",
+                &format!("/api/v1/tenants/{tenant}"),
+                Some(json!({"suspended": suspended})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let home = client.get(format!("{}/", app.addr)).send().await.unwrap();
+    assert_eq!(
+        home.status(),
+        303,
+        "the old session came back after resuming"
+    );
+    assert_eq!(home.headers()["location"], "/login");
+    app.stop().await;
+}

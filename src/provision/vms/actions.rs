@@ -285,6 +285,12 @@ pub async fn console_since(
         .read_to_end(&mut bytes)
         .await
         .map_err(anyhow::Error::from)?;
+    // A read that ends inside a multi-byte character keeps those bytes for the next read.
+    if let Err(e) = std::str::from_utf8(&bytes)
+        && e.error_len().is_none()
+    {
+        bytes.truncate(e.valid_up_to());
+    }
     Ok(ConsoleChunk {
         text: String::from_utf8_lossy(&bytes).into_owned(),
         end: start + bytes.len() as u64,

@@ -117,6 +117,8 @@ pub async fn update_tenant(
     if let Some(suspended) = req.suspended {
         db::tenants::set_suspended(&app.db, &tenant.id, suspended).await?;
         if suspended && !tenant.suspended {
+            // Its users are signed out for good (resuming does not bring old sessions back).
+            db::sessions::delete_for_tenant(&app.db, &tenant.id).await?;
             app.reconcile_now.notify_one();
         }
     }
