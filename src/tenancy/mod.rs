@@ -5,5 +5,6 @@ pub mod accounts;
 pub mod audit;
 pub mod login;
 pub mod principal;
+pub mod sessions;
 pub mod ssh_keys;
 pub mod tokens;

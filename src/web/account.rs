@@ -337,7 +337,7 @@ pub async fn sign_out_everywhere(
     headers: HeaderMap,
     Posted { user, .. }: Posted,
 ) -> Result<Response, WebError> {
-    crate::db::sessions::delete_for_user(&app.db, &user.principal.user_id).await?;
+    crate::tenancy::sessions::end_all(&app.db, &user.principal.user_id).await?;
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().append(
         header::SET_COOKIE,

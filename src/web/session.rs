@@ -5,13 +5,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use base64::Engine as _;
-use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
+use chrono::{DateTime, Utc};
 
 use crate::app::AppState;
-use crate::auth::{Principal, token_digest};
-use crate::db;
+use crate::auth::Principal;
 use crate::domain::ids::UserId;
 use crate::error::AppError;
 use crate::tenancy::principal::{self, Resolved};
@@ -21,12 +18,7 @@ pub const SESSION_COOKIE: &str = "carve_session";
 /// The login form's double-submit CSRF cookie.
 pub const LOGIN_CSRF_COOKIE: &str = "carve_login_csrf";
 
-/// A random URL-safe secret of 32 bytes.
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::tenancy::sessions::random_secret;
 
 /// The value of a cookie in the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -70,23 +62,12 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 
 /// Starts a session for a user; returns the cookie value and its expiry.
 pub async fn start(app: &AppState, user: &UserId) -> Result<(String, DateTime<Utc>), AppError> {
-    let secret = random_secret();
-    let expires = Utc::now() + Duration::hours(app.config.auth.session_hours as i64);
-    db::sessions::insert(
-        &app.db,
-        &token_digest(&secret),
-        user,
-        &random_secret(),
-        expires,
-    )
-    .await?;
-    Ok((secret, expires))
+    crate::tenancy::sessions::start(&app.db, user, app.config.auth.session_hours).await
 }
 
 /// Ends the session whose cookie this is.
 pub async fn end(app: &AppState, cookie_value: &str) -> Result<(), AppError> {
-    db::sessions::delete(&app.db, &token_digest(cookie_value)).await?;
-    Ok(())
+    crate::tenancy::sessions::end(&app.db, cookie_value).await
 }
 
 /// The logged-in user of a browser request, with the session's CSRF token.
