@@ -188,7 +188,7 @@ impl Feed {
         };
         if let Some(after) = last_event_id {
             let first = db::events::first_id(&self.db).await?;
-            if first > after + 1 {
+            if first > after.saturating_add(1) {
                 // Events the client missed were already removed: it must reload what it shows.
                 state.pending.push_back(Arc::new(Event {
                     id: first - 1,

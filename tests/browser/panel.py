@@ -298,6 +298,12 @@ def admin(base, email, password):
                                ("/admin/audit", "admin-audit")):
                 a.get(base + path)
                 check_page(a, name)
+            # Dark mode follows the system; it must keep its contrast.
+            a.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                              {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+            a.get(base + "/admin/audit")
+            check_page(a, "admin-audit-dark")
+            a.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
             audit = text(a, "main table")
             assert "panel POST /admin/tenants/{id}/suspension" in audit, audit[:2000]
             c.get(base + "/login")
