@@ -12,6 +12,7 @@ pub mod error;
 pub mod feed;
 pub mod http_server;
 pub mod hypervisor;
+pub mod lb;
 pub mod metrics;
 pub mod provision;
 pub mod quota;

@@ -6,6 +6,7 @@ mod browser;
 mod capacity;
 mod hardening;
 mod helpers;
+mod lb;
 mod observability;
 mod openapi;
 mod panel;

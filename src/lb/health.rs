@@ -1,0 +1,86 @@
+//! Health checks: every interval each member not draining is checked (an HTTP `GET` that must
+//! answer the expected status, or a TCP connect); `rise` passes in a row bring it into
+//! rotation, `fall` failures in a row take it out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::member::{Member, MemberState};
+use super::pool::Pool;
+use super::spec::Check;
+
+/// Checks `member` of `pool` until it is draining.
+pub async fn watch(pool: Arc<Pool>, member: Arc<Member>) {
+    let (mut passes, mut failures) = (0u32, 0u32);
+    loop {
+        let health = pool.settings().health;
+        if member.state() == MemberState::Draining {
+            return;
+        }
+        let ok = matches!(
+            tokio::time::timeout(health.timeout, check(member.addr, &health.check)).await,
+            Ok(true)
+        );
+        if ok {
+            passes = passes.saturating_add(1);
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+            passes = 0;
+        }
+        let state = member.state();
+        let to = match state {
+            MemberState::Joining | MemberState::Unhealthy if passes >= health.rise.max(1) => {
+                Some(MemberState::Healthy)
+            }
+            MemberState::Healthy if failures >= health.fall.max(1) => Some(MemberState::Unhealthy),
+            _ => None,
+        };
+        if let Some(to) = to
+            && let Some(from) = member.set_state(to)
+        {
+            pool.moved(&member, from, to);
+        }
+        // A joining member is checked at once the first time; then every interval.
+        tokio::time::sleep(health.interval).await;
+    }
+}
+
+/// One check.
+pub async fn check(addr: SocketAddr, check: &Check) -> bool {
+    match check {
+        Check::Tcp => TcpStream::connect(addr).await.is_ok(),
+        Check::Http {
+            path,
+            expect_status,
+        } => http_status(addr, path).await == Some(*expect_status),
+    }
+}
+
+/// The status a `GET path` answers with (HTTP/1.0, connection closed after).
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: carve-health-check\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let read = s.read(&mut buf[n..]).await.ok()?;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
+    let line = std::str::from_utf8(&buf[..n]).ok()?;
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.get(..3)?.parse().ok()
+}

@@ -1,0 +1,383 @@
+//! The HTTP data plane: HTTP/1.1 from clients (keep-alive), each request to a member over a
+//! kept-alive connection, `X-Forwarded-For`/`-Proto`/`-Host` added, WebSocket upgrades passed
+//! through, a request retried once on another member only when no connection to the first
+//! could be made, an optional sticky cookie, a 503 page when no member is healthy.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::member::{Active, Member, Upstream, until_killed};
+use super::pool::Pool;
+
+/// How long a connection to a member may take before another member is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a member may take to start answering.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client has to send a request's headers; also ends idle keep-alive connections.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What goes back to clients.
+pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Accepts clients on `listener` for `pool` until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    pool: Arc<Pool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let pool = pool.clone();
+                    tokio::spawn(async move { connection(stream, peer, pool).await });
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %pool.id, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Serves one client connection.
+async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
+    let service = hyper::service::service_fn(move |req| {
+        let pool = pool.clone();
+        async move { Ok::<_, Infallible>(forward(req, peer, &pool).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_IDLE_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// Sends one request to a member and its answer back.
+async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> Response<ProxyBody> {
+    let settings = pool.settings();
+    let sticky_member = settings
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| cookie(req.headers(), name))
+        .and_then(|id| pool.member_in_rotation(&id));
+    let stuck = sticky_member.is_some();
+    let Some(first) = sticky_member.or_else(|| pool.pick(None)) else {
+        return unavailable();
+    };
+    let (mut upstream, active) = match open(&first).await {
+        Some(c) => (c, first.begin()),
+        None => {
+            // Nothing was sent: another member may take the request.
+            let Some(second) = pool.pick(Some(&first)) else {
+                return bad_gateway();
+            };
+            match open(&second).await {
+                Some(c) => (c, second.begin()),
+                None => return bad_gateway(),
+            }
+        }
+    };
+    let mut member = active.member().clone();
+    let mut active = active;
+    let upgrade = wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    prepare(&mut req, peer, upgrade);
+    let mut answer = match tokio::time::timeout(ANSWER_TIMEOUT, upstream.try_send_request(req))
+        .await
+    {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(mut e)) => {
+            let Some(req) = e.take_message() else {
+                tracing::debug!(member = %member.id, error = %e.error(), "member failed the request");
+                return bad_gateway();
+            };
+            // The request never left (a kept connection had just closed): it goes once more,
+            // over a new connection, to another member if there is one.
+            let other = pool.pick(Some(&member)).unwrap_or_else(|| member.clone());
+            let Some(fresh) = connect(&other).await else {
+                return bad_gateway();
+            };
+            upstream = fresh;
+            active = other.begin();
+            member = other;
+            match tokio::time::timeout(ANSWER_TIMEOUT, upstream.send_request(req)).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    tracing::debug!(member = %member.id, error = %e, "member failed the request");
+                    return bad_gateway();
+                }
+                Err(_) => return gateway_timeout(),
+            }
+        }
+        Err(_) => return gateway_timeout(),
+    };
+    if answer.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let member_upgrade = hyper::upgrade::on(&mut answer);
+        tokio::spawn(tunnel(client_upgrade, member_upgrade, active));
+        let (parts, _) = answer.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+    strip_hop_by_hop(answer.headers_mut(), false);
+    let (mut parts, body) = answer.into_parts();
+    if let Some(name) = settings.sticky_cookie.as_deref()
+        && !stuck
+        && let Ok(v) = HeaderValue::from_str(&format!("{name}={}; Path=/; HttpOnly", member.id))
+    {
+        parts.headers.append(header::SET_COOKIE, v);
+    }
+    let body = Tracked {
+        inner: body,
+        finished: false,
+        upstream: Some(upstream),
+        _active: active,
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// A connection to `member` ready for a request: a kept one, or a new one.
+async fn open(member: &Arc<Member>) -> Option<Upstream> {
+    match member.take_idle() {
+        Some(c) => Some(c),
+        None => connect(member).await,
+    }
+}
+
+/// A new connection to `member`.
+async fn connect(member: &Arc<Member>) -> Option<Upstream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    let killed = member.killed();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = conn.with_upgrades() => {}
+            _ = until_killed(killed) => {}
+        }
+    });
+    sender.ready().await.ok()?;
+    Some(sender)
+}
+
+/// Copies an upgraded connection (e.g. a WebSocket) both ways until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    member: hyper::upgrade::OnUpgrade,
+    active: Active,
+) {
+    let (Ok(client), Ok(member)) = (client.await, member.await) else {
+        return;
+    };
+    let killed = active.member().killed();
+    let (mut c, mut m) = (TokioIo::new(client), TokioIo::new(member));
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut c, &mut m) => {}
+        _ = until_killed(killed) => {}
+    }
+}
+
+/// Whether the client asks to switch protocols (WebSocket).
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The request as the member gets it: origin-form target, hop-by-hop headers gone, the
+/// client named in `X-Forwarded-*`.
+fn prepare(req: &mut Request<Incoming>, peer: SocketAddr, upgrade: bool) {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if let Ok(uri) = target.parse() {
+        *req.uri_mut() = uri;
+    }
+    let h = req.headers_mut();
+    strip_hop_by_hop(h, upgrade);
+    let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+/// Removes headers that belong to one connection (keeping `Upgrade` for a switch).
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !(t.is_empty() || (upgrade && t == "upgrade")))
+        .collect();
+    for name in named {
+        h.remove(name.as_str());
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ] {
+        h.remove(name);
+    }
+    if !upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    } else {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The value of a cookie.
+fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn empty() -> ProxyBody {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A short page of our own.
+fn page(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><title>{status}</title><h1>{}</h1><p>{text}</p></html>\n",
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn unavailable() -> Response<ProxyBody> {
+    let mut r = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "No server of this site is available right now. Please try again in a moment.",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn bad_gateway() -> Response<ProxyBody> {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "The server handling this request did not answer properly. Please try again.",
+    )
+}
+
+fn gateway_timeout() -> Response<ProxyBody> {
+    page(
+        StatusCode::GATEWAY_TIMEOUT,
+        "The server handling this request took too long to answer. Please try again.",
+    )
+}
+
+/// A member's answer on its way to the client: counted as open work until it ends, its
+/// connection kept for reuse once read in full, cut when the member's drain times out.
+/// When the member's drain times out, its connection is closed and the answer ends with an
+/// error, so the client sees it cut rather than complete.
+struct Tracked {
+    inner: Incoming,
+    finished: bool,
+    upstream: Option<Upstream>,
+    _active: Active,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if frame.is_none() {
+            this.finished = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if (self.finished || self.inner.is_end_stream())
+            && let Some(c) = self.upstream.take()
+        {
+            self._active.member().give_back(c);
+        }
+    }
+}
