@@ -11,6 +11,19 @@ use crate::app::AppState;
 use crate::error::AppError;
 use crate::request::{event_stream, last_event_id};
 
+/// One server-sent event as it travels: `id`, `event` (its kind) and `data` (the change as
+/// JSON text: `id`, `kind`, `subject`, `tenant_id` and `data`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// Send back as `Last-Event-ID` to resume after this event.
+    pub id: String,
+    /// `vm`, `operation`, `usage`, or `reset` (reload: events were missed for good).
+    pub event: String,
+    /// The change, as JSON text.
+    pub data: String,
+}
+
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
@@ -22,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// ends after `http.event_stream_secs`; reconnect to go on.
 #[utoipa::path(get, path = "/events", tag = "events", security(("bearer" = [])),
     params(("last_event_id" = Option<i64>, Query, description = "Resume after this event id")),
-    responses((status = 200, description = "Server-sent events", body = String, content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-sent events", body = SseEvent, content_type = "text/event-stream"),
         (status = 429, description = "This process holds as many streams as it allows", body = super::Problem, content_type = "application/problem+json"),
         ReadErrors))]
 async fn events(
