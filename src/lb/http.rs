@@ -35,15 +35,22 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
+    max_connections: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Past the pool's connection bound a client is closed at once, never queued.
+                    let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                     let _ = stream.set_nodelay(true);
                     let pool = pool.clone();
-                    tokio::spawn(async move { connection(stream, peer, pool).await });
+                    tokio::spawn(async move {
+                        connection(stream, peer, pool).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(pool = %pool.id, error = %e, "accept failed");

@@ -103,8 +103,18 @@ impl Balancer {
             }
             let (stop_tx, stop_rx) = watch::channel(false);
             match spec.protocol {
-                Protocol::Http => tokio::spawn(http::serve(listener, pool.clone(), stop_rx)),
-                Protocol::Tcp => tokio::spawn(tcp::serve(listener, pool.clone(), stop_rx)),
+                Protocol::Http => tokio::spawn(http::serve(
+                    listener,
+                    pool.clone(),
+                    spec.max_connections,
+                    stop_rx,
+                )),
+                Protocol::Tcp => tokio::spawn(tcp::serve(
+                    listener,
+                    pool.clone(),
+                    spec.max_connections,
+                    stop_rx,
+                )),
             };
             let replaced = self
                 .running

@@ -65,5 +65,7 @@ pub struct PoolSpec {
     pub sticky_cookie: Option<String>,
     /// TCP: send a PROXY protocol v2 header to members.
     pub proxy_v2: bool,
+    /// Client connections held at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
     pub members: Vec<MemberSpec>,
 }

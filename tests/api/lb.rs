@@ -145,6 +145,7 @@ fn pool(
         drain_timeout: Duration::from_secs(5),
         sticky_cookie: None,
         proxy_v2: false,
+        max_connections: 1000,
         members,
     }
 }
@@ -488,4 +489,42 @@ async fn tcp_pools_carry_both_directions_with_half_close_and_proxy_v2() {
         };
         assert_eq!(answer, want);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_pools_bound_are_closed_at_once() {
+    let b = Backend::start("only").await;
+    let listen = free_addr();
+    let (lb, _t) = Balancer::new();
+    let mut spec = pool(
+        Protocol::Http,
+        listen,
+        Algorithm::RoundRobin,
+        vec![b.member()],
+    );
+    spec.max_connections = 2;
+    lb.apply(std::slice::from_ref(&spec)).await;
+    until_states(&lb, &[("only", MemberState::Healthy)]).await;
+    let _held = [
+        TcpStream::connect(listen).await.unwrap(),
+        TcpStream::connect(listen).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(listen).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection was served: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(_held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        get(&client, &format!("http://{listen}/")).await.0,
+        200,
+        "a freed place is used again"
+    );
 }

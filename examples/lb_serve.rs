@@ -1,0 +1,67 @@
+//! Serves one pool with carve's load-balancer data plane, for `bench/lb.sh` until the pools
+//! API and `carve lb` exist: `lb_serve http|tcp LISTEN MEMBER...` (members as addr:port,
+//! checked with TCP connects every second). Runs until killed.
+
+use std::time::Duration;
+
+use carve::lb::Balancer;
+use carve::lb::spec::{Algorithm, Check, HealthSpec, MemberSpec, PoolSpec, Protocol};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: lb_serve http|tcp LISTEN MEMBER...";
+    let protocol = match args.first().map(String::as_str) {
+        Some("http") => Protocol::Http,
+        Some("tcp") => Protocol::Tcp,
+        _ => panic!("{usage}"),
+    };
+    let listen = args
+        .get(1)
+        .expect(usage)
+        .parse()
+        .expect("LISTEN is addr:port");
+    let members = args[2..]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| MemberSpec {
+            id: format!("m{i}"),
+            addr: a.parse().expect("MEMBER is addr:port"),
+            weight: 1,
+        })
+        .collect();
+    let threads: usize = std::env::var("LB_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let (lb, mut transitions) = Balancer::new();
+        let spec = PoolSpec {
+            id: "bench".into(),
+            protocol,
+            listen,
+            algorithm: Algorithm::RoundRobin,
+            health: HealthSpec {
+                check: Check::Tcp,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                rise: 1,
+                fall: 2,
+            },
+            drain_timeout: Duration::from_secs(10),
+            sticky_cookie: None,
+            proxy_v2: false,
+            max_connections: 20_000,
+            members,
+        };
+        let failed = lb.apply(std::slice::from_ref(&spec)).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        while let Some(t) = transitions.recv().await {
+            eprintln!("{} {} -> {}", t.member, t.from.as_str(), t.to.as_str());
+        }
+    });
+}
