@@ -45,6 +45,11 @@ CONF
 done
 
 carve_http=$(free_port); carve_tcp=$(free_port); ha_http=$(free_port); ha_tcp=$(free_port)
+# HAProxy wants two descriptors per connection it may hold: fit maxconn under the hard
+# limit, and hold that many idle clients (10,000 where the limit allows) on both proxies.
+hard=$(ulimit -Hn)
+haproxy_maxconn=$(( (hard - 100) / 2 ))
+idle=${BENCH_IDLE:-$(( haproxy_maxconn < 10000 ? haproxy_maxconn - 50 : 10000 ))}
 LB_THREADS=$threads target/release/examples/lb_serve http "127.0.0.1:$carve_http" "${backends[@]}" 2> "$work/carve-http.log" &
 pids+=($!); carve_http_pid=$!
 LB_THREADS=$threads target/release/examples/lb_serve tcp "127.0.0.1:$carve_tcp" "${backends[@]}" 2> "$work/carve-tcp.log" &
@@ -52,7 +57,7 @@ pids+=($!)
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $threads
-  maxconn 20000
+  maxconn $haproxy_maxconn
 defaults
   timeout connect 3s
   timeout client 60s
@@ -102,9 +107,10 @@ echo "== TCP (HTTP through a TCP pool; a new connection per wrk connection)"
 run carve-tcp "http://127.0.0.1:$carve_tcp/" "${pids[3]}"
 run haproxy-tcp "http://127.0.0.1:$ha_tcp/" "$haproxy_pid"
 
-echo "== resident memory with 10,000 idle client connections"
-python3 - "$carve_http" "$ha_http" "$carve_http_pid" "$haproxy_pid" <<'PY'
+echo "== resident memory with $idle idle client connections"
+python3 - "$carve_http" "$ha_http" "$carve_http_pid" "$haproxy_pid" "$idle" <<'PY'
 import socket, sys, time
+idle = int(sys.argv[5])
 def rss(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -112,12 +118,12 @@ def rss(pid):
 for port, pid, name in ((int(sys.argv[1]), sys.argv[3], "carve"), (int(sys.argv[2]), sys.argv[4], "haproxy")):
     before = rss(pid)
     conns = []
-    for _ in range(10000):
+    for _ in range(idle):
         s = socket.create_connection(("127.0.0.1", port))
         conns.append(s)
     time.sleep(2)
     held = rss(pid)
-    print(f"   {name:8} {before:.1f} MiB idle, {held:.1f} MiB with 10,000 idle connections (+{held - before:.1f} MiB)")
+    print(f"   {name:8} {before:.1f} MiB idle, {held:.1f} MiB with {idle} idle connections (+{held - before:.1f} MiB)")
     for s in conns:
         s.close()
     time.sleep(1)
