@@ -16,7 +16,7 @@ use super::spec::Check;
 pub async fn watch(pool: Arc<Pool>, member: Arc<Member>) {
     let (mut passes, mut failures) = (0u32, 0u32);
     loop {
-        let health = pool.settings().health;
+        let health = pool.settings().health.clone();
         if member.state() == MemberState::Draining {
             return;
         }

@@ -64,6 +64,14 @@ pub async fn serve(
 
 /// Serves one client connection.
 async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
+    // A client that connects and says nothing costs no buffers until it does (or is dropped
+    // at the idle timeout).
+    if !matches!(
+        tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.readable()).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
     let service = hyper::service::service_fn(move |req| {
         let pool = pool.clone();
         async move { Ok::<_, Infallible>(forward(req, peer, &pool).await) }

@@ -43,7 +43,7 @@ pub struct Transition {
 #[derive(Debug)]
 pub struct Pool {
     pub id: String,
-    settings: RwLock<Settings>,
+    settings: RwLock<Arc<Settings>>,
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     picker: Picker,
     transitions: tokio::sync::mpsc::UnboundedSender<Transition>,
@@ -57,14 +57,15 @@ impl Pool {
     ) -> Arc<Self> {
         Arc::new(Self {
             id: spec.id.clone(),
-            settings: RwLock::new(Settings::of(spec)),
+            settings: RwLock::new(Arc::new(Settings::of(spec))),
             members: RwLock::new(Arc::new(Vec::new())),
             picker: Picker::default(),
             transitions,
         })
     }
 
-    pub fn settings(&self) -> Settings {
+    /// The settings now (shared: reading them per request costs no copy).
+    pub fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -111,7 +112,7 @@ impl Pool {
     /// Takes the pool to `spec`: new settings, new members (joining, checked by the health
     /// task), changed weights; members no longer listed are drained. Returns the new members.
     pub fn apply(self: &Arc<Self>, spec: &PoolSpec) -> Vec<Arc<Member>> {
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Settings::of(spec);
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Settings::of(spec));
         let current = self.members();
         let mut next: Vec<Arc<Member>> = Vec::with_capacity(spec.members.len());
         let mut added = Vec::new();
