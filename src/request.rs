@@ -118,3 +118,12 @@ pub fn with_note(
     response.extensions_mut().insert(note);
     response
 }
+
+/// The value of the first `{…}` parameter of a route in a concrete path (the audit target).
+pub fn id_in_path(route: &str, path: &str) -> Option<String> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(pattern, _)| pattern.starts_with('{'))
+        .map(|(_, value)| value.chars().take(100).collect())
+}

@@ -265,7 +265,7 @@ pub async fn authenticate(
         .map(|m| m.as_str().to_string());
     let path_target = route
         .as_deref()
-        .and_then(|r| id_in_path(r, req.uri().path()));
+        .and_then(|r| crate::request::id_in_path(r, req.uri().path()));
     let (parts, body) = req.into_parts();
     let client = client_of(&parts, &app.config.http.trusted_proxies).map(|c| c.to_string());
     let req = Request::from_parts(parts, body);
@@ -294,15 +294,6 @@ pub async fn authenticate(
     };
     crate::tenancy::audit::record(&app.db, &entry).await;
     response
-}
-
-/// The value of the first `{…}` parameter of a route in a concrete path.
-fn id_in_path(route: &str, path: &str) -> Option<String> {
-    route
-        .split('/')
-        .zip(path.split('/'))
-        .find(|(pattern, _)| pattern.starts_with('{'))
-        .map(|(_, value)| value.chars().take(100).collect())
 }
 
 /// The authenticated caller of an API request.

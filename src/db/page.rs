@@ -38,6 +38,12 @@ pub enum BadPage {
 }
 
 impl PageRequest {
+    /// The first page at the largest size: what the panel reads for a whole short list.
+    pub const FIRST_MAX: PageRequest = PageRequest {
+        limit: MAX_LIMIT,
+        after: None,
+    };
+
     /// Checks a client's `limit` and `cursor`.
     pub fn parse(
         limit: Option<i64>,

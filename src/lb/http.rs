@@ -36,30 +36,19 @@ pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
     max_connections: usize,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Past the pool's connection bound a client is closed at once, never queued.
-                    let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let pool = pool.clone();
-                    tokio::spawn(async move {
-                        connection(stream, peer, pool).await;
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(pool = %pool.id, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => return,
-        }
-    }
+    super::accept_loop(
+        listener,
+        pool,
+        max_connections,
+        stop,
+        |stream, peer, pool| async move {
+            let _ = stream.set_nodelay(true);
+            connection(stream, peer, pool).await;
+        },
+    )
+    .await;
 }
 
 /// Serves one client connection.

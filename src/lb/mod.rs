@@ -146,6 +146,40 @@ impl Balancer {
     }
 }
 
+/// Accepts clients on `listener` until `stop` resolves, each handled by `serve_one` in its
+/// own task; past `max_connections` held at once a client is closed at once, never queued.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    pool: Arc<Pool>,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+    serve_one: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<Pool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+                    let work = serve_one(stream, peer, pool.clone());
+                    tokio::spawn(async move {
+                        work.await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %pool.id, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Stops accepting for a pool and drains its members (open work finishes).
 fn stop(r: Running) {
     let _ = r.stop.send(true);

@@ -20,29 +20,9 @@ pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
     max_connections: usize,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((client, peer)) => {
-                    // Past the pool's connection bound a client is closed at once, never queued.
-                    let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-                    let pool = pool.clone();
-                    tokio::spawn(async move {
-                        carry(client, peer, pool).await;
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(pool = %pool.id, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => return,
-        }
-    }
+    super::accept_loop(listener, pool, max_connections, stop, carry).await;
 }
 
 /// Connects a client to a member (a second member if the first cannot be reached) and

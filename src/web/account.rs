@@ -119,16 +119,9 @@ async fn tokens_page(
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, WebError> {
-    let tokens = tokens::list_own(
-        app,
-        &user.principal,
-        &PageRequest {
-            limit: 500,
-            after: None,
-        },
-    )
-    .await?
-    .items;
+    let tokens = tokens::list_own(app, &user.principal, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         status,
         &TokensPage {

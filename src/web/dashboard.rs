@@ -125,10 +125,7 @@ pub async fn show(State(app): State<AppState>, Panel(user): Panel) -> Result<Res
 
 /// The dashboard's content for `actor`.
 async fn render_main(app: &AppState, actor: &Principal) -> Result<String, WebError> {
-    let page = PageRequest {
-        limit: 500,
-        after: None,
-    };
+    let page = PageRequest::FIRST_MAX;
     let vms = vms::list(&app.prov, actor, &page).await?;
     let ops = in_progress(app, actor).await?;
     let meters = match &actor.tenant_id {

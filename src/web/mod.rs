@@ -112,20 +112,13 @@ async fn audit_posts(
         actor: actor.email.clone(),
         tenant_id: note.tenant_id.or(own_tenant),
         action: format!("panel POST {route}"),
-        target: note.target.or_else(|| id_in_path(&route, &path)),
+        target: note
+            .target
+            .or_else(|| crate::request::id_in_path(&route, &path)),
         outcome: outcome(status).into(),
         status: Some(status.as_u16()),
         client: client.map(|c| c.to_string()),
     };
     crate::tenancy::audit::record(&app.db, &entry).await;
     response
-}
-
-/// The value of the first `{…}` parameter of a route in a concrete path.
-fn id_in_path(route: &str, path: &str) -> Option<String> {
-    route
-        .split('/')
-        .zip(path.split('/'))
-        .find(|(pattern, _)| pattern.starts_with('{'))
-        .map(|(_, value)| value.chars().take(100).collect())
 }

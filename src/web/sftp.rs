@@ -74,19 +74,12 @@ async fn list_page(
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, WebError> {
-    let accounts = service::list(
-        app,
-        &user.principal,
-        &PageRequest {
-            limit: 500,
-            after: None,
-        },
-    )
-    .await?
-    .items
-    .into_iter()
-    .map(|a| row(app, headers, a))
-    .collect();
+    let accounts = service::list(app, &user.principal, &PageRequest::FIRST_MAX)
+        .await?
+        .items
+        .into_iter()
+        .map(|a| row(app, headers, a))
+        .collect();
     Ok(page(
         status,
         &ListPage {

@@ -21,12 +21,6 @@ use crate::provision::vms::{self as service, CreateVm, OperationView, UpdateVm, 
 use crate::request::{AuditNote, with_note};
 use crate::tenancy::ssh_keys::{self, SshKeyView};
 
-/// Every list the panel reads in one go.
-const ALL: PageRequest = PageRequest {
-    limit: 500,
-    after: None,
-};
-
 /// Plan names by id, for tables.
 pub struct PlanNames(HashMap<String, String>);
 
@@ -39,7 +33,7 @@ impl PlanNames {
 
 /// Names of every plan.
 pub async fn plan_names(app: &AppState) -> Result<PlanNames, WebError> {
-    let plans = catalog::list_plans(&app.db, &ALL).await?;
+    let plans = catalog::list_plans(&app.db, &PageRequest::FIRST_MAX).await?;
     Ok(PlanNames(
         plans.items.into_iter().map(|p| (p.id, p.name)).collect(),
     ))
@@ -80,7 +74,9 @@ async fn new_page(
     status: StatusCode,
 ) -> Result<Response, WebError> {
     let actor = &user.principal;
-    let plans = catalog::list_plans(&app.db, &ALL).await?.items;
+    let plans = catalog::list_plans(&app.db, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     let usage = match &actor.tenant_id {
         Some(_) => Some(crate::tenancy::accounts::my_usage(app, actor).await?),
         None => None,
@@ -113,14 +109,14 @@ async fn new_page(
             },
         })
         .collect();
-    let images = catalog::list_images(&app.db, &ALL)
+    let images = catalog::list_images(&app.db, &PageRequest::FIRST_MAX)
         .await?
         .items
         .into_iter()
         .filter(|i| i.available)
         .collect();
     let tenants = if actor.is_admin() {
-        crate::tenancy::accounts::list_tenants(&app.db, actor, &ALL)
+        crate::tenancy::accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
             .await?
             .items
             .into_iter()
@@ -281,7 +277,9 @@ async fn vm_page(
     )
     .await?
     .items;
-    let plans = catalog::list_plans(&app.db, &ALL).await?.items;
+    let plans = catalog::list_plans(&app.db, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     let plan_name = plans
         .iter()
         .find(|p| p.id == vm.plan)

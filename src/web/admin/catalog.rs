@@ -17,11 +17,6 @@ use crate::web::form::{FieldErrors, Fields, Panel, Posted};
 use crate::web::layout::{Nav, human_bytes, page};
 use crate::web::session::SessionUser;
 
-const ALL: PageRequest = PageRequest {
-    limit: 500,
-    after: None,
-};
-
 #[derive(Template)]
 #[template(path = "admin_plans.html")]
 struct PlansPage {
@@ -39,7 +34,9 @@ async fn plans_page(
     status: StatusCode,
 ) -> Result<Response, WebError> {
     user.principal.require_admin()?;
-    let plans = catalog::list_plans(&app.db, &ALL).await?.items;
+    let plans = catalog::list_plans(&app.db, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         status,
         &PlansPage {
@@ -139,7 +136,9 @@ impl ImagesPage {
 /// `GET /admin/images`.
 pub async fn images(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
     user.principal.require_admin()?;
-    let images = catalog::list_images(&app.db, &ALL).await?.items;
+    let images = catalog::list_images(&app.db, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         StatusCode::OK,
         &ImagesPage {
@@ -180,7 +179,7 @@ async fn hosts_page(
     notice: Option<&'static str>,
     status: StatusCode,
 ) -> Result<Response, WebError> {
-    let hosts = host::list(&app.db, &user.principal, &ALL)
+    let hosts = host::list(&app.db, &user.principal, &PageRequest::FIRST_MAX)
         .await?
         .items
         .into_iter()

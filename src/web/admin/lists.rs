@@ -84,11 +84,6 @@ impl ListQuery {
     }
 }
 
-const TENANTS: PageRequest = PageRequest {
-    limit: 500,
-    after: None,
-};
-
 #[derive(Template)]
 #[template(path = "admin_vms.html")]
 struct VmsPage {
@@ -124,7 +119,7 @@ pub async fn vms(
         name: given(&q.name),
     };
     let found = vms::search(&app.prov, actor, &filter, &q.page()?).await?;
-    let tenants = accounts::list_tenants(&app.db, actor, &TENANTS)
+    let tenants = accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
         .await?
         .items;
     Ok(page(

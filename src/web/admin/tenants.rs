@@ -17,11 +17,6 @@ use crate::web::form::{FieldErrors, Fields, Panel, Posted};
 use crate::web::layout::{Nav, page};
 use crate::web::session::SessionUser;
 
-const ALL: PageRequest = PageRequest {
-    limit: 500,
-    after: None,
-};
-
 #[derive(Template)]
 #[template(path = "admin_tenants.html")]
 struct ListPage {
@@ -38,7 +33,7 @@ async fn list_page(
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, WebError> {
-    let tenants = accounts::list_tenants(&app.db, &user.principal, &ALL)
+    let tenants = accounts::list_tenants(&app.db, &user.principal, &PageRequest::FIRST_MAX)
         .await?
         .items;
     Ok(page(

@@ -18,11 +18,6 @@ use crate::web::form::{FieldErrors, Fields, Panel, Posted};
 use crate::web::layout::{Nav, page};
 use crate::web::session::SessionUser;
 
-const ALL: PageRequest = PageRequest {
-    limit: 500,
-    after: None,
-};
-
 /// Narrows the user list to one tenant.
 #[derive(Debug, Default, Deserialize)]
 pub struct TenantQuery {
@@ -61,10 +56,12 @@ async fn list_page(
     status: StatusCode,
 ) -> Result<Response, WebError> {
     let actor = &user.principal;
-    let users = accounts::list_users(&app.db, actor, tenant, &ALL)
+    let users = accounts::list_users(&app.db, actor, tenant, &PageRequest::FIRST_MAX)
         .await?
         .items;
-    let tenants = accounts::list_tenants(&app.db, actor, &ALL).await?.items;
+    let tenants = accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         status,
         &ListPage {
@@ -163,7 +160,9 @@ async fn user_page(
 ) -> Result<Response, WebError> {
     let actor = &user.principal;
     let shown = accounts::get_user(&app.db, actor, id).await?;
-    let tenants = accounts::list_tenants(&app.db, actor, &ALL).await?.items;
+    let tenants = accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         status,
         &UserPage {
