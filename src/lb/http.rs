@@ -1,7 +1,7 @@
 //! The HTTP data plane: HTTP/1.1 from clients (keep-alive), each request to a member over a
 //! kept-alive connection, `X-Forwarded-For`/`-Proto`/`-Host` added, WebSocket upgrades passed
 //! through, a request retried once on another member only when no connection to the first
-//! could be made, an optional sticky cookie, a 503 page when no member is healthy.
+//! could be made (or a kept one closed under a bodyless idempotent request before any answer), an optional sticky cookie, a 503 page when no member is healthy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,14 +11,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Either, Empty, Full, combinators::UnsyncBoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::member::{Active, Member, Upstream, until_killed};
+use super::member::{Active, Member, Upstream, UpstreamBody, until_killed};
 use super::pool::Pool;
 
 /// How long a connection to a member may take before another member is tried.
@@ -89,15 +89,15 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
     let Some(first) = sticky_member.or_else(|| pool.pick(None)) else {
         return unavailable();
     };
-    let (mut upstream, active) = match open(&first).await {
-        Some(c) => (c, first.begin()),
+    let (mut upstream, reused, active) = match open(&first).await {
+        Some((c, reused)) => (c, reused, first.begin()),
         None => {
             // Nothing was sent: another member may take the request.
             let Some(second) = pool.pick(Some(&first)) else {
                 return bad_gateway();
             };
             match open(&second).await {
-                Some(c) => (c, second.begin()),
+                Some((c, reused)) => (c, reused, second.begin()),
                 None => return bad_gateway(),
             }
         }
@@ -107,17 +107,31 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     prepare(&mut req, peer, upgrade);
+    // A bodyless idempotent request over a kept connection can be sent again if the member
+    // closed that connection just as the request went out (RFC 9110 9.2.2): keep its head.
+    let resendable = (reused && !upgrade && idempotent(req.method()) && req.body().is_end_stream())
+        .then(|| head_of(&req));
+    let req = if resendable.is_some() {
+        req.map(|_| Either::Right(Empty::new()))
+    } else {
+        req.map(Either::Left)
+    };
     let mut answer = match tokio::time::timeout(ANSWER_TIMEOUT, upstream.try_send_request(req))
         .await
     {
         Ok(Ok(answer)) => answer,
         Ok(Err(mut e)) => {
-            let Some(req) = e.take_message() else {
-                tracing::debug!(member = %member.id, error = %e.error(), "member failed the request");
-                return bad_gateway();
+            let again = match (e.take_message(), resendable) {
+                // The request never left (a kept connection had just closed).
+                (Some(req), _) => req,
+                // It left, but the kept connection closed before a byte of answer came.
+                (None, Some(head)) if closed_before_answer(e.error()) => head,
+                _ => {
+                    tracing::debug!(member = %member.id, error = %e.error(), "member failed the request");
+                    return bad_gateway();
+                }
             };
-            // The request never left (a kept connection had just closed): it goes once more,
-            // over a new connection, to another member if there is one.
+            // It goes once more, over a new connection, to another member if there is one.
             let other = pool.pick(Some(&member)).unwrap_or_else(|| member.clone());
             let Some(fresh) = connect(&other).await else {
                 return bad_gateway();
@@ -125,7 +139,7 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
             upstream = fresh;
             active = other.begin();
             member = other;
-            match tokio::time::timeout(ANSWER_TIMEOUT, upstream.send_request(req)).await {
+            match tokio::time::timeout(ANSWER_TIMEOUT, upstream.send_request(again)).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(e)) => {
                     tracing::debug!(member = %member.id, error = %e, "member failed the request");
@@ -161,12 +175,48 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// A connection to `member` ready for a request: a kept one, or a new one.
-async fn open(member: &Arc<Member>) -> Option<Upstream> {
+/// A connection to `member` ready for a request, and whether it is a kept one.
+async fn open(member: &Arc<Member>) -> Option<(Upstream, bool)> {
     match member.take_idle() {
-        Some(c) => Some(c),
-        None => connect(member).await,
+        Some(c) => Some((c, true)),
+        None => connect(member).await.map(|c| (c, false)),
     }
+}
+
+/// Whether a member's connection ended (closed or reset) before any of its answer came.
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Whether a method may be sent twice with the same effect (RFC 9110 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A copy of a bodyless request, to send again.
+fn head_of<B>(req: &Request<B>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// A new connection to `member`.

@@ -65,7 +65,12 @@ pub struct Member {
 }
 
 /// A keep-alive HTTP/1.1 connection to a member.
-pub type Upstream = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
+pub type Upstream = hyper::client::conn::http1::SendRequest<UpstreamBody>;
+
+/// A request body on its way to a member: the client's own, or none (kept so a bodyless
+/// request can be sent again).
+pub type UpstreamBody =
+    http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<bytes::Bytes>>;
 
 /// Most idle connections kept per member.
 const MAX_IDLE: usize = 256;
