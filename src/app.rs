@@ -45,6 +45,8 @@ pub struct App {
     pub reconcile_now: Arc<tokio::sync::Notify>,
     /// Rendered dashboard content by scope, tagged with its view version.
     pub dashboard_cache: crate::view_cache::ViewCache<Arc<str>>,
+    /// The load balancer this process runs (`lb.embedded`), for its metrics.
+    pub balancer: Option<Arc<crate::lb::Balancer>>,
 }
 
 /// The state handed to handlers.
@@ -57,6 +59,8 @@ pub struct Application {
     http_addr: SocketAddr,
     sftp: SftpServer,
     sftp_addr: SocketAddr,
+    /// The pools' control loop, when this process runs the balancer.
+    lb: Option<crate::lb::control::Control>,
 }
 
 /// Creates a directory (and parents) traversable, not listable, by other users.
@@ -148,7 +152,12 @@ impl Application {
             config.http.max_event_streams_per_user,
             db::events::last_id(&db).await?,
         );
+        let lb = config
+            .lb
+            .embedded
+            .then(|| crate::lb::control::Control::new(db.clone(), &config));
         let state = Arc::new(App {
+            balancer: lb.as_ref().map(|c| c.balancer()),
             feed,
             sftp_addr,
             reconcile_now,
@@ -167,6 +176,7 @@ impl Application {
             http_addr,
             sftp,
             sftp_addr,
+            lb,
         })
     }
 
@@ -197,6 +207,7 @@ impl Application {
             self.state.prov.clone(),
         ));
         let sftp = tokio::spawn(self.sftp.run());
+        let lb = self.lb.map(|c| tokio::spawn(c.run()));
         let router = router(self.state.clone());
         tracing::info!(http = %self.http_addr, sftp = %self.sftp_addr, "carve is serving");
         let http_config = self.state.config.http.clone();
@@ -206,6 +217,13 @@ impl Application {
         feed.abort();
         sampler.abort();
         sftp.abort();
+        if let Some(lb) = lb {
+            lb.abort();
+        }
+        if let Some(balancer) = &self.state.balancer {
+            // Listeners close; open connections finish on their own.
+            balancer.apply(&[]).await;
+        }
         served.context("serving HTTP")
     }
 }

@@ -31,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the API, panel, SFTP server and reconciler.
     Serve,
+    /// Run only the load balancer of the stored pools (set `lb.embedded = false` for
+    /// `carve serve` then).
+    Lb,
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Bootstrap users and tokens.
@@ -99,6 +102,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Lb => {
+            let db = open_database(&config).await?;
+            let control = crate::lb::control::Control::new(db, &config);
+            tracing::info!("carve lb is serving the stored pools");
+            tokio::select! {
+                _ = control.run() => {}
+                _ = shutdown_signal() => {}
+            }
+            Ok(())
         }
         Command::Migrate => {
             open_database(&config).await?;

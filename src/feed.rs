@@ -30,14 +30,15 @@ const KEEP_EVENTS: i64 = 200_000;
 pub struct Event {
     /// Resumes the stream (`Last-Event-ID`).
     pub id: i64,
-    /// `vm`, `operation` or `usage`; `reset` when the events since the client's last one
+    /// `vm`, `operation`, `usage` or `pool`; `reset` when the events since the client's last one
     /// are no longer kept (it should reload what it shows).
     pub kind: String,
     /// The id of what changed.
     pub subject: String,
     pub tenant_id: String,
     /// What changed: for `vm` its id, name, state and whether it is deleted; for `operation`
-    /// its id, kind, target, state and steps; for `usage` the tenant's usage and quota.
+    /// its id, kind, target, state and steps; for `usage` the tenant's usage and quota; for
+    /// `pool` its id, name, whether it is deleted, and the member that changed.
     pub data: serde_json::Value,
 }
 

@@ -14,6 +14,7 @@ pub mod http_server;
 pub mod hypervisor;
 pub mod lb;
 pub mod metrics;
+pub mod pools;
 pub mod provision;
 pub mod quota;
 pub mod request;

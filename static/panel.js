@@ -62,6 +62,7 @@
     if (!box || !ev.data) return;
     if (ev.kind === "vm" && ev.data.name) box.textContent = ev.data.name + " is " + (ev.data.deleted ? "deleted" : ev.data.state) + ".";
     else if (ev.kind === "operation" && ev.data.kind) box.textContent = "Operation " + ev.data.kind + " " + ev.data.state + ".";
+    else if (ev.kind === "pool" && ev.data.member) box.textContent = "Pool " + ev.data.name + ": a member is " + ev.data.member.state + ".";
   }
 
   function onEvent(e) {
@@ -80,7 +81,7 @@
     var mark = document.querySelector("[data-event-id]");
     var from = mark ? mark.getAttribute("data-event-id") : "";
     var es = new EventSource("/events" + (from ? "?last_event_id=" + encodeURIComponent(from) : ""));
-    ["vm", "operation", "usage"].forEach(function (k) { es.addEventListener(k, onEvent); });
+    ["vm", "operation", "usage", "pool"].forEach(function (k) { es.addEventListener(k, onEvent); });
     // Changes were missed for good (the server no longer keeps them): show the page afresh.
     es.addEventListener("reset", function () { location.reload(); });
     es.addEventListener("open", function () { document.documentElement.setAttribute("data-live-ready", "true"); });

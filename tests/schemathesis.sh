@@ -17,7 +17,7 @@ export CARVE_DATA_DIR=$work/data CARVE_IMAGE_DIR=${CARVE_IMAGE_DIR:-/var/lib/car
 # Every listener on a free port, so this runs beside `make run` (8080, 2222) or another test.
 export CARVE_LIBVIRT_URI=test:///default CARVE_LIBVIRT_DOMAIN_TYPE=qemu CARVE_HTTP_LISTEN=127.0.0.1:$port
 export CARVE_SFTP_LISTEN=127.0.0.1:0
-export CARVE_NETWORK_FORWARD_PORTS=39000-39999 RUST_LOG=warn
+export CARVE_NETWORK_FORWARD_PORTS=39000-39999 CARVE_LB_PORTS=38900-38999 RUST_LOG=warn
 carve=target/debug/carve
 echo "schemathesis admin pw" | $carve admin create-user --email admin@example.com --role admin >/dev/null
 admin=$($carve admin create-token --email admin@example.com --name schemathesis)
@@ -42,6 +42,7 @@ customer=$(curl -sf -H 'content-type: application/json' "$base/api/v1/tokens" \
 created=$(api "$customer" POST /vms '{"name":"target","plan":"small","image":"tiny","ports":[80]}')
 vm=$(echo "$created" | field "['vm']['id']")
 op=$(echo "$created" | field "['id']")
+pool=$(api "$customer" POST /pools '{"name":"web","protocol":"http"}' | field "['id']")
 
 # Real ids for the paths that take one, so requests reach past the 404s.
 cat > "$work/schemathesis.toml" <<TOML
@@ -56,6 +57,10 @@ parameters = { "path.id" = "$op" }
 [[operations]]
 include-path-regex = "^/api/v1/tenants/"
 parameters = { "path.id" = "$tenant" }
+
+[[operations]]
+include-path-regex = "^/api/v1/pools/"
+parameters = { "path.id" = "$pool", "path.vm_id" = "$vm" }
 TOML
 
 status=0

@@ -1,4 +1,4 @@
-//! `/events`: live changes (VM states, operation progress, usage) as server-sent events.
+//! `/events`: live changes (VM states, operation progress, usage, pools) as server-sent events.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -18,7 +18,7 @@ use crate::request::{event_stream, last_event_id};
 pub struct SseEvent {
     /// Send back as `Last-Event-ID` to resume after this event.
     pub id: String,
-    /// `vm`, `operation`, `usage`, or `reset` (reload: events were missed for good).
+    /// `vm`, `operation`, `usage`, `pool`, or `reset` (reload: events were missed for good).
     pub event: String,
     /// The change, as JSON text.
     pub data: String,
@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Stream the changes the caller may see: VM state changes (`vm`), operation progress
-/// (`operation`) and tenant usage (`usage`). Each event's `id` resumes the stream: send it
+/// (`operation`), tenant usage (`usage`) and pools and their members' states (`pool`). Each event's `id` resumes the stream: send it
 /// back as `Last-Event-ID` (or `?last_event_id=`) and nothing in between is lost. The stream
 /// ends after `http.event_stream_secs`; reconnect to go on.
 #[utoipa::path(get, path = "/events", tag = "events", security(("bearer" = [])),

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod events;
 pub mod hosts;
 pub mod operations;
+pub mod pools;
 pub mod problem;
 pub mod sftp_accounts;
 pub mod ssh_keys;
@@ -48,6 +49,7 @@ pub use problem::{FieldError, Problem, problem_response};
         (name = "audit", description = "The audit log"),
         (name = "sftp", description = "SFTP accounts"),
         (name = "events", description = "Live changes as server-sent events"),
+        (name = "pools", description = "Load-balanced pools of VMs"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +78,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(tokens::router())
         .merge(sftp_accounts::router())
         .merge(ssh_keys::router())
+        .merge(pools::router())
         .merge(events::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }

@@ -195,9 +195,16 @@ pub struct CreateVmRequest {
     #[serde(default)]
     #[schema(max_items = 16, value_type = Vec<u16>)]
     pub ports: Vec<i64>,
-    /// Load-balanced pool to join.
+    /// Load-balanced pool (id or name) to join: the VM takes traffic once its first health
+    /// check passes.
     #[serde(default)]
+    #[schema(max_length = 64)]
     pub pool: Option<String>,
+    /// The guest port the pool sends traffic to; one of `ports` (needed when there are
+    /// several).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub pool_port: Option<u16>,
     /// Owning tenant (admins only; a customer's VMs go to its tenant).
     #[serde(default)]
     pub tenant_id: Option<String>,
@@ -213,6 +220,7 @@ impl From<CreateVmRequest> for crate::provision::vms::CreateVm {
             user_data: r.user_data,
             ports: r.ports,
             pool: r.pool,
+            pool_port: r.pool_port,
             tenant_id: r.tenant_id,
         }
     }

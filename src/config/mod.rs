@@ -27,6 +27,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub capacity: CapacityConfig,
     pub reconciler: ReconcilerConfig,
+    pub lb: LbConfig,
     pub quota: QuotaConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
@@ -44,6 +45,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             capacity: CapacityConfig::default(),
             reconciler: ReconcilerConfig::default(),
+            lb: LbConfig::default(),
             quota: QuotaConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -142,6 +144,19 @@ impl Config {
                     .into(),
             ));
         }
+        if self.lb.max_connections_per_pool == 0 {
+            return Err(ConfigError::Invalid(
+                "lb.max_connections_per_pool must be at least 1".into(),
+            ));
+        }
+        let (lb, fw) = (self.lb.ports, self.network.forward_ports);
+        if lb.first <= fw.last && fw.first <= lb.last {
+            return Err(ConfigError::Invalid(format!(
+                "lb.ports ({}) overlaps network.forward_ports ({}); give pools ports of their own",
+                String::from(lb),
+                String::from(fw)
+            )));
+        }
         Ok(())
     }
 
@@ -173,6 +188,7 @@ const SECTIONS: &[&str] = &[
     "network",
     "capacity",
     "reconciler",
+    "lb",
     "quota",
     "auth",
     "log",

@@ -207,6 +207,34 @@ impl Default for ReconcilerConfig {
     }
 }
 
+/// Load-balanced pools: where their listeners go and whether this process runs them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LbConfig {
+    /// Run the balancer in `carve serve` (set false when `carve lb` runs it instead).
+    pub embedded: bool,
+    /// Address pool listeners bind.
+    pub listen_address: IpAddr,
+    /// Ports pools may listen on, e.g. `19000-19999`.
+    pub ports: PortRange,
+    /// Client connections one pool holds at once; more are closed as they arrive.
+    pub max_connections_per_pool: usize,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            listen_address: IpAddr::from([127, 0, 0, 1]),
+            ports: PortRange {
+                first: 19000,
+                last: 19999,
+            },
+            max_connections_per_pool: 10_000,
+        }
+    }
+}
+
 /// The quota of a tenant that has none of its own.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

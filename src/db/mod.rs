@@ -10,6 +10,7 @@ pub mod login_failures;
 pub mod operations;
 pub mod page;
 pub mod plans;
+pub mod pools;
 pub mod ports;
 pub mod quotas;
 pub mod sessions;

@@ -53,6 +53,7 @@ id_type!(VmId, "vm", "A virtual machine's id.");
 id_type!(OperationId, "op", "An operation's id.");
 id_type!(SftpAccountId, "sa", "An SFTP account's id.");
 id_type!(SshKeyId, "sk", "A saved SSH key's id.");
+id_type!(PoolId, "lb", "A load-balanced pool's id.");
 
 impl TenantId {
     /// The tenant that owns admins' VMs when no tenant is named.

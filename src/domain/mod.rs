@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod ids;
 pub mod names;
 pub mod operation;
+pub mod pool;
 pub mod role;
 pub mod sizes;
 pub mod ssh;

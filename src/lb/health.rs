@@ -5,12 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::member::{Member, MemberState};
 use super::pool::Pool;
 use super::spec::Check;
+use crate::pools::probe;
 
 /// Checks `member` of `pool` until it is draining.
 pub async fn watch(pool: Arc<Pool>, member: Arc<Member>) {
@@ -52,35 +50,10 @@ pub async fn watch(pool: Arc<Pool>, member: Arc<Member>) {
 /// One check.
 pub async fn check(addr: SocketAddr, check: &Check) -> bool {
     match check {
-        Check::Tcp => TcpStream::connect(addr).await.is_ok(),
+        Check::Tcp => probe::tcp_accepts(addr).await,
         Check::Http {
             path,
             expect_status,
-        } => http_status(addr, path).await == Some(*expect_status),
+        } => probe::http_status(addr, path).await == Some(*expect_status),
     }
-}
-
-/// The status a `GET path` answers with (HTTP/1.0, connection closed after).
-async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: carve-health-check\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = [0u8; 64];
-    let mut n = 0;
-    while n < 12 {
-        let read = s.read(&mut buf[n..]).await.ok()?;
-        if read == 0 {
-            break;
-        }
-        n += read;
-    }
-    let line = std::str::from_utf8(&buf[..n]).ok()?;
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    parts.next()?.get(..3)?.parse().ok()
 }

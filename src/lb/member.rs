@@ -18,6 +18,8 @@ pub enum MemberState {
     Unhealthy,
     /// Leaving: no new work; open work may finish until the drain timeout.
     Draining,
+    /// Drained and forgotten (seen only in the last transition of a member).
+    Gone,
 }
 
 impl MemberState {
@@ -28,6 +30,7 @@ impl MemberState {
             MemberState::Healthy => "healthy",
             MemberState::Unhealthy => "unhealthy",
             MemberState::Draining => "draining",
+            MemberState::Gone => "gone",
         }
     }
 
@@ -36,7 +39,8 @@ impl MemberState {
             0 => MemberState::Joining,
             1 => MemberState::Healthy,
             2 => MemberState::Unhealthy,
-            _ => MemberState::Draining,
+            3 => MemberState::Draining,
+            _ => MemberState::Gone,
         }
     }
 
@@ -46,6 +50,7 @@ impl MemberState {
             MemberState::Healthy => 1,
             MemberState::Unhealthy => 2,
             MemberState::Draining => 3,
+            MemberState::Gone => 4,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! leaving member's open work finish. [`Balancer::apply`] takes the running pools to a new
 //! set of specs in place: open connections never notice a member or pool change.
 
+pub mod control;
 pub mod health;
 pub mod http;
 pub mod member;

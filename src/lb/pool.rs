@@ -177,6 +177,8 @@ impl Pool {
                 .cloned()
                 .collect();
             *members = Arc::new(kept);
+            drop(members);
+            pool.moved(&member, MemberState::Draining, MemberState::Gone);
         });
     }
 }

@@ -18,7 +18,7 @@ use crate::db::vms::{NewVm, VmRow};
 use crate::db::{self, Scope, WriteTx};
 use crate::domain::Invalid;
 use crate::domain::capacity::{self, Shortfall};
-use crate::domain::ids::{HostId, OperationId, TenantId, VmId};
+use crate::domain::ids::{HostId, OperationId, VmId};
 use crate::domain::names::VmName;
 use crate::domain::sizes::Resources;
 use crate::domain::ssh::{self, SshPublicKey};
@@ -67,7 +67,7 @@ pub async fn operations(
 mod tests {
     use super::*;
     use crate::auth::Role;
-    use crate::domain::ids::UserId;
+    use crate::domain::ids::{TenantId, UserId};
 
     fn principal(role: Role) -> Principal {
         Principal {

@@ -5,6 +5,7 @@
 use crate::auth::{Principal, Role, token_digest};
 use crate::db::{self, Db};
 use crate::domain::ids::{TenantId, UserId};
+use crate::error::AppError;
 
 /// What a presented credential turned out to be.
 #[derive(Debug, Clone)]
@@ -66,4 +67,38 @@ pub async fn from_session(db: &Db, cookie: &str) -> Result<Resolved<String>, sql
             o.csrf_token,
         ),
     })
+}
+
+/// The tenant a new resource (`what`, e.g. "VMs") belongs to: the customer's own, or for
+/// admins the one named (or the default tenant), which must not be suspended.
+pub async fn owning_tenant(
+    db: &Db,
+    actor: &Principal,
+    requested: Option<&str>,
+    what: &str,
+) -> Result<TenantId, AppError> {
+    if !actor.is_admin() {
+        if requested.is_some() {
+            return Err(AppError::invalid(
+                "tenant_id",
+                "only admins choose the tenant; leave tenant_id out",
+            ));
+        }
+        return actor
+            .tenant_id
+            .clone()
+            .ok_or_else(|| AppError::Forbidden("your account has no tenant".into()));
+    }
+    let Some(raw) = requested else {
+        return Ok(TenantId::default_tenant());
+    };
+    let unknown = || AppError::invalid("tenant_id", format!("no tenant has id {raw:?}"));
+    let id = TenantId::parse(raw).ok_or_else(unknown)?;
+    let tenant = db::tenants::get(db, &id).await?.ok_or_else(unknown)?;
+    if tenant.suspended {
+        return Err(AppError::Conflict(format!(
+            "tenant {id} is suspended; reinstate it before creating {what}"
+        )));
+    }
+    Ok(id)
 }

@@ -11,6 +11,7 @@ mod errors;
 mod events;
 mod form;
 mod layout;
+mod pools;
 pub mod session;
 mod sftp;
 mod vm_live;
@@ -47,6 +48,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/vms/{id}/resize", post(vms::resize))
         .route("/vms/{id}/delete", post(vms::delete))
         .route("/vms/{id}/live", get(vms::live))
+        .route("/pools", get(pools::list).post(pools::create))
+        .route("/pools/{id}", get(pools::show))
+        .route("/pools/{id}/members", post(pools::attach))
+        .route("/pools/{id}/members/{vm_id}/detach", post(pools::detach))
+        .route("/pools/{id}/settings", post(pools::settings))
+        .route("/pools/{id}/delete", post(pools::delete))
         .route("/sftp", get(sftp::list).post(sftp::create))
         .route("/sftp/{id}", get(sftp::show))
         .route("/sftp/{id}/password", post(sftp::set_password))

@@ -203,6 +203,7 @@ pub async fn create(
         user_data: fields.opt("user_data").map(|u| u.replace("\r\n", "\n")),
         ports,
         pool: None,
+        pool_port: None,
         tenant_id: fields.opt("tenant_id").map(str::to_string),
     };
     match service::create(&app.prov, actor, req).await {

@@ -45,7 +45,10 @@ static LOG: Once = Once::new();
 /// Each app gets its own host port range so parallel tests never collide.
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 
-/// A fresh forward port range of 40 ports.
+/// Of each app's 40 ports, how many (the last ones) are for pool listeners.
+pub const LB_PORTS: u16 = 8;
+
+/// A fresh port range of 40 ports: guest forwards, then pool listeners.
 pub fn port_range() -> (u16, u16) {
     let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
     let base = 30000 + (std::process::id() % 50) as u16 * 600 + (n % 15) * 40;
@@ -83,7 +86,11 @@ pub fn config(backend: Backend, data: &Path, ports: (u16, u16), extra: &[(&str, 
         ("CARVE_LIBVIRT_STOP_TIMEOUT_SECS", "30".into()),
         (
             "CARVE_NETWORK_FORWARD_PORTS",
-            format!("{}-{}", ports.0, ports.1),
+            format!("{}-{}", ports.0, ports.1 - LB_PORTS),
+        ),
+        (
+            "CARVE_LB_PORTS",
+            format!("{}-{}", ports.1 - LB_PORTS + 1, ports.1),
         ),
         ("CARVE_RECONCILER_INTERVAL_SECS", "2".into()),
         ("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6".into()),
@@ -378,7 +385,11 @@ pub fn carve_command(
         .env("CARVE_LIBVIRT_DOMAIN_TYPE", "qemu")
         .env(
             "CARVE_NETWORK_FORWARD_PORTS",
-            format!("{}-{}", ports.0, ports.1),
+            format!("{}-{}", ports.0, ports.1 - LB_PORTS),
+        )
+        .env(
+            "CARVE_LB_PORTS",
+            format!("{}-{}", ports.1 - LB_PORTS + 1, ports.1),
         )
         .env(
             "RUST_LOG",

@@ -10,6 +10,7 @@ mod lb;
 mod observability;
 mod openapi;
 mod panel;
+mod pools;
 mod reconciler;
 mod recovery;
 mod sessions;

@@ -70,10 +70,10 @@ pub(crate) fn check_create_fields(
             "port forwards exist only in network mode \"user\"; bridged guests are reachable directly",
         ));
     }
-    if req.pool.is_some() {
+    if req.pool.is_none() && req.pool_port.is_some() {
         errors.push(Invalid::new(
-            "pool",
-            "load-balanced pools are not available on this carve yet; leave pool out",
+            "pool_port",
+            "pool_port is for joining a pool; give pool too, or leave pool_port out",
         ));
     }
     match name {
@@ -85,39 +85,6 @@ pub(crate) fn check_create_fields(
         }),
         _ => Err(AppError::Invalid(errors)),
     }
-}
-
-/// The tenant a new VM belongs to: the customer's own, or for admins the one named (or the
-/// default tenant).
-pub(crate) async fn owning_tenant(
-    p: &Provisioner,
-    actor: &Principal,
-    requested: Option<&str>,
-) -> Result<TenantId, AppError> {
-    if !actor.is_admin() {
-        if requested.is_some() {
-            return Err(AppError::invalid(
-                "tenant_id",
-                "only admins choose the tenant; leave tenant_id out",
-            ));
-        }
-        return actor
-            .tenant_id
-            .clone()
-            .ok_or_else(|| AppError::Forbidden("your account has no tenant".into()));
-    }
-    let Some(raw) = requested else {
-        return Ok(TenantId::default_tenant());
-    };
-    let unknown = || AppError::invalid("tenant_id", format!("no tenant has id {raw:?}"));
-    let id = TenantId::parse(raw).ok_or_else(unknown)?;
-    let tenant = db::tenants::get(&p.db, &id).await?.ok_or_else(unknown)?;
-    if tenant.suspended {
-        return Err(AppError::Conflict(format!(
-            "tenant {id} is suspended; reinstate it before creating VMs"
-        )));
-    }
-    Ok(id)
 }
 
 /// Picks the host with the most free memory that fits `need`, inside the write transaction;
@@ -155,7 +122,9 @@ pub async fn create(
     req: CreateVm,
 ) -> Result<(VmView, OperationView), AppError> {
     let checked = check_create_fields(p, &req)?;
-    let tenant = owning_tenant(p, actor, req.tenant_id.as_deref()).await?;
+    let tenant =
+        crate::tenancy::principal::owning_tenant(&p.db, actor, req.tenant_id.as_deref(), "VMs")
+            .await?;
     let plan = db::plans::find(&p.db, &req.plan).await?.ok_or_else(|| {
         AppError::invalid(
             "plan",
@@ -250,6 +219,17 @@ pub async fn create(
         AllocateError::Exhausted(_) => AppError::Conflict(e.to_string()),
         AllocateError::Db(e) => e.into(),
     })?;
+    if let Some(pool) = &req.pool {
+        let (pool, port) = crate::pools::members::check_join(
+            &mut tx,
+            &tenant,
+            pool,
+            req.pool_port,
+            &checked.ports,
+        )
+        .await?;
+        crate::pools::members::join_new_vm(&mut tx, &pool, &vm_id, port).await?;
+    }
     let op = db::operations::insert(
         &mut tx,
         &tenant,

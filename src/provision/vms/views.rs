@@ -22,8 +22,10 @@ pub struct CreateVm {
     pub user_data: Option<String>,
     /// Guest TCP ports to forward from the host (network mode `user`).
     pub ports: Vec<i64>,
-    /// Load-balanced pool to join.
+    /// Load-balanced pool (id or name) to join once healthy.
     pub pool: Option<String>,
+    /// The guest port the pool sends traffic to (needed when `ports` has several).
+    pub pool_port: Option<u16>,
     /// Owning tenant (admins only; a customer's VMs go to its tenant).
     pub tenant_id: Option<String>,
 }

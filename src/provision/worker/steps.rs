@@ -190,6 +190,7 @@ pub(super) async fn stop(
         return Ok(());
     }
     if !force {
+        drain_from_pools(p, vm, progress).await?;
         let graceful = progress
             .step("shut down (ACPI)", shutdown_and_wait(p, vm))
             .await;
@@ -202,6 +203,33 @@ pub(super) async fn stop(
     progress
         .step("power off", async {
             Ok(p.hv.call(move |h| h.destroy(&name)).await?)
+        })
+        .await
+}
+
+/// Before a VM goes down: lets the balancer take it out of its pools and drain its open
+/// work (the VM left `running`, so no pool sends it anything new). Waits at most the longest
+/// drain timeout and a margin, so a stopped balancer cannot hold the operation up.
+async fn drain_from_pools(
+    p: &Provisioner,
+    vm: &VmRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let (members, drain_s) = db::pools::in_balancer(&p.db, &vm.id).await?;
+    if members == 0 {
+        return Ok(());
+    }
+    progress
+        .step("drain from pools", async {
+            let deadline = Instant::now() + Duration::from_secs(drain_s.clamp(0, 3600) as u64 + 3);
+            while Instant::now() < deadline {
+                if db::pools::in_balancer(&p.db, &vm.id).await?.0 == 0 {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tracing::warn!(vm = %vm.id, "the balancer did not report the drain in time; going on");
+            Ok(())
         })
         .await
 }
@@ -248,6 +276,7 @@ pub(super) async fn reboot(
     vm: &VmRow,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
+    drain_from_pools(p, vm, progress).await?;
     let name = vm.domain_name.clone();
     progress
         .step("reboot", async {
@@ -349,6 +378,7 @@ pub(super) async fn delete(
     vm: &VmRow,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
+    drain_from_pools(p, vm, progress).await?;
     progress
         .step("remove domain and files", remove_everything(p, vm))
         .await?;
@@ -373,6 +403,7 @@ async fn remove_everything(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
 async fn release(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
     let mut tx = db::begin_write(&p.db).await?;
     db::ports::release(&mut tx, &vm.id).await?;
+    db::pools::remove_vm(&mut tx, &vm.id).await?;
     db::vms::mark_deleted(&mut tx, &vm.id).await?;
     tx.commit().await?;
     Ok(())
