@@ -165,6 +165,9 @@ pub async fn render(app: &AppState) -> anyhow::Result<String> {
         .map(|h| h.unmanaged().len())
         .sum();
     writeln!(out, "carve_unmanaged_domains {unmanaged}")?;
+    if let Some(balancer) = &app.balancer {
+        crate::lb::stats::render(balancer, &mut out);
+    }
     if let Some(rss) = resident_bytes() {
         writeln!(
             out,

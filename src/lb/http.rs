@@ -7,8 +7,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Empty, Full, combinators::UnsyncBoxBody};
@@ -61,17 +62,26 @@ async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
     ) {
         return;
     }
+    let closing = pool.closing();
     let service = hyper::service::service_fn(move |req| {
         let pool = pool.clone();
         async move { Ok::<_, Infallible>(forward(req, peer, &pool).await) }
     });
-    let served = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(CLIENT_IDLE_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = until_killed(closing) => {
+            // The pool stopped: the request in progress finishes, then the connection closes.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = served {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
@@ -87,18 +97,23 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
         .and_then(|id| pool.member_in_rotation(&id));
     let stuck = sticky_member.is_some();
     let Some(first) = sticky_member.or_else(|| pool.pick(None)) else {
+        pool.stats.unavailable.fetch_add(1, Ordering::Relaxed);
         return unavailable();
     };
     let (mut upstream, reused, active) = match open(&first).await {
         Some((c, reused)) => (c, reused, first.begin()),
         None => {
             // Nothing was sent: another member may take the request.
+            first.stats.failed.fetch_add(1, Ordering::Relaxed);
             let Some(second) = pool.pick(Some(&first)) else {
                 return bad_gateway();
             };
             match open(&second).await {
                 Some((c, reused)) => (c, reused, second.begin()),
-                None => return bad_gateway(),
+                None => {
+                    second.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    return bad_gateway();
+                }
             }
         }
     };
@@ -116,6 +131,8 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
     } else {
         req.map(Either::Left)
     };
+    let mut started = Instant::now();
+    member.stats.sent.fetch_add(1, Ordering::Relaxed);
     let mut answer = match tokio::time::timeout(ANSWER_TIMEOUT, upstream.try_send_request(req))
         .await
     {
@@ -128,28 +145,43 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
                 (None, Some(head)) if closed_before_answer(e.error()) => head,
                 _ => {
                     tracing::debug!(member = %member.id, error = %e.error(), "member failed the request");
+                    member.stats.failed.fetch_add(1, Ordering::Relaxed);
                     return bad_gateway();
                 }
             };
+            member.stats.failed.fetch_add(1, Ordering::Relaxed);
             // It goes once more, over a new connection, to another member if there is one.
             let other = pool.pick(Some(&member)).unwrap_or_else(|| member.clone());
             let Some(fresh) = connect(&other).await else {
+                other.stats.failed.fetch_add(1, Ordering::Relaxed);
                 return bad_gateway();
             };
             upstream = fresh;
             active = other.begin();
             member = other;
+            started = Instant::now();
+            member.stats.sent.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(ANSWER_TIMEOUT, upstream.send_request(again)).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(e)) => {
                     tracing::debug!(member = %member.id, error = %e, "member failed the request");
+                    member.stats.failed.fetch_add(1, Ordering::Relaxed);
                     return bad_gateway();
                 }
-                Err(_) => return gateway_timeout(),
+                Err(_) => {
+                    member.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    return gateway_timeout();
+                }
             }
         }
-        Err(_) => return gateway_timeout(),
+        Err(_) => {
+            member.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return gateway_timeout();
+        }
     };
+    member
+        .stats
+        .answered(answer.status().as_u16(), started.elapsed());
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {

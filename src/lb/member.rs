@@ -67,6 +67,8 @@ pub struct Member {
     kill: watch::Sender<bool>,
     /// Idle keep-alive connections to the member (HTTP pools).
     idle: std::sync::Mutex<Vec<Upstream>>,
+    /// What it did.
+    pub stats: super::stats::MemberStats,
 }
 
 /// A keep-alive HTTP/1.1 connection to a member.
@@ -91,6 +93,7 @@ impl Member {
             active: AtomicUsize::new(0),
             kill: watch::channel(false).0,
             idle: std::sync::Mutex::new(Vec::new()),
+            stats: Default::default(),
         })
     }
 

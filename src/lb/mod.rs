@@ -10,10 +10,12 @@ pub mod member;
 pub mod pick;
 pub mod pool;
 pub mod spec;
+pub mod stats;
 pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -137,6 +139,14 @@ impl Balancer {
         failed
     }
 
+    /// Every running pool, by id.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools: Vec<Arc<Pool>> = running.values().map(|r| r.pool.clone()).collect();
+        pools.sort_by(|a, b| a.id.cmp(&b.id));
+        pools
+    }
+
     /// The running pool with this id (its members and their states).
     pub fn pool(&self, id: &str) -> Option<Arc<Pool>> {
         self.running
@@ -164,10 +174,17 @@ async fn accept_loop<F, Fut>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        pool.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    pool.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    pool.stats.open.fetch_add(1, Ordering::Relaxed);
                     let work = serve_one(stream, peer, pool.clone());
+                    let pool = pool.clone();
                     tokio::spawn(async move {
                         work.await;
+                        pool.stats.open.fetch_sub(1, Ordering::Relaxed);
                         drop(slot);
                     });
                 }

@@ -47,6 +47,10 @@ pub struct Pool {
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     picker: Picker,
     transitions: tokio::sync::mpsc::UnboundedSender<Transition>,
+    /// Connection counters.
+    pub stats: super::stats::PoolStats,
+    /// Set when the pool stops serving: kept-alive client connections close once idle.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Pool {
@@ -61,6 +65,8 @@ impl Pool {
             members: RwLock::new(Arc::new(Vec::new())),
             picker: Picker::default(),
             transitions,
+            stats: Default::default(),
+            closing: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -146,8 +152,14 @@ impl Pool {
         added
     }
 
-    /// Drains every member (the pool is going away).
+    /// Resolves when the pool stops serving.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Drains every member (the pool is going away); client connections close once idle.
     pub fn drain_all(self: &Arc<Self>) {
+        let _ = self.closing.send(true);
         for m in self.members().iter() {
             self.drain(m.clone());
         }

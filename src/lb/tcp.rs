@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -31,6 +32,7 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
     let _ = client.set_nodelay(true);
     let Some((mut upstream, active)) = connect(&pool).await else {
         // No member can take it: close at once rather than hold the client.
+        pool.stats.unavailable.fetch_add(1, Ordering::Relaxed);
         return;
     };
     if pool.settings().proxy_v2
@@ -54,19 +56,26 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
 async fn connect(pool: &Pool) -> Option<(TcpStream, super::member::Active)> {
     let first = pool.pick(None)?;
     let active = first.begin();
+    first.stats.sent.fetch_add(1, Ordering::Relaxed);
     if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(first.addr)).await {
         let _ = s.set_nodelay(true);
         return Some((s, active));
     }
+    first.stats.failed.fetch_add(1, Ordering::Relaxed);
     drop(active);
     let second = pool.pick(Some(&first))?;
     let active = second.begin();
-    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(second.addr))
-        .await
-        .ok()?
-        .ok()?;
-    let _ = s.set_nodelay(true);
-    Some((s, active))
+    second.stats.sent.fetch_add(1, Ordering::Relaxed);
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(second.addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some((s, active))
+        }
+        _ => {
+            second.stats.failed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 /// A PROXY protocol v2 header saying the connection came from `client` to `server`.

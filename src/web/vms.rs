@@ -54,6 +54,8 @@ struct NewVmPage {
     images: Vec<ImageView>,
     keys: Vec<SshKeyView>,
     tenants: Vec<(String, String)>,
+    /// Pools a new VM may join: id and label.
+    pools: Vec<(String, String)>,
     form: Fields,
     errors: FieldErrors,
 }
@@ -126,6 +128,19 @@ async fn new_page(
         Vec::new()
     };
     let keys = ssh_keys::list(&app.db, actor).await?;
+    let pools = crate::pools::list(app, actor, &PageRequest::FIRST_MAX)
+        .await?
+        .items
+        .into_iter()
+        .map(|p| {
+            let label = if actor.is_admin() {
+                format!("{} ({}, tenant {})", p.name, p.listen, p.tenant_id)
+            } else {
+                format!("{} ({})", p.name, p.listen)
+            };
+            (p.id, label)
+        })
+        .collect();
     Ok(page(
         status,
         &NewVmPage {
@@ -134,6 +149,7 @@ async fn new_page(
             images,
             keys,
             tenants,
+            pools,
             form,
             errors,
         },
@@ -202,8 +218,31 @@ pub async fn create(
         ssh_keys: keys,
         user_data: fields.opt("user_data").map(|u| u.replace("\r\n", "\n")),
         ports,
-        pool: None,
-        pool_port: None,
+        pool: fields.opt("pool").map(str::to_string),
+        pool_port: match fields
+            .opt("pool_port")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(port) => Some(port),
+                Err(_) => {
+                    let errors = FieldErrors::field(
+                        "pool_port",
+                        format!("{p:?} is not a port: use 1 to 65535"),
+                    );
+                    return new_page(
+                        &app,
+                        &user,
+                        fields,
+                        errors,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    )
+                    .await;
+                }
+            },
+        },
         tenant_id: fields.opt("tenant_id").map(str::to_string),
     };
     match service::create(&app.prov, actor, req).await {

@@ -491,6 +491,41 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
         .map(|n| format!("hello from {n}"))
         .collect();
     assert_eq!(seen, expected);
+    // The metrics count what each member did.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for vm in &vms {
+        let labels = format!("pool=\"{pool}\",member=\"{vm}\"");
+        assert!(
+            metrics.contains(&format!(
+                "carve_pool_member_up{{{labels},state=\"healthy\"}} 1"
+            )),
+            "{metrics}"
+        );
+        let sent = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "carve_pool_member_responses_total{{{labels},class=\"2xx\"}} "
+                ))
+            })
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert_eq!(sent, 4, "each member answered its turn: {metrics}");
+    }
+    assert!(
+        metrics.contains(&format!(
+            "carve_pool_unavailable_total{{pool=\"{pool}\"}} 2"
+        )),
+        "the two early 503s are counted: {metrics}"
+    );
 
     // Stopping web-1 under a request loop: it drains first; not one request fails.
     let stop = tokio::spawn({
@@ -589,4 +624,156 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
         app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
             .await;
     }
+}
+
+/// A tiny HTTP server standing in for a guest on a test-driver VM's forwarded port: answers
+/// every request with `body`.
+async fn stand_in(port: u16, body: &'static str) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the forward's host port is free for the stand-in");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// `carve lb` on the app's data directory (killed when dropped).
+fn lb_child(app: &TestApp) -> crate::helpers::ChildServer {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(app.data_dir.path().join("lb.log"))
+        .unwrap();
+    let child = crate::helpers::carve_command(
+        app.data_dir.path(),
+        Backend::TestDriver,
+        crate::helpers::free_port(),
+        &[],
+    )
+    .arg("lb")
+    .stdout(std::process::Stdio::null())
+    .stderr(log)
+    .spawn()
+    .expect("carve lb starts");
+    crate::helpers::ChildServer {
+        child,
+        base: String::new(),
+    }
+}
+
+/// GETs `url` until it answers `want` (status and body start).
+async fn until_answer(url: &str, status: u16, body: &str) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = match client.get(url).send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        };
+        if got.0 == status && got.1.starts_with(body) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} answered {got:?}, wanted {status} {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn carve_lb_serves_the_pools_of_serve_and_comes_back_after_kill_9() {
+    let app =
+        crate::helpers::spawn_app_with(Backend::TestDriver, &[("CARVE_LB_EMBEDDED", "false")])
+            .await;
+    app.plan("small", 1, 128, 1).await;
+    let (_tenant, alice) = tenant_with_customer(&app, "shop").await;
+    let (vm, _) = create_vm(&app, &alice, "web-1").await;
+    let forward = app
+        .call_as(&alice, "GET", &format!("/api/v1/vms/{vm}"), None)
+        .await
+        .body["forwards"][0]["host_port"]
+        .as_u64()
+        .unwrap() as u16;
+    let _guest = stand_in(forward, "hello from web-1").await;
+    let a = app
+        .call_as(&alice, "POST", "/api/v1/pools", Some(json!({"name": "web", "protocol": "http", "health_check": {"interval_s": 1, "rise": 1}})))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let pool = a.body["id"].as_str().unwrap().to_string();
+    let url = format!("http://{}/", a.body["listen"].as_str().unwrap());
+    // serve runs no balancer here: nothing listens until carve lb starts.
+    assert!(
+        reqwest::get(&url).await.is_err(),
+        "serve should not run the balancer"
+    );
+    let a = app
+        .call_as(
+            &alice,
+            "POST",
+            &format!("/api/v1/pools/{pool}/members"),
+            Some(json!({"vm_id": vm, "port": 80})),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(a.body["members"][0]["state"], "joining");
+
+    let lb = lb_child(&app);
+    until_answer(&url, 200, "hello from web-1").await;
+    // What carve lb sees is written back: serve's API shows the member healthy.
+    until_members(&app, &alice, &pool, &[(vm.as_str(), "healthy")]).await;
+
+    // kill -9: the listener goes with the process; a new carve lb binds it again.
+    drop(lb);
+    until_answer(&url, 0, "").await;
+    let _lb = lb_child(&app);
+    until_answer(&url, 200, "hello from web-1").await;
+
+    // A change made through serve reaches carve lb: detaching drains the member out.
+    let a = app
+        .call_as(
+            &alice,
+            "DELETE",
+            &format!("/api/v1/pools/{pool}/members/{vm}"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    until_members(&app, &alice, &pool, &[(vm.as_str(), "gone")]).await;
+    until_answer(&url, 503, "").await;
+    // Deleting the pool closes its listener.
+    let a = app
+        .call_as(&alice, "DELETE", &format!("/api/v1/pools/{pool}"), None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    until_answer(&url, 0, "").await;
 }

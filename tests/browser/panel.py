@@ -146,6 +146,15 @@ def customer(base, email, password, sftp_port, plan, bigger):
         try:
             log_in(d, base, email, password)
             check_page(d, "dashboard-empty")
+            # A pool first: the VM joins it when created.
+            d.get(base + "/pools")
+            d.find_element(By.ID, "name").send_keys("web")
+            post_then_mark(d, lambda: submit(d, "form[action='/pools']"))
+            wait_url(d, lambda u: "/pools/lb_" in u, "creating the pool did not open its page")
+            pool_url = d.current_url
+            pool_link = d.find_element(By.CSS_SELECTOR, "#members dd a[href^='http://127.0.0.1:']").get_attribute("href")
+            status, body = http_status(pool_link)
+            assert status == 503 and "try again" in body, f"an empty pool should say no member is healthy: {status} {body[:200]}"
             # Create a VM whose user-data serves a page on port 80.
             d.get(base + "/vms/new")
             check_page(d, "vm-new")
@@ -157,6 +166,8 @@ def customer(base, email, password, sftp_port, plan, bigger):
             ports = d.find_element(By.ID, "ports")
             ports.clear()
             ports.send_keys("80")
+            Select(d.find_element(By.ID, "pool")).select_by_visible_text(
+                d.find_element(By.XPATH, "//select[@id='pool']/option[starts-with(text(), 'web (')]").text)
             post_then_mark(d, lambda: submit(d, "main form"))
             wait_url(d, lambda u: "/vms/vm_" in u, "creating did not open the VM's page")
             vm_url = d.current_url
@@ -181,12 +192,26 @@ def customer(base, email, password, sftp_port, plan, bigger):
                 time.sleep(1)
             d.get(link)
             assert "hello from" in d.find_element(By.TAG_NAME, "body").text, "the forward's page in the browser"
+            # The pool page follows the member live until it is healthy; the pool serves the VM.
+            d.get(pool_url)
+            mark(d)
+            wait(d, lambda d: text(d, "#members [data-member-state]") == "healthy", "the VM never became a healthy member", 60)
+            not_reloaded(d)
+            status, body = http_status(pool_link)
+            assert status == 200 and "hello from shop" in body, f"the pool did not serve the VM: {status} {body[:200]}"
+            check_page(d, "pool")
+            d.get(base + "/pools")
+            assert "1 of 1 healthy" in text(d, "#pools"), text(d, "#pools")
+            check_page(d, "pools")
             # Stop, resize, start, delete, each followed live.
             d.get(vm_url)
             post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='stop']]//button").click())
             wait_url(d, lambda u: u == vm_url, "stop did not come back to the VM's page")
             wait(d, lambda d: vm_state(d) == "stopped", "the VM did not stop", 180)
             not_reloaded(d)
+            assert "drain from pools" in text(d, "#status"), "the stop did not drain the VM from its pool first"
+            status, _ = http_status(pool_link)
+            assert status == 503, f"a stopped member still took a request: {status}"
             Select(d.find_element(By.ID, "resize-plan")).select_by_value(
                 d.find_element(By.XPATH, f"//select[@id='resize-plan']/option[starts-with(text(), '{bigger}:')]").get_attribute("value"))
             post_then_mark(d, lambda: submit(d, "form[action$='/resize']"))
