@@ -71,7 +71,12 @@ def log_in(driver, base, email, password):
 
 
 def submit(driver, form_css):
+    """Clicks a form's button and waits until the page it leads to has loaded."""
+    driver.execute_script("window.__carveSubmitted = true")
     driver.find_element(By.CSS_SELECTOR, form_css + " button[type=submit]").click()
+    wait(driver, lambda d: d.execute_script(
+        "return window.__carveSubmitted === undefined && document.readyState === 'complete'"),
+        f"submitting {form_css} did not lead to a page", 60)
 
 
 def shoot(driver, name):
