@@ -55,17 +55,30 @@ pub async fn serve(
 /// Serves one client connection.
 async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
     // A client that connects and says nothing costs no buffers until it does (or is dropped
-    // at the idle timeout).
+    // at the idle timeout). A peek waits for a byte: `readable()` alone may report a new
+    // socket ready before anything arrived.
+    let mut first = [0u8; 1];
     if !matches!(
-        tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.readable()).await,
-        Ok(Ok(()))
+        tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.peek(&mut first)).await,
+        Ok(Ok(1..))
     ) {
         return;
     }
+    // Boxed: the HTTP machinery's memory is taken only once the client speaks, not by every
+    // silent connection's task.
+    Box::pin(speak(stream, peer, pool)).await;
+}
+
+/// Serves HTTP/1.1 on a client connection that has sent something.
+async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
     let closing = pool.closing();
+    // The client's address as a header value, made once per connection.
+    let client = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let service = hyper::service::service_fn(move |req| {
         let pool = pool.clone();
-        async move { Ok::<_, Infallible>(forward(req, peer, &pool).await) }
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(forward(req, &client, &pool).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -88,7 +101,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
 }
 
 /// Sends one request to a member and its answer back.
-async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> Response<ProxyBody> {
+async fn forward(
+    mut req: Request<Incoming>,
+    client: &HeaderValue,
+    pool: &Pool,
+) -> Response<ProxyBody> {
     let settings = pool.settings();
     let sticky_member = settings
         .sticky_cookie
@@ -121,7 +138,7 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, pool: &Pool) -> R
     let mut active = active;
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    prepare(&mut req, peer, upgrade);
+    prepare(&mut req, client, upgrade);
     // A bodyless idempotent request over a kept connection can be sent again if the member
     // closed that connection just as the request went out (RFC 9110 9.2.2): keep its head.
     let resendable = (reused && !upgrade && idempotent(req.method()) && req.body().is_end_stream())
@@ -301,55 +318,66 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
 
 /// The request as the member gets it: origin-form target, hop-by-hop headers gone, the
 /// client named in `X-Forwarded-*`.
-fn prepare(req: &mut Request<Incoming>, peer: SocketAddr, upgrade: bool) {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    if let Ok(uri) = target.parse() {
-        *req.uri_mut() = uri;
+fn prepare(req: &mut Request<Incoming>, client: &HeaderValue, upgrade: bool) {
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        if let Ok(uri) = target.parse() {
+            *req.uri_mut() = uri;
+        }
     }
     let h = req.headers_mut();
     strip_hop_by_hop(h, upgrade);
-    let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+    let forwarded_for = match h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + client.len());
+            v.extend_from_slice(prior);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client.clone())
+        }
+        None => client.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        h.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    h.insert(X_FORWARDED_FOR, forwarded_for);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+        h.insert(X_FORWARDED_HOST, host);
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Headers that belong to one connection, whatever `Connection` says.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
 /// Removes headers that belong to one connection (keeping `Upgrade` for a switch).
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !(t.is_empty() || (upgrade && t == "upgrade")))
-        .collect();
-    for name in named {
-        h.remove(name.as_str());
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<String> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !(t.is_empty() || (upgrade && t == "upgrade")))
+            .collect();
+        for name in named {
+            h.remove(name.as_str());
+        }
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-    ] {
+    for name in &HOP_BY_HOP {
         h.remove(name);
     }
     if !upgrade {
