@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # carve's load-balancer data plane against HAProxy, in one run on this machine: the same two
 # nginx backends on 127.0.0.1, wrk on 127.0.0.1, HTTP keep-alive and TCP; then resident
-# memory with 10,000 idle client connections. HAProxy runs with nbthread equal to carve's
-# worker threads. (Until the pools API lands, carve's side is examples/lb_serve.rs.)
+# memory with 10,000 idle client connections; and carve under load while one member joins
+# and another drains. HAProxy runs with nbthread equal to carve's worker threads. carve's
+# side is examples/lb_serve.rs: the data plane `carve lb` runs, over the nginx backends
+# (carve lb's members are VMs).
 # Usage: bench/lb.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +22,9 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Two nginx backends answering a small page, keep-alive on.
+# Three nginx backends answering a small page, keep-alive on (the third joins in the churn run).
 backends=()
-for i in 1 2; do
+for i in 1 2 3; do
   port=$(free_port)
   mkdir -p "$work/nginx$i"
   cat > "$work/nginx$i/nginx.conf" <<CONF
@@ -50,10 +52,10 @@ carve_http=$(free_port); carve_tcp=$(free_port); ha_http=$(free_port); ha_tcp=$(
 hard=$(ulimit -Hn)
 haproxy_maxconn=$(( (hard - 100) / 2 ))
 idle=${BENCH_IDLE:-$(( haproxy_maxconn < 10000 ? haproxy_maxconn - 50 : 10000 ))}
-LB_THREADS=$threads target/release/examples/lb_serve http "127.0.0.1:$carve_http" "${backends[@]}" 2> "$work/carve-http.log" &
+LB_THREADS=$threads target/release/examples/lb_serve http "127.0.0.1:$carve_http" "${backends[@]:0:2}" 2> "$work/carve-http.log" &
 pids+=($!); carve_http_pid=$!
-LB_THREADS=$threads target/release/examples/lb_serve tcp "127.0.0.1:$carve_tcp" "${backends[@]}" 2> "$work/carve-tcp.log" &
-pids+=($!)
+LB_THREADS=$threads target/release/examples/lb_serve tcp "127.0.0.1:$carve_tcp" "${backends[@]:0:2}" 2> "$work/carve-tcp.log" &
+pids+=($!); carve_tcp_pid=$!
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $threads
@@ -104,8 +106,16 @@ echo "== HTTP keep-alive (wrk -t2 -c64 -d${duration}s), proxies with $threads th
 run carve-http "http://127.0.0.1:$carve_http/" "$carve_http_pid"
 run haproxy-http "http://127.0.0.1:$ha_http/" "$haproxy_pid"
 echo "== TCP (HTTP through a TCP pool; a new connection per wrk connection)"
-run carve-tcp "http://127.0.0.1:$carve_tcp/" "${pids[3]}"
+run carve-tcp "http://127.0.0.1:$carve_tcp/" "$carve_tcp_pid"
 run haproxy-tcp "http://127.0.0.1:$ha_tcp/" "$haproxy_pid"
+
+echo "== carve HTTP while member 3 joins and member 1 drains, 5 s in (errors would show)"
+churn=$(free_port)
+LB_CHURN=5 LB_THREADS=$threads target/release/examples/lb_serve http "127.0.0.1:$churn" "${backends[@]}" 2> "$work/carve-churn.log" &
+pids+=($!); churn_pid=$!
+sleep 1
+run carve-churn "http://127.0.0.1:$churn/" "$churn_pid"
+grep -h "churn:" "$work/carve-churn.log" | sed 's/^/   /'
 
 echo "== resident memory with $idle idle client connections"
 python3 - "$carve_http" "$ha_http" "$carve_http_pid" "$haproxy_pid" "$idle" <<'PY'

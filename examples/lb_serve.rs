@@ -1,6 +1,7 @@
-//! Serves one pool with carve's load-balancer data plane, for `bench/lb.sh` until the pools
-//! API and `carve lb` exist: `lb_serve http|tcp LISTEN MEMBER...` (members as addr:port,
-//! checked with TCP connects every second). Runs until killed.
+//! Serves one pool with carve's load-balancer data plane (the code `carve lb` runs) over
+//! arbitrary backends, for `bench/lb.sh`: `lb_serve http|tcp LISTEN MEMBER...` (members as
+//! addr:port, checked with TCP connects every second). With `LB_CHURN=SECS`, the last member
+//! is held back and, SECS seconds in, joins while the first drains. Runs until killed.
 
 use std::time::Duration;
 
@@ -58,8 +59,23 @@ fn main() {
             max_connections: 20_000,
             members,
         };
-        let failed = lb.apply(std::slice::from_ref(&spec)).await;
+        let churn: Option<u64> = std::env::var("LB_CHURN").ok().and_then(|v| v.parse().ok());
+        let mut first = spec.clone();
+        if churn.is_some() {
+            first.members.pop();
+        }
+        let failed = lb.apply(std::slice::from_ref(&first)).await;
         assert!(failed.is_empty(), "{failed:?}");
+        if let Some(secs) = churn {
+            let lb = lb.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                let mut next = spec.clone();
+                next.members.remove(0);
+                lb.apply(std::slice::from_ref(&next)).await;
+                eprintln!("churn: {} joins, {} drains", spec.members.last().map_or("", |m| &m.id), spec.members[0].id);
+            });
+        }
         while let Some(t) = transitions.recv().await {
             eprintln!("{} {} -> {}", t.member, t.from.as_str(), t.to.as_str());
         }
