@@ -73,7 +73,11 @@ fn main() {
                 let mut next = spec.clone();
                 next.members.remove(0);
                 lb.apply(std::slice::from_ref(&next)).await;
-                eprintln!("churn: {} joins, {} drains", spec.members.last().map_or("", |m| &m.id), spec.members[0].id);
+                eprintln!(
+                    "churn: {} joins, {} drains",
+                    spec.members.last().map_or("", |m| &m.id),
+                    spec.members[0].id
+                );
             });
         }
         while let Some(t) = transitions.recv().await {

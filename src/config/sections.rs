@@ -219,6 +219,8 @@ pub struct LbConfig {
     pub ports: PortRange,
     /// Client connections one pool holds at once; more are closed as they arrive.
     pub max_connections_per_pool: usize,
+    /// Pools one tenant may have (each takes a port of `ports`).
+    pub max_pools_per_tenant: u32,
 }
 
 impl Default for LbConfig {
@@ -231,6 +233,7 @@ impl Default for LbConfig {
                 last: 19999,
             },
             max_connections_per_pool: 10_000,
+            max_pools_per_tenant: 10,
         }
     }
 }

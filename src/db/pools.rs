@@ -199,6 +199,17 @@ pub async fn listen_ports(conn: impl sqlx::SqliteExecutor<'_>) -> Result<Vec<i64
         .await
 }
 
+/// How many pools a tenant has.
+pub async fn count_of_tenant(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    tenant: &TenantId,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM pools WHERE tenant_id = ?1")
+        .bind(tenant)
+        .fetch_one(conn)
+        .await
+}
+
 /// Deletes a pool and its members.
 pub async fn delete(db: &Db, id: &PoolId) -> Result<(), sqlx::Error> {
     let mut tx = super::begin_write(db).await?;

@@ -935,3 +935,47 @@ async fn carve_lb_serves_the_pools_of_serve_and_comes_back_after_kill_9() {
     assert_eq!(a.status, 204, "{}", a.text);
     until_answer(&url, 0, "").await;
 }
+
+#[tokio::test]
+async fn a_tenant_cannot_take_every_pool_port() {
+    let app = crate::helpers::spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_LB_MAX_POOLS_PER_TENANT", "2")],
+    )
+    .await;
+    let (_a, alice) = tenant_with_customer(&app, "acme").await;
+    let (_b, bob) = tenant_with_customer(&app, "globex").await;
+    for name in ["one", "two"] {
+        let a = app
+            .call_as(
+                &alice,
+                "POST",
+                "/api/v1/pools",
+                Some(json!({"name": name, "protocol": "tcp"})),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+    let a = app
+        .call_as(
+            &alice,
+            "POST",
+            "/api/v1/pools",
+            Some(json!({"name": "three", "protocol": "tcp"})),
+        )
+        .await;
+    assert_problem(&a, 403, "lb.max_pools_per_tenant");
+    let a = app
+        .call_as(
+            &bob,
+            "POST",
+            "/api/v1/pools",
+            Some(json!({"name": "one", "protocol": "tcp"})),
+        )
+        .await;
+    assert_eq!(
+        a.status, 201,
+        "another tenant still gets a pool: {}",
+        a.text
+    );
+}
