@@ -60,6 +60,9 @@ CREATE TABLE events_new (
 );
 INSERT INTO events_new (id, at, tenant_id, kind, subject, data)
     SELECT id, at, tenant_id, kind, subject, data FROM events;
+-- Ids go on from where they were even when no event is kept (clients resume by id).
+DELETE FROM sqlite_sequence WHERE name = 'events_new';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'events_new', seq FROM sqlite_sequence WHERE name = 'events';
 DROP TABLE events;
 ALTER TABLE events_new RENAME TO events;
 

@@ -224,8 +224,9 @@ pub async fn delete(db: &Db, id: &PoolId) -> Result<(), sqlx::Error> {
     tx.commit().await
 }
 
-/// Adds a member in state `joining` (or `inactive` when its VM does not run); a VM already
-/// in the pool is a unique violation.
+/// Adds a member in state `joining` (or `inactive` when its VM does not run), only while the
+/// pool exists and the VM is neither deleted nor being deleted (false otherwise); a VM
+/// already in the pool is a unique violation.
 pub async fn add_member(
     conn: &mut SqliteConnection,
     pool: &PoolId,
@@ -233,11 +234,13 @@ pub async fn add_member(
     port: u16,
     weight: u32,
     state: MemberStatus,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let at = now();
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO pool_members (pool_id, vm_id, port, weight, state, state_changed_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6
+         WHERE EXISTS (SELECT 1 FROM pools WHERE id = ?1)
+           AND EXISTS (SELECT 1 FROM vms WHERE id = ?2 AND deleted_at IS NULL AND state != 'deleting')",
     )
     .bind(pool)
     .bind(vm)
@@ -247,7 +250,7 @@ pub async fn add_member(
     .bind(at)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
 }
 
 /// The members of a pool, by VM name.

@@ -85,6 +85,7 @@ pub async fn delete(conn: &mut sqlx::SqliteConnection, id: &TenantId) -> Result<
         "DELETE FROM quotas WHERE tenant_id = ?1",
         "DELETE FROM operations WHERE tenant_id = ?1",
         "DELETE FROM port_forwards WHERE vm_id IN (SELECT id FROM vms WHERE tenant_id = ?1)",
+        "DELETE FROM pool_members WHERE vm_id IN (SELECT id FROM vms WHERE tenant_id = ?1)",
         "DELETE FROM vms WHERE tenant_id = ?1",
         "DELETE FROM tenants WHERE id = ?1",
     ] {

@@ -36,7 +36,14 @@ pub struct Control {
     max_connections: usize,
     /// The last reason each pool could not be served, logged once.
     failures: HashMap<String, String>,
+    /// Audit entries written per member in the current window (a flapping member must not
+    /// flood the shared audit log).
+    audited: std::sync::Mutex<HashMap<(PoolId, VmId), (Instant, u32)>>,
 }
+
+/// Audit entries one member may write per [`AUDIT_WINDOW`]; its states are still stored.
+const AUDIT_PER_WINDOW: u32 = 30;
+const AUDIT_WINDOW: Duration = Duration::from_secs(600);
 
 impl Control {
     /// A control loop for the pools in `db`, serving nothing until [`Control::run`].
@@ -49,6 +56,7 @@ impl Control {
             forward_address: config.network.forward_address,
             max_connections: config.lb.max_connections_per_pool,
             failures: HashMap::new(),
+            audited: Default::default(),
         }
     }
 
@@ -88,14 +96,20 @@ impl Control {
     /// Takes the data plane to the stored pools, then the stored member states to the data
     /// plane's.
     async fn sync(&mut self) {
-        let (pools, members) =
-            match tokio::try_join!(db::pools::all(&self.db), db::pools::all_members(&self.db)) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read pools; serving the last ones read");
-                    return;
-                }
-            };
+        // Members first: a member's pool existed when the member was added, so reading pools
+        // after them finds every pool a member names (unless it is gone since).
+        let read = async {
+            let members = db::pools::all_members(&self.db).await?;
+            let pools = db::pools::all(&self.db).await?;
+            Ok::<_, sqlx::Error>((pools, members))
+        };
+        let (pools, members) = match read.await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read pools; serving the last ones read");
+                return;
+            }
+        };
         let mut by_pool: HashMap<&PoolId, Vec<&MemberRow>> = HashMap::new();
         for m in &members {
             by_pool.entry(&m.pool_id).or_default().push(m);
@@ -113,6 +127,11 @@ impl Control {
             failures.insert(f.pool, f.reason);
         }
         self.failures = failures;
+        // Transitions reported before now are older than what settling reads: record them
+        // first, so none lands after (and over) a newer state.
+        while let Ok(t) = self.transitions.try_recv() {
+            self.record(t).await;
+        }
         for m in &members {
             self.settle(m, &specs).await;
         }
@@ -274,8 +293,30 @@ impl Control {
         }
     }
 
+    /// Whether a member may write another audit entry in this window.
+    fn audit_allowed(&self, pool: &PoolId, vm: &VmId) -> bool {
+        let mut map = self.audited.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (since, _)| since.elapsed() < AUDIT_WINDOW);
+        }
+        let entry = map
+            .entry((pool.clone(), vm.clone()))
+            .or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= AUDIT_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+        if entry.1 == AUDIT_PER_WINDOW + 1 {
+            tracing::warn!(pool = %pool, vm = %vm, "pool member changes state too often; its further transitions in the next minutes are stored but not audited");
+        }
+        entry.1 <= AUDIT_PER_WINDOW
+    }
+
     /// One audit entry about a member, filed under the pool's tenant.
     async fn audit(&self, pool: &PoolId, vm: &VmId, action: &str) {
+        if !self.audit_allowed(pool, vm) {
+            return;
+        }
         let tenant = db::pools::get(&self.db, &db::Scope::All, pool)
             .await
             .ok()

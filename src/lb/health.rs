@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::member::{Member, MemberState};
+use super::member::{Member, MemberState, until_killed};
 use super::pool::Pool;
 use super::spec::Check;
 use crate::pools::probe;
@@ -42,8 +42,12 @@ pub async fn watch(pool: Arc<Pool>, member: Arc<Member>) {
         {
             pool.moved(&member, from, to);
         }
-        // A joining member is checked at once the first time; then every interval.
-        tokio::time::sleep(health.interval).await;
+        // A joining member is checked at once the first time; then every interval, until the
+        // member's drain ends (a long interval must not keep the task and member alive).
+        tokio::select! {
+            _ = tokio::time::sleep(health.interval) => {}
+            _ = until_killed(member.killed()) => return,
+        }
     }
 }
 

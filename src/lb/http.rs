@@ -24,8 +24,11 @@ use super::pool::Pool;
 
 /// How long a connection to a member may take before another member is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a member may take to start answering.
+/// How long a member may take to start answering a request without a body.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same for a request with a body, whose upload runs inside the wait (a slow client's
+/// large upload must not end as a 504).
+const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a client has to send a request's headers; also ends idle keep-alive connections.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -143,6 +146,11 @@ async fn forward(
     // closed that connection just as the request went out (RFC 9110 9.2.2): keep its head.
     let resendable = (reused && !upgrade && idempotent(req.method()) && req.body().is_end_stream())
         .then(|| head_of(&req));
+    let answer_timeout = if req.body().is_end_stream() {
+        ANSWER_TIMEOUT
+    } else {
+        UPLOAD_ANSWER_TIMEOUT
+    };
     let req = if resendable.is_some() {
         req.map(|_| Either::Right(Empty::new()))
     } else {
@@ -150,7 +158,7 @@ async fn forward(
     };
     let mut started = Instant::now();
     member.stats.sent.fetch_add(1, Ordering::Relaxed);
-    let mut answer = match tokio::time::timeout(ANSWER_TIMEOUT, upstream.try_send_request(req))
+    let mut answer = match tokio::time::timeout(answer_timeout, upstream.try_send_request(req))
         .await
     {
         Ok(Ok(answer)) => answer,
@@ -331,21 +339,24 @@ fn prepare(req: &mut Request<Incoming>, client: &HeaderValue, upgrade: bool) {
     }
     let h = req.headers_mut();
     strip_hop_by_hop(h, upgrade);
-    let forwarded_for = match h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + client.len());
-            v.extend_from_slice(prior);
+    // Every X-Forwarded-For line the client sent, in order, then the client.
+    let forwarded_for = if h.contains_key(X_FORWARDED_FOR) {
+        let mut v = Vec::new();
+        for prior in h.get_all(X_FORWARDED_FOR) {
+            v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client.clone())
         }
-        None => client.clone(),
+        v.extend_from_slice(client.as_bytes());
+        HeaderValue::from_bytes(&v).unwrap_or_else(|_| client.clone())
+    } else {
+        client.clone()
     };
     h.insert(X_FORWARDED_FOR, forwarded_for);
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(X_FORWARDED_HOST, host);
-    }
+    match h.get(header::HOST).cloned() {
+        Some(host) => h.insert(X_FORWARDED_HOST, host),
+        None => h.remove(X_FORWARDED_HOST),
+    };
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

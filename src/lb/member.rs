@@ -170,7 +170,7 @@ impl Member {
 
     /// Ends whatever work is left (the drain timed out) and closes idle connections.
     pub fn kill(&self) {
-        let _ = self.kill.send(true);
+        self.kill.send_replace(true);
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 

@@ -200,6 +200,6 @@ async fn accept_loop<F, Fut>(
 
 /// Stops accepting for a pool and drains its members (open work finishes).
 fn stop(r: Running) {
-    let _ = r.stop.send(true);
+    r.stop.send_replace(true);
     r.pool.drain_all();
 }

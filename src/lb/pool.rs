@@ -147,7 +147,10 @@ impl Pool {
         next.extend(leaving.iter().cloned());
         *self.members.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         for m in leaving {
-            self.drain(m);
+            // Members already draining have their drain under way.
+            if m.state() != MemberState::Draining {
+                self.drain(m);
+            }
         }
         added
     }
@@ -159,7 +162,7 @@ impl Pool {
 
     /// Drains every member (the pool is going away); client connections close once idle.
     pub fn drain_all(self: &Arc<Self>) {
-        let _ = self.closing.send(true);
+        self.closing.send_replace(true);
         for m in self.members().iter() {
             self.drain(m.clone());
         }
@@ -168,9 +171,11 @@ impl Pool {
     /// Takes a member out of rotation, lets its open work finish until the drain timeout,
     /// ends what is left, and then forgets it.
     fn drain(self: &Arc<Self>, member: Arc<Member>) {
-        if let Some(from) = member.set_state(MemberState::Draining) {
-            self.moved(&member, from, MemberState::Draining);
-        }
+        // Once per member: a member already draining has its drain under way.
+        let Some(from) = member.set_state(MemberState::Draining) else {
+            return;
+        };
+        self.moved(&member, from, MemberState::Draining);
         let pool = self.clone();
         let timeout = self.settings().drain_timeout;
         tokio::spawn(async move {

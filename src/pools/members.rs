@@ -93,9 +93,9 @@ pub async fn attach(
     } else {
         MemberStatus::Inactive
     };
-    let mut conn = app.db.acquire().await?;
-    add(&mut conn, &pool, &vm, req.port, weight, state).await?;
-    drop(conn);
+    let mut tx = db::begin_write(&app.db).await?;
+    add(&mut tx, &pool, &vm, req.port, weight, state).await?;
+    tx.commit().await?;
     tracing::info!(pool = %pool.id, vm = %vm.id, port = req.port, "VM attached to pool");
     view(&app.db, &pool).await
 }
@@ -110,7 +110,11 @@ async fn add(
     state: MemberStatus,
 ) -> Result<(), AppError> {
     match db::pools::add_member(conn, &pool.id, &vm.id, port, weight, state).await {
-        Ok(()) => Ok(()),
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AppError::Conflict(format!(
+            "VM {} is being deleted, or pool {} was just deleted; nothing was attached",
+            vm.name, pool.name
+        ))),
         Err(e) if db::is_unique_violation(&e) => Err(already_member(vm, pool)),
         Err(e) => Err(e.into()),
     }
@@ -188,17 +192,26 @@ pub async fn join_new_vm(
     vm: &VmId,
     port: u16,
 ) -> Result<(), AppError> {
-    db::pools::add_member(conn, pool, vm, port, 1, MemberStatus::Inactive).await?;
+    if !db::pools::add_member(conn, pool, vm, port, 1, MemberStatus::Inactive).await? {
+        return Err(AppError::not_found("pool", pool.as_str()));
+    }
     Ok(())
 }
 
 /// The VM with this id if it belongs to `tenant` and is not deleted (else not found).
 async fn vm_of_tenant(db: &db::Db, tenant: &TenantId, raw: &str) -> Result<VmRow, AppError> {
     let id = VmId::parse(raw).ok_or_else(|| AppError::not_found("vm", raw))?;
-    db::vms::get(db, &Scope::Tenant(tenant.clone()), &id)
+    let vm = db::vms::get(db, &Scope::Tenant(tenant.clone()), &id)
         .await?
         .filter(|v| v.deleted_at.is_none())
-        .ok_or_else(|| AppError::not_found("vm", raw))
+        .ok_or_else(|| AppError::not_found("vm", raw))?;
+    if vm.state == VmState::Deleting {
+        return Err(AppError::Conflict(format!(
+            "VM {} is being deleted; it cannot join a pool",
+            vm.name
+        )));
+    }
+    Ok(vm)
 }
 
 fn check_weight(weight: Option<u32>) -> Result<u32, AppError> {

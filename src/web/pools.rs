@@ -301,11 +301,22 @@ pub async fn settings(
             "least_connections" => PoolAlgorithm::LeastConnections,
             _ => PoolAlgorithm::RoundRobin,
         };
-        let mut check = health_of(&fields)?;
-        check.kind = Some(current.health_check.kind);
-        if current.health_check.kind != crate::domain::pool::CheckKind::Http {
-            check.path = None;
-        }
+        // The form shows path and interval; the rest of the check stays as it is.
+        let now = &current.health_check;
+        let asked = health_of(&fields)?;
+        let check = HealthCheckInput {
+            kind: Some(now.kind),
+            path: if now.kind == crate::domain::pool::CheckKind::Http {
+                asked.path.or_else(|| now.path.clone())
+            } else {
+                None
+            },
+            expect_status: now.expect_status,
+            interval_s: asked.interval_s.or(Some(now.interval_s)),
+            timeout_s: Some(now.timeout_s),
+            rise: Some(now.rise),
+            fall: Some(now.fall),
+        };
         let req = UpdatePool {
             algorithm: Some(algorithm),
             health_check: Some(check),

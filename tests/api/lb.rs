@@ -221,6 +221,21 @@ async fn http_pools_rotate_follow_health_and_drain_without_failures() {
             b.name
         );
     }
+    // Every X-Forwarded-For line the client sent is kept, in order, before the client.
+    let body = client
+        .get(&url)
+        .header("x-forwarded-for", "192.0.2.1")
+        .header("x-forwarded-for", "192.0.2.2")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.ends_with(" 192.0.2.1, 192.0.2.2, 127.0.0.1"),
+        "X-Forwarded-For: {body}"
+    );
 
     // A failing check takes b2 out within interval x fall; it comes back after rise passes.
     backends[1].healthy.store(false, Ordering::SeqCst);

@@ -943,7 +943,7 @@ async fn a_tenant_cannot_take_every_pool_port() {
         &[("CARVE_LB_MAX_POOLS_PER_TENANT", "2")],
     )
     .await;
-    let (_a, alice) = tenant_with_customer(&app, "acme").await;
+    let (acme, alice) = tenant_with_customer(&app, "acme").await;
     let (_b, bob) = tenant_with_customer(&app, "globex").await;
     for name in ["one", "two"] {
         let a = app
@@ -978,4 +978,9 @@ async fn a_tenant_cannot_take_every_pool_port() {
         "another tenant still gets a pool: {}",
         a.text
     );
+    // A tenant with pools is not deleted under them.
+    let a = app
+        .call("DELETE", &format!("/api/v1/tenants/{acme}"), None)
+        .await;
+    assert_problem(&a, 409, "still has 2 load-balanced pools");
 }

@@ -152,6 +152,13 @@ pub async fn delete_tenant(db: &Db, actor: &Principal, id: &str) -> Result<(), A
             tenant.id, usage.vms
         )));
     }
+    let pools = db::pools::count_of_tenant(&mut *tx, &tenant.id).await?;
+    if pools > 0 {
+        return Err(AppError::Conflict(format!(
+            "tenant {} still has {pools} load-balanced pools; delete them first",
+            tenant.id
+        )));
+    }
     db::tenants::delete(&mut tx, &tenant.id).await?;
     tx.commit().await?;
     Ok(())
