@@ -4,6 +4,7 @@
 //! set of specs in place: open connections never notice a member or pool change.
 
 pub mod control;
+pub mod headers;
 pub mod health;
 pub mod http;
 pub mod member;

@@ -198,6 +198,37 @@ pub async fn join_new_vm(
     Ok(())
 }
 
+/// A VM's place in a pool, as its page shows it.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub pool_id: String,
+    pub pool_name: String,
+    pub port: u16,
+    pub state: MemberStatus,
+    pub leaving: bool,
+}
+
+/// The pools a VM the actor may see is in.
+pub async fn of_vm(app: &App, actor: &Principal, vm_id: &str) -> Result<Vec<Membership>, AppError> {
+    let vm = VmId::parse(vm_id).ok_or_else(|| AppError::not_found("vm", vm_id))?;
+    let scope = actor.scope();
+    let mut out = Vec::new();
+    for m in db::pools::memberships_of(&app.db, &vm).await? {
+        // Scoped: a membership shows only when the pool is the actor's to see.
+        if let Some(p) = db::pools::get(&app.db, &scope, &m.pool_id).await? {
+            out.push(Membership {
+                pool_id: p.id.to_string(),
+                pool_name: p.name,
+                port: u16::try_from(m.port).unwrap_or(0),
+                state: m.state,
+                leaving: m.leaving,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.pool_name.cmp(&b.pool_name));
+    Ok(out)
+}
+
 /// The VM with this id if it belongs to `tenant` and is not deleted (else not found).
 async fn vm_of_tenant(db: &db::Db, tenant: &TenantId, raw: &str) -> Result<VmRow, AppError> {
     let id = VmId::parse(raw).ok_or_else(|| AppError::not_found("vm", raw))?;

@@ -278,6 +278,8 @@ struct VmPage {
     console: String,
     console_end: u64,
     chart: Chart,
+    /// The pools the VM is in.
+    pools: Vec<crate::pools::members::Membership>,
     message: Option<String>,
 }
 
@@ -326,6 +328,7 @@ async fn vm_page(
         .map_or(vm.plan.clone(), |p| p.name.clone());
     let console = service::console_since(&app.prov, actor, id, None, 64 * 1024).await?;
     let stats = stats::of_vm(&app.prov, actor, id).await?;
+    let pools = crate::pools::members::of_vm(app, actor, &vm.id).await?;
     Ok(page(
         status,
         &VmPage {
@@ -336,6 +339,7 @@ async fn vm_page(
             console: console.text,
             console_end: console.end,
             chart: Chart::of(&stats),
+            pools,
             vm,
             message,
         },

@@ -11,6 +11,7 @@ mod observability;
 mod openapi;
 mod panel;
 mod pools;
+mod pools_guests;
 mod reconciler;
 mod recovery;
 mod sessions;

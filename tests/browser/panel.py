@@ -210,6 +210,7 @@ def customer(base, email, password, sftp_port, plan, bigger):
             check_page(d, "pools")
             # Stop, resize, start, delete, each followed live.
             d.get(vm_url)
+            assert "web (port 80): healthy" in text(d, "#status"), "the VM's page does not show its pool"
             post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='stop']]//button").click())
             wait_url(d, lambda u: u == vm_url, "stop did not come back to the VM's page")
             wait(d, lambda d: vm_state(d) == "stopped", "the VM did not stop", 180)
