@@ -129,7 +129,16 @@ async fn bad_vm_requests_are_refused_with_clear_messages() {
         422,
         "no tenant has id",
     );
-    assert_problem(&post(vm(json!({"pool": "web"}))).await, 422, "pool");
+    assert_problem(
+        &post(vm(json!({"pool": "web"}))).await,
+        404,
+        "pool web was not found",
+    );
+    assert_problem(
+        &post(vm(json!({"pool_port": 80}))).await,
+        422,
+        "give pool too",
+    );
     // Several problems are reported together.
     let a = post(vm(json!({"name": "Bad Name", "ports": [0]}))).await;
     assert_eq!(a.body["errors"].as_array().unwrap().len(), 2, "{}", a.text);
