@@ -3,15 +3,29 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, Auth, ReadErrors, WriteErrors};
+use super::{ApiJson, AuditNote, Auth, ReadErrors, WriteErrors, with_note};
 use crate::app::AppState;
 use crate::domain::pool::{CheckKind, PoolAlgorithm, PoolProtocol};
 use crate::error::AppError;
 use crate::pools::members::{self, AddMember};
 use crate::pools::{self as service, CreatePool, HealthCheckInput, PoolView, UpdatePool};
+
+/// An answer noting the pool (and a member, if any) and the pool's tenant for the audit log.
+fn noted(status: StatusCode, pool: PoolView, member: Option<&str>) -> Response {
+    let note = AuditNote {
+        target: Some(match member {
+            Some(vm) => format!("{}/{vm}", pool.id),
+            None => pool.id.clone(),
+        }),
+        tenant_id: Some(pool.tenant_id.clone()),
+        actor: None,
+    };
+    with_note((status, Json(pool)).into_response(), note)
+}
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -43,11 +57,9 @@ async fn create_pool(
     State(app): State<AppState>,
     Auth(actor): Auth,
     ApiJson(req): ApiJson<CreatePoolRequest>,
-) -> Result<(StatusCode, Json<PoolView>), AppError> {
-    Ok((
-        StatusCode::CREATED,
-        Json(service::create(&app, &actor, req.into()).await?),
-    ))
+) -> Result<Response, AppError> {
+    let pool = service::create(&app, &actor, req.into()).await?;
+    Ok(noted(StatusCode::CREATED, pool, None))
 }
 
 /// Read a pool and its members' states.
@@ -72,8 +84,9 @@ async fn update_pool(
     Auth(actor): Auth,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdatePoolRequest>,
-) -> Result<Json<PoolView>, AppError> {
-    Ok(Json(service::update(&app, &actor, &id, req.into()).await?))
+) -> Result<Response, AppError> {
+    let pool = service::update(&app, &actor, &id, req.into()).await?;
+    Ok(noted(StatusCode::OK, pool, None))
 }
 
 /// Delete a pool: its listener closes; open connections finish within the drain timeout.
@@ -84,9 +97,15 @@ async fn delete_pool(
     State(app): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<StatusCode, AppError> {
+) -> Result<Response, AppError> {
+    let pool = service::get(&app, &actor, &id).await?;
     service::delete(&app, &actor, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let note = AuditNote {
+        target: Some(pool.id.clone()),
+        tenant_id: Some(pool.tenant_id.clone()),
+        actor: None,
+    };
+    Ok(with_note(StatusCode::NO_CONTENT.into_response(), note))
 }
 
 /// Attach a VM of the pool's tenant on a forwarded guest port; it takes traffic once its
@@ -99,16 +118,15 @@ async fn add_member(
     Auth(actor): Auth,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AddMemberRequest>,
-) -> Result<(StatusCode, Json<PoolView>), AppError> {
+) -> Result<Response, AppError> {
+    let vm_id = req.vm_id.clone();
     let req = AddMember {
         vm_id: req.vm_id,
         port: req.port,
         weight: req.weight,
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(members::attach(&app, &actor, &id, req).await?),
-    ))
+    let pool = members::attach(&app, &actor, &id, req).await?;
+    Ok(noted(StatusCode::CREATED, pool, Some(&vm_id)))
 }
 
 /// Detach a VM: no new work goes to it, open work drains, then it is gone.
@@ -119,11 +137,9 @@ async fn remove_member(
     State(app): State<AppState>,
     Auth(actor): Auth,
     Path((id, vm_id)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<PoolView>), AppError> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(members::detach(&app, &actor, &id, &vm_id).await?),
-    ))
+) -> Result<Response, AppError> {
+    let pool = members::detach(&app, &actor, &id, &vm_id).await?;
+    Ok(noted(StatusCode::ACCEPTED, pool, Some(&vm_id)))
 }
 
 /// A health check; absent fields take defaults (`http`: `GET /` answering 200; every 2 s,

@@ -29,7 +29,7 @@ async fn pools_api_checks_input_and_keeps_tenants_apart() {
     let app = spawn_app(Backend::TestDriver).await;
     app.plan("small", 1, 128, 1).await;
     let (_tenant_a, alice) = tenant_with_customer(&app, "acme").await;
-    let (_tenant_b, bob) = tenant_with_customer(&app, "globex").await;
+    let (tenant_b, bob) = tenant_with_customer(&app, "globex").await;
     let (first, last) = lb_range(&app);
     let post = |token: String, body: Value| {
         let app = &app;
@@ -374,6 +374,35 @@ async fn pools_api_checks_input_and_keeps_tenants_apart() {
     assert_eq!(a.body["algorithm"], "least_connections");
     assert_eq!(a.body["sticky_cookie"], "srv");
     assert_eq!(a.body["health_check"]["path"], "/health");
+
+    // An admin's pool for another tenant is that tenant's, and so is its audit entry.
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/pools",
+            Some(json!({"name": "bobs", "protocol": "tcp", "tenant_id": tenant_b})),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let bobs = a.body["id"].as_str().unwrap().to_string();
+    assert_eq!(a.body["tenant_id"], tenant_b.as_str());
+    let audit = app.call_as(&bob, "GET", "/api/v1/audit", None).await;
+    assert!(
+        audit
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "POST /api/v1/pools"
+                && e["target"] == bobs.as_str()
+                && e["tenant_id"] == tenant_b.as_str()),
+        "bob's tenant sees the admin's pool creation: {}",
+        audit.text
+    );
+    let a = app
+        .call("DELETE", &format!("/api/v1/pools/{bobs}"), None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
 
     // The admin sees every pool; deleting one frees its port for the next.
     let all = app.call("GET", "/api/v1/pools", None).await;
