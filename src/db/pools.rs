@@ -266,6 +266,17 @@ pub async fn members(
     .await
 }
 
+/// The members of the listed pools (one query for a page of pools), by VM name.
+pub async fn members_of_pools(db: &Db, pools: &[PoolId]) -> Result<Vec<MemberRow>, sqlx::Error> {
+    let list = serde_json::to_string(pools).unwrap_or_else(|_| "[]".into());
+    sqlx::query_as(&format!(
+        "{MEMBER_SELECT} WHERE m.pool_id IN (SELECT value FROM json_each(?1)) ORDER BY v.name, m.vm_id"
+    ))
+    .bind(list)
+    .fetch_all(db)
+    .await
+}
+
 /// The members of every pool (the balancer).
 pub async fn all_members(db: &Db) -> Result<Vec<MemberRow>, sqlx::Error> {
     sqlx::query_as(&format!("{MEMBER_SELECT} ORDER BY m.pool_id, m.vm_id"))

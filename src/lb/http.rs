@@ -125,14 +125,14 @@ async fn forward(
         Some((c, reused)) => (c, reused, first.begin()),
         None => {
             // Nothing was sent: another member may take the request.
-            first.stats.failed.fetch_add(1, Ordering::Relaxed);
+            first.stats.failed();
             let Some(second) = pool.pick(Some(&first)) else {
                 return bad_gateway();
             };
             match open(&second).await {
                 Some((c, reused)) => (c, reused, second.begin()),
                 None => {
-                    second.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    second.stats.failed();
                     return bad_gateway();
                 }
             }
@@ -158,7 +158,7 @@ async fn forward(
         req.map(Either::Left)
     };
     let mut started = Instant::now();
-    member.stats.sent.fetch_add(1, Ordering::Relaxed);
+    member.stats.sent();
     let mut answer = match tokio::time::timeout(answer_timeout, upstream.try_send_request(req))
         .await
     {
@@ -171,37 +171,37 @@ async fn forward(
                 (None, Some(head)) if closed_before_answer(e.error()) => head,
                 _ => {
                     tracing::debug!(member = %member.id, error = %e.error(), "member failed the request");
-                    member.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    member.stats.failed();
                     return bad_gateway();
                 }
             };
-            member.stats.failed.fetch_add(1, Ordering::Relaxed);
+            member.stats.failed();
             // It goes once more, over a new connection, to another member if there is one.
             let other = pool.pick(Some(&member)).unwrap_or_else(|| member.clone());
             let Some(fresh) = connect(&other).await else {
-                other.stats.failed.fetch_add(1, Ordering::Relaxed);
+                other.stats.failed();
                 return bad_gateway();
             };
             upstream = fresh;
             active = other.begin();
             member = other;
             started = Instant::now();
-            member.stats.sent.fetch_add(1, Ordering::Relaxed);
+            member.stats.sent();
             match tokio::time::timeout(ANSWER_TIMEOUT, upstream.send_request(again)).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(e)) => {
                     tracing::debug!(member = %member.id, error = %e, "member failed the request");
-                    member.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    member.stats.failed();
                     return bad_gateway();
                 }
                 Err(_) => {
-                    member.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    member.stats.failed();
                     return gateway_timeout();
                 }
             }
         }
         Err(_) => {
-            member.stats.failed.fetch_add(1, Ordering::Relaxed);
+            member.stats.failed();
             return gateway_timeout();
         }
     };

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Balancer;
+use super::member::Member;
 
 /// Upper bounds of the member answer-time histogram, in seconds.
 pub const BUCKETS: [f64; 10] = [
@@ -28,6 +29,16 @@ pub struct MemberStats {
 }
 
 impl MemberStats {
+    /// Counts a request or connection sent to the member.
+    pub fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request or connection the member failed.
+    pub fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an answer with `status` that took `took` to start.
     pub fn answered(&self, status: u16, took: Duration) {
         if let Some(class) = (status / 100).checked_sub(1).filter(|c| *c < 5) {
@@ -65,6 +76,9 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A metric family: name, type, help, and how to read its value from a `T`.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
 /// Writes one metric family's header.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -75,61 +89,42 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(balancer: &Balancer, out: &mut String) {
     let pools = balancer.pools();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    family(
-        out,
-        "carve_pool_connections_total",
-        "counter",
-        "Client connections a pool accepted.",
-    );
-    for p in &pools {
-        let _ = writeln!(
-            out,
-            "carve_pool_connections_total{{pool=\"{}\"}} {}",
-            label(&p.id),
-            load(&p.stats.accepted)
-        );
-    }
-    family(
-        out,
-        "carve_pool_connections_refused_total",
-        "counter",
-        "Client connections closed at once because the pool was full.",
-    );
-    for p in &pools {
-        let _ = writeln!(
-            out,
-            "carve_pool_connections_refused_total{{pool=\"{}\"}} {}",
-            label(&p.id),
-            load(&p.stats.refused)
-        );
-    }
-    family(
-        out,
-        "carve_pool_open_connections",
-        "gauge",
-        "Client connections open now.",
-    );
-    for p in &pools {
-        let _ = writeln!(
-            out,
-            "carve_pool_open_connections{{pool=\"{}\"}} {}",
-            label(&p.id),
-            load(&p.stats.open)
-        );
-    }
-    family(
-        out,
-        "carve_pool_unavailable_total",
-        "counter",
-        "Requests or connections turned away because no member was healthy.",
-    );
-    for p in &pools {
-        let _ = writeln!(
-            out,
-            "carve_pool_unavailable_total{{pool=\"{}\"}} {}",
-            label(&p.id),
-            load(&p.stats.unavailable)
-        );
+    let pool_counters: [Family<PoolStats>; 4] = [
+        (
+            "carve_pool_connections_total",
+            "counter",
+            "Client connections a pool accepted.",
+            |s| s.accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "carve_pool_connections_refused_total",
+            "counter",
+            "Client connections closed at once because the pool was full.",
+            |s| s.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "carve_pool_open_connections",
+            "gauge",
+            "Client connections open now.",
+            |s| s.open.load(Ordering::Relaxed),
+        ),
+        (
+            "carve_pool_unavailable_total",
+            "counter",
+            "Requests or connections turned away because no member was healthy.",
+            |s| s.unavailable.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, counter) in pool_counters {
+        family(out, name, kind, help);
+        for p in &pools {
+            let _ = writeln!(
+                out,
+                "{name}{{pool=\"{}\"}} {}",
+                label(&p.id),
+                counter(&p.stats)
+            );
+        }
     }
     let members: Vec<_> = pools
         .iter()
@@ -140,9 +135,8 @@ pub fn render(balancer: &Balancer, out: &mut String) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let labels = |pool: &str, m: &super::member::Member| {
-        format!("pool=\"{}\",member=\"{}\"", label(pool), label(&m.id))
-    };
+    let labels =
+        |pool: &str, m: &Member| format!("pool=\"{}\",member=\"{}\"", label(pool), label(&m.id));
     family(
         out,
         "carve_pool_member_up",
@@ -157,47 +151,31 @@ pub fn render(balancer: &Balancer, out: &mut String) {
             m.state().as_str()
         );
     }
-    family(
-        out,
-        "carve_pool_member_active",
-        "gauge",
-        "Requests or connections open on the member now.",
-    );
-    for (pool, m) in &members {
-        let _ = writeln!(
-            out,
-            "carve_pool_member_active{{{}}} {}",
-            labels(pool, m),
-            m.active()
-        );
-    }
-    family(
-        out,
-        "carve_pool_member_sent_total",
-        "counter",
-        "Requests (HTTP) or connections (TCP) sent to the member.",
-    );
-    for (pool, m) in &members {
-        let _ = writeln!(
-            out,
-            "carve_pool_member_sent_total{{{}}} {}",
-            labels(pool, m),
-            load(&m.stats.sent)
-        );
-    }
-    family(
-        out,
-        "carve_pool_member_failed_total",
-        "counter",
-        "Requests or connections the member failed.",
-    );
-    for (pool, m) in &members {
-        let _ = writeln!(
-            out,
-            "carve_pool_member_failed_total{{{}}} {}",
-            labels(pool, m),
-            load(&m.stats.failed)
-        );
+    let member_values: [Family<Member>; 3] = [
+        (
+            "carve_pool_member_active",
+            "gauge",
+            "Requests or connections open on the member now.",
+            |m| m.active() as u64,
+        ),
+        (
+            "carve_pool_member_sent_total",
+            "counter",
+            "Requests (HTTP) or connections (TCP) sent to the member.",
+            |m| m.stats.sent.load(Ordering::Relaxed),
+        ),
+        (
+            "carve_pool_member_failed_total",
+            "counter",
+            "Requests or connections the member failed.",
+            |m| m.stats.failed.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in member_values {
+        family(out, name, kind, help);
+        for (pool, m) in &members {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(pool, m), value(m));
+        }
     }
     family(
         out,

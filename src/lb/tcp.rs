@@ -56,23 +56,23 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
 async fn connect(pool: &Pool) -> Option<(TcpStream, super::member::Active)> {
     let first = pool.pick(None)?;
     let active = first.begin();
-    first.stats.sent.fetch_add(1, Ordering::Relaxed);
+    first.stats.sent();
     if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(first.addr)).await {
         let _ = s.set_nodelay(true);
         return Some((s, active));
     }
-    first.stats.failed.fetch_add(1, Ordering::Relaxed);
+    first.stats.failed();
     drop(active);
     let second = pool.pick(Some(&first))?;
     let active = second.begin();
-    second.stats.sent.fetch_add(1, Ordering::Relaxed);
+    second.stats.sent();
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(second.addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Some((s, active))
         }
         _ => {
-            second.stats.failed.fetch_add(1, Ordering::Relaxed);
+            second.stats.failed();
             None
         }
     }

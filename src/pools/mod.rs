@@ -137,12 +137,16 @@ pub async fn list(
     page: &db::page::PageRequest,
 ) -> Result<db::page::Page<PoolView>, AppError> {
     let rows = db::pools::page(&app.db, &actor.scope(), page).await?;
-    let mut views = Vec::with_capacity(rows.items.len());
-    for p in &rows.items {
-        views.push(view(&app.db, p).await?);
-    }
-    let mut views = views.into_iter();
-    Ok(rows.map(|_| views.next().expect("one view per row")))
+    let ids: Vec<PoolId> = rows.items.iter().map(|p| p.id.clone()).collect();
+    let members = db::pools::members_of_pools(&app.db, &ids).await?;
+    Ok(rows.map(|p| {
+        let mine: Vec<MemberRow> = members
+            .iter()
+            .filter(|m| m.pool_id == p.id)
+            .cloned()
+            .collect();
+        PoolView::of(&p, &mine)
+    }))
 }
 
 /// One pool with its members.

@@ -86,11 +86,11 @@ pub async fn list(State(app): State<AppState>, Panel(user): Panel) -> Result<Res
 }
 
 /// A number typed in a form, if any.
-fn number(fields: &Fields, name: &str) -> Result<Option<u32>, AppError> {
-    match fields.opt(name).map(str::trim).filter(|v| !v.is_empty()) {
+fn number(fields: &Fields, name: &'static str) -> Result<Option<u32>, AppError> {
+    match fields.opt(name) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
-            AppError::invalid("number", format!("{v:?} is not a whole number of seconds"))
+            AppError::invalid(name, format!("{v:?} is not a whole number of seconds"))
         }),
     }
 }

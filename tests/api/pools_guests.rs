@@ -186,21 +186,7 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
     assert_eq!(a.status, 200, "{}", a.text);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let slow_url = format!("http://{listen}/cgi-bin/slow");
-    let slow = tokio::spawn({
-        let (c, u) = (client.clone(), slow_url.clone());
-        async move { c.get(&u).send().await.unwrap().text().await.unwrap() }
-    });
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let busy_vm = loop {
-        if let Some(v) = busy_member(&app, &pool, &vms).await {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slow request never showed as active"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (slow, busy_vm) = slow_request(&app, &client, &slow_url, &pool, &vms).await;
     for _ in 0..6 {
         let body = client.get(&url).send().await.unwrap().text().await.unwrap();
         assert_ne!(
@@ -265,21 +251,7 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
 
     // Detaching the member busy with a slow request, under a request loop: the slow request
     // finishes on it, the loop sees no failure, and the member is gone once drained.
-    let slow = tokio::spawn({
-        let (c, u) = (client.clone(), slow_url.clone());
-        async move { c.get(&u).send().await.unwrap().text().await.unwrap() }
-    });
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let leaving = loop {
-        if let Some(v) = busy_member(&app, &pool, &vms).await {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slow request never showed as active"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (slow, leaving) = slow_request(&app, &client, &slow_url, &pool, &vms).await;
     let stop = Arc::new(AtomicBool::new(false));
     let looping = request_loop(url.clone(), stop.clone());
     let a = app
@@ -359,6 +331,31 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
     for vm in [&rest[0], &leaving] {
         app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
             .await;
+    }
+}
+
+/// Starts a slow request through the pool; returns it and the member it landed on.
+async fn slow_request(
+    app: &TestApp,
+    client: &reqwest::Client,
+    slow_url: &str,
+    pool: &str,
+    vms: &[String],
+) -> (tokio::task::JoinHandle<String>, String) {
+    let slow = tokio::spawn({
+        let (c, u) = (client.clone(), slow_url.to_string());
+        async move { c.get(&u).send().await.unwrap().text().await.unwrap() }
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(v) = busy_member(app, pool, vms).await {
+            return (slow, v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never showed as active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
