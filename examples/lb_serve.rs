@@ -40,7 +40,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let (lb, mut transitions) = Balancer::new();
+        let (lb, mut transitions) = Balancer::with_threads(threads);
         let spec = PoolSpec {
             id: "bench".into(),
             protocol,

@@ -1,26 +1,22 @@
-//! The HTTP data plane: HTTP/1.1 from clients (keep-alive), each request to a member over a
-//! kept-alive connection, `X-Forwarded-For`/`-Proto`/`-Host` added, WebSocket upgrades passed
-//! through, a request retried once on another member only when no connection to the first
-//! could be made (or a kept one closed under a bodyless idempotent request before any answer), an optional sticky cookie, a 503 page when no member is healthy.
+//! The HTTP data plane: HTTP/1.1 from clients (keep-alive, pipelining), each request to a
+//! member over a kept-alive connection with `X-Forwarded-For`/`-Proto`/`-Host` added, bodies
+//! passed through as they come, WebSocket upgrades tunnelled, a request retried on another
+//! member only when no connection to the first could be made (or a kept one closed under a
+//! bodyless idempotent request before any answer), an optional sticky cookie, a 503 page
+//! when no member is healthy. Heads are parsed and rewritten as bytes (see [`super::h1`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Empty, Full, combinators::UnsyncBoxBody};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::headers::{cookie, prepare, strip_hop_by_hop, wants_upgrade};
-use super::member::{Active, Member, Upstream, UpstreamBody, until_killed};
+use super::body::{Cursor, Framing, RelayError, fill, relay};
+use super::h1::{self, Request};
+use super::member::{Active, Member, until_killed, until_set};
 use super::pool::Pool;
 
 /// How long a connection to a member may take before another member is tried.
@@ -30,23 +26,22 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The same for a request with a body, whose upload runs inside the wait (a slow client's
 /// large upload must not end as a 504).
 const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long a client has to send a request's headers; also ends idle keep-alive connections.
+/// How long a client has to send a request's head; also ends idle keep-alive connections.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What goes back to clients.
-pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+/// How long either side may send nothing while a body is on its way.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Accepts clients on `listener` for `pool` until `stop` resolves.
 pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
-    max_connections: usize,
+    slots: Arc<tokio::sync::Semaphore>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     super::accept_loop(
         listener,
         pool,
-        max_connections,
+        slots,
         stop,
         |stream, peer, pool| async move {
             let _ = stream.set_nodelay(true);
@@ -68,346 +63,477 @@ async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
     ) {
         return;
     }
-    // Boxed: the HTTP machinery's memory is taken only once the client speaks, not by every
-    // silent connection's task.
+    // Boxed: the buffers are taken only once the client speaks, not by every silent
+    // connection's task.
     Box::pin(speak(stream, peer, pool)).await;
 }
 
-/// Serves HTTP/1.1 on a client connection that has sent something.
+/// One client connection's buffers.
+struct Conn {
+    client: TcpStream,
+    /// The client's bytes not used yet (the rest of a head, a body, a pipelined request).
+    buf: BytesMut,
+    /// The member's bytes not used yet.
+    up_buf: BytesMut,
+    /// The member's version of the request head.
+    req_out: Vec<u8>,
+    /// The client's version of the answer head, with the first bytes of its body.
+    res_out: Vec<u8>,
+}
+
+/// Serves requests on a client connection that has sent something.
 async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
-    let closing = pool.closing();
-    // The client's address as a header value, made once per connection.
-    let client = HeaderValue::from_str(&peer.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let service = hyper::service::service_fn(move |req| {
-        let pool = pool.clone();
-        let client = client.clone();
-        async move { Ok::<_, Infallible>(forward(req, &client, &pool).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(CLIENT_IDLE_TIMEOUT)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let served = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = until_killed(closing) => {
-            // The pool stopped: the request in progress finishes, then the connection closes.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let mut closing = pool.closing();
+    let ip = peer.ip().to_string();
+    let mut c = Conn {
+        client: stream,
+        buf: BytesMut::with_capacity(4096),
+        up_buf: BytesMut::with_capacity(4096),
+        req_out: Vec::with_capacity(1024),
+        res_out: Vec::with_capacity(1024),
     };
-    if let Err(e) = served {
-        tracing::debug!(error = %e, "client connection ended with an error");
+    loop {
+        let settings = pool.settings();
+        let client = h1::Client {
+            ip: ip.as_bytes(),
+            sticky_cookie: settings.sticky_cookie.as_deref(),
+        };
+        let request = loop {
+            match h1::request(&c.buf, &client, &mut c.req_out) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(refused) => {
+                    let page = h1::page(
+                        refused.status,
+                        reason(refused.status),
+                        refused.reason,
+                        false,
+                        true,
+                    );
+                    if c.client.write_all(&page).await.is_ok() {
+                        linger(&mut c.client).await;
+                    }
+                    return;
+                }
+            }
+            // Between requests, a pool that stops serving ends the connection.
+            let more = if c.buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    more = fill(&mut c.client, &mut c.buf, CLIENT_IDLE_TIMEOUT) => more,
+                    _ = until_set(&mut closing) => return,
+                }
+            } else {
+                fill(&mut c.client, &mut c.buf, CLIENT_IDLE_TIMEOUT).await
+            };
+            if !matches!(more, Ok(true)) {
+                return;
+            }
+        };
+        c.buf.advance(request.head_len);
+        let keep = forward(&mut c, &request, &pool, settings.sticky_cookie.as_deref()).await;
+        if !keep || *closing.borrow() {
+            return;
+        }
     }
 }
 
-/// Sends one request to a member and its answer back.
-async fn forward(
-    mut req: Request<Incoming>,
-    client: &HeaderValue,
-    pool: &Pool,
-) -> Response<ProxyBody> {
-    let settings = pool.settings();
-    let sticky_member = settings
-        .sticky_cookie
+/// A member's connection taken for one request, counted as its open work.
+struct Picked {
+    stream: TcpStream,
+    reused: bool,
+    active: Active,
+}
+
+/// How one try at a request ended.
+enum Attempt {
+    /// Answered; the client connection stays open or not, the member's may be kept;
+    /// `unread`: the client may still be sending a body nobody reads.
+    Done {
+        keep_client: bool,
+        keep_member: bool,
+        unread: bool,
+    },
+    /// The member closed or failed before a byte of answer.
+    NoAnswer,
+    /// The member's answer head was not valid.
+    BadAnswer(&'static str),
+    /// No answer in time.
+    Timeout,
+    /// The client went away or sent something invalid: close its connection.
+    ClientGone,
+    /// The answer head went out but its body was cut: close the client's connection.
+    Cut,
+    /// The member switched protocols: tunnel both connections.
+    Upgraded,
+}
+
+/// Sends one request to a member and its answer back; whether the client's connection
+/// stays open.
+async fn forward(c: &mut Conn, request: &Request, pool: &Pool, sticky: Option<&str>) -> bool {
+    let stuck = request
+        .sticky
         .as_deref()
-        .and_then(|name| cookie(req.headers(), name))
-        .and_then(|id| pool.member_in_rotation(&id));
-    let stuck = sticky_member.is_some();
-    let Some(first) = sticky_member.or_else(|| pool.pick(None)) else {
+        .and_then(|id| pool.member_in_rotation(id));
+    let set_cookie = sticky.filter(|_| stuck.is_none());
+    let Some(first) = stuck.or_else(|| pool.pick(None)) else {
         pool.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-        return unavailable();
+        return refuse(c, request, 503).await;
     };
-    let (mut upstream, reused, active) = match open(&first).await {
-        Some((c, reused)) => (c, reused, first.begin()),
-        None => {
-            // Nothing was sent: another member may take the request.
-            first.stats.failed();
-            let Some(second) = pool.pick(Some(&first)) else {
-                return bad_gateway();
-            };
-            match open(&second).await {
-                Some((c, reused)) => (c, reused, second.begin()),
-                None => {
-                    second.stats.failed();
-                    return bad_gateway();
+    // A bodyless idempotent request can be sent again if a kept connection closed just as it
+    // went out (RFC 9110 9.2.2); any other request only goes over a kept connection that is
+    // still open.
+    let resendable = request.framing == Framing::Empty && request.idempotent && !request.upgrade;
+    let Some(mut up) = open(pool, first, !resendable).await else {
+        return refuse(c, request, 502).await;
+    };
+    let mut resend = resendable && up.reused;
+    loop {
+        let member = up.active.member().clone();
+        let cookie = set_cookie.map(|name| (name, member.id.as_str()));
+        member.stats.sent();
+        let attempt = tokio::select! {
+            biased;
+            a = attempt(c, request, &mut up, cookie) => a,
+            // The member's drain timed out: what is left of this exchange ends.
+            _ = until_killed(member.killed()) => return false,
+        };
+        match attempt {
+            Attempt::Done {
+                keep_client,
+                keep_member,
+                unread,
+            } => {
+                if keep_member {
+                    member.give_back(up.stream);
+                }
+                if unread {
+                    linger(&mut c.client).await;
+                }
+                return keep_client;
+            }
+            Attempt::NoAnswer if resend => {
+                member.stats.failed();
+                resend = false;
+                // Once more, over a new connection, to another member if there is one.
+                let other = pool.pick(Some(&member)).unwrap_or(member);
+                match connect(&other).await {
+                    Some(fresh) => up = fresh,
+                    None => {
+                        other.stats.failed();
+                        return refuse(c, request, 502).await;
+                    }
                 }
             }
-        }
-    };
-    let mut member = active.member().clone();
-    let mut active = active;
-    let upgrade = wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    prepare(&mut req, client, upgrade);
-    // A bodyless idempotent request over a kept connection can be sent again if the member
-    // closed that connection just as the request went out (RFC 9110 9.2.2): keep its head.
-    let resendable = (reused && !upgrade && idempotent(req.method()) && req.body().is_end_stream())
-        .then(|| head_of(&req));
-    let answer_timeout = if req.body().is_end_stream() {
-        ANSWER_TIMEOUT
-    } else {
-        UPLOAD_ANSWER_TIMEOUT
-    };
-    let req = if resendable.is_some() {
-        req.map(|_| Either::Right(Empty::new()))
-    } else {
-        req.map(Either::Left)
-    };
-    let mut started = Instant::now();
-    member.stats.sent();
-    let mut answer = match tokio::time::timeout(answer_timeout, upstream.try_send_request(req))
-        .await
-    {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(mut e)) => {
-            let again = match (e.take_message(), resendable) {
-                // The request never left (a kept connection had just closed).
-                (Some(req), _) => req,
-                // It left, but the kept connection closed before a byte of answer came.
-                (None, Some(head)) if closed_before_answer(e.error()) => head,
-                _ => {
-                    tracing::debug!(member = %member.id, error = %e.error(), "member failed the request");
-                    member.stats.failed();
-                    return bad_gateway();
+            Attempt::NoAnswer | Attempt::BadAnswer(_) => {
+                if let Attempt::BadAnswer(why) = attempt {
+                    tracing::debug!(member = %member.id, why, "member answered badly");
                 }
-            };
-            member.stats.failed();
-            // It goes once more, over a new connection, to another member if there is one.
-            let other = pool.pick(Some(&member)).unwrap_or_else(|| member.clone());
-            let Some(fresh) = connect(&other).await else {
-                other.stats.failed();
-                return bad_gateway();
-            };
-            upstream = fresh;
-            active = other.begin();
-            member = other;
-            started = Instant::now();
-            member.stats.sent();
-            match tokio::time::timeout(ANSWER_TIMEOUT, upstream.send_request(again)).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(e)) => {
-                    tracing::debug!(member = %member.id, error = %e, "member failed the request");
-                    member.stats.failed();
-                    return bad_gateway();
-                }
-                Err(_) => {
-                    member.stats.failed();
-                    return gateway_timeout();
-                }
+                member.stats.failed();
+                return refuse(c, request, 502).await;
+            }
+            Attempt::Timeout => {
+                member.stats.failed();
+                return refuse(c, request, 504).await;
+            }
+            Attempt::ClientGone | Attempt::Cut => return false,
+            Attempt::Upgraded => {
+                tunnel(c, up).await;
+                return false;
             }
         }
-        Err(_) => {
-            member.stats.failed();
-            return gateway_timeout();
+    }
+}
+
+/// One try at a request on `up`: the head (and body) out, the answer back.
+async fn attempt(
+    c: &mut Conn,
+    request: &Request,
+    up: &mut Picked,
+    cookie: Option<(&str, &str)>,
+) -> Attempt {
+    let started = Instant::now();
+    c.up_buf.clear();
+    let member = up.active.member();
+    let close_client = !request.keep_alive;
+    if request.framing == Framing::Empty {
+        if up.stream.write_all(&c.req_out).await.is_err() {
+            return Attempt::NoAnswer;
         }
+        return answer(
+            &mut up.stream,
+            &mut c.up_buf,
+            &mut c.client,
+            &mut c.res_out,
+            Exchange {
+                request,
+                cookie,
+                close_client,
+                wait: ANSWER_TIMEOUT,
+                member,
+                started,
+            },
+        )
+        .await;
+    }
+    // The head goes out with the part of the body already read (these requests are never
+    // sent twice, so the head's buffer may take it).
+    let mut cursor = Cursor::new(request.framing);
+    let Ok(n) = cursor.take(&c.buf) else {
+        return Attempt::ClientGone;
     };
-    member
-        .stats
-        .answered(answer.status().as_u16(), started.elapsed());
-    if answer.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let member_upgrade = hyper::upgrade::on(&mut answer);
-        tokio::spawn(tunnel(client_upgrade, member_upgrade, active));
-        let (parts, _) = answer.into_parts();
-        return Response::from_parts(parts, empty());
+    c.req_out.extend_from_slice(&c.buf[..n]);
+    c.buf.advance(n);
+    if up.stream.write_all(&c.req_out).await.is_err() {
+        return Attempt::NoAnswer;
     }
-    strip_hop_by_hop(answer.headers_mut(), false);
-    let (mut parts, body) = answer.into_parts();
-    if let Some(name) = settings.sticky_cookie.as_deref()
-        && !stuck
-        && let Ok(v) = HeaderValue::from_str(&format!("{name}={}; Path=/; HttpOnly", member.id))
-    {
-        parts.headers.append(header::SET_COOKIE, v);
-    }
-    let body = Tracked {
-        inner: body,
-        finished: false,
-        upstream: Some(upstream),
-        _active: active,
+    let (mut client_read, mut client_write) = c.client.split();
+    let (mut member_read, mut member_write) = up.stream.split();
+    let exchange = Exchange {
+        request,
+        cookie,
+        close_client,
+        wait: UPLOAD_ANSWER_TIMEOUT,
+        member,
+        started,
     };
-    Response::from_parts(parts, body.boxed_unsync())
-}
-
-/// A connection to `member` ready for a request, and whether it is a kept one.
-async fn open(member: &Arc<Member>) -> Option<(Upstream, bool)> {
-    match member.take_idle() {
-        Some(c) => Some((c, true)),
-        None => connect(member).await.map(|c| (c, false)),
-    }
-}
-
-/// Whether a member's connection ended (closed or reset) before any of its answer came.
-fn closed_before_answer(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            );
+    // The rest of the body goes up while the answer is awaited: a member may answer early.
+    let send = relay(
+        &mut client_read,
+        &mut c.buf,
+        &mut member_write,
+        &mut cursor,
+        BODY_IDLE_TIMEOUT,
+    );
+    let receive = answer(
+        &mut member_read,
+        &mut c.up_buf,
+        &mut client_write,
+        &mut c.res_out,
+        exchange,
+    );
+    tokio::pin!(send, receive);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut receive => {
+                // An answer before the whole body went up: neither connection can be reused.
+                return match done {
+                    Attempt::Done { .. } if !sent => Attempt::Done { keep_client: false, keep_member: false, unread: true },
+                    other => other,
+                };
+            }
+            r = &mut send, if !sent => match r {
+                Ok(()) => sent = true,
+                // The member stopped reading: its answer may still come.
+                Err(RelayError::Sink) => sent = true,
+                Err(_) => return Attempt::ClientGone,
+            },
         }
-        source = s.source();
     }
-    false
 }
 
-/// Whether a method may be sent twice with the same effect (RFC 9110 9.2.2).
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+/// What an answer is for.
+struct Exchange<'a> {
+    request: &'a Request,
+    cookie: Option<(&'a str, &'a str)>,
+    close_client: bool,
+    /// How long the member may take to start answering.
+    wait: Duration,
+    member: &'a Member,
+    started: Instant,
 }
 
-/// A copy of a bodyless request, to send again.
-fn head_of<B>(req: &Request<B>) -> Request<UpstreamBody> {
-    let mut copy = Request::new(Either::Right(Empty::new()));
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
+/// Reads the member's answer head (passing interim ones on), writes the client's version
+/// with the first bytes of the body, then relays the rest of the body.
+async fn answer<R, W>(
+    member: &mut R,
+    buf: &mut BytesMut,
+    client: &mut W,
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+) -> Attempt
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut heard = false;
+    loop {
+        let head = loop {
+            if !buf.is_empty() {
+                match h1::answer(buf, x.request, x.cookie, x.close_client, out) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) => {}
+                    Err(why) => return Attempt::BadAnswer(why),
+                }
+            }
+            match fill(member, buf, x.wait).await {
+                Ok(true) => heard = true,
+                Err(RelayError::Idle) => return Attempt::Timeout,
+                Ok(false) | Err(_) if heard => return Attempt::BadAnswer("it closed mid-head"),
+                Ok(false) | Err(_) => return Attempt::NoAnswer,
+            }
+        };
+        buf.advance(head.head_len);
+        if head.interim {
+            if !x.request.http10 && client.write_all(out).await.is_err() {
+                return Attempt::ClientGone;
+            }
+            continue;
+        }
+        x.member.stats.answered(head.status, x.started.elapsed());
+        if head.status == 101 {
+            out.extend_from_slice(buf);
+            buf.clear();
+            return match client.write_all(out).await {
+                Ok(()) => Attempt::Upgraded,
+                Err(_) => Attempt::ClientGone,
+            };
+        }
+        let mut cursor = Cursor::new(head.framing);
+        let Ok(n) = cursor.take(buf) else {
+            return Attempt::BadAnswer("its chunked body is malformed");
+        };
+        out.extend_from_slice(&buf[..n]);
+        buf.advance(n);
+        if client.write_all(out).await.is_err() {
+            return Attempt::ClientGone;
+        }
+        if !cursor.done() {
+            match relay(member, buf, client, &mut cursor, BODY_IDLE_TIMEOUT).await {
+                Ok(()) => {}
+                Err(RelayError::Sink) => return Attempt::ClientGone,
+                Err(_) => return Attempt::Cut,
+            }
+        }
+        return Attempt::Done {
+            keep_client: !head.close_client,
+            // Bytes after the answer would belong to no request: such a member is not reused.
+            keep_member: head.reusable && buf.is_empty(),
+            unread: false,
+        };
+    }
+}
+
+/// A connection to `first` (a kept one if there is one; checked still open when `check`),
+/// or else to another member in rotation.
+async fn open(pool: &Pool, first: Arc<Member>, check: bool) -> Option<Picked> {
+    if let Some(up) = kept(&first, check) {
+        return Some(up);
+    }
+    if let Some(up) = connect(&first).await {
+        return Some(up);
+    }
+    // Nothing was sent: another member may take the request.
+    first.stats.failed();
+    let second = pool.pick(Some(&first))?;
+    if let Some(up) = kept(&second, check) {
+        return Some(up);
+    }
+    let up = connect(&second).await;
+    if up.is_none() {
+        second.stats.failed();
+    }
+    up
+}
+
+/// A kept connection to `member`; when `check`, one the member has not closed.
+fn kept(member: &Arc<Member>, check: bool) -> Option<Picked> {
+    while let Some(stream) = member.take_idle() {
+        let open = !check
+            || matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        if open {
+            return Some(Picked {
+                stream,
+                reused: true,
+                active: member.begin(),
+            });
+        }
+    }
+    None
 }
 
 /// A new connection to `member`.
-async fn connect(member: &Arc<Member>) -> Option<Upstream> {
+async fn connect(member: &Arc<Member>) -> Option<Picked> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr))
         .await
         .ok()?
         .ok()?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    let killed = member.killed();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = conn.with_upgrades() => {}
-            _ = until_killed(killed) => {}
-        }
-    });
-    sender.ready().await.ok()?;
-    Some(sender)
+    Some(Picked {
+        stream,
+        reused: false,
+        active: member.begin(),
+    })
 }
 
-/// Copies an upgraded connection (e.g. a WebSocket) both ways until either side closes.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    member: hyper::upgrade::OnUpgrade,
-    active: Active,
-) {
-    let (Ok(client), Ok(member)) = (client.await, member.await) else {
-        return;
-    };
-    let killed = active.member().killed();
-    let (mut c, mut m) = (TokioIo::new(client), TokioIo::new(member));
+/// Copies a switched connection (e.g. a WebSocket) both ways until either side closes or
+/// the member's drain times out.
+async fn tunnel(c: &mut Conn, mut up: Picked) {
+    if !c.buf.is_empty() {
+        if up.stream.write_all(&c.buf).await.is_err() {
+            return;
+        }
+        c.buf.clear();
+    }
+    let killed = up.active.member().killed();
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut c, &mut m) => {}
+        _ = tokio::io::copy_bidirectional(&mut c.client, &mut up.stream) => {}
         _ = until_killed(killed) => {}
     }
 }
 
-fn empty() -> ProxyBody {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// Answers with a page of our own; whether the client's connection stays open.
+async fn refuse(c: &mut Conn, request: &Request, status: u16) -> bool {
+    // A body not read would be taken for the next request: such a connection closes.
+    let keep = request.keep_alive && request.framing == Framing::Empty;
+    let text = match status {
+        503 => "No server of this site is available right now. Please try again in a moment.",
+        504 => "The server handling this request took too long to answer. Please try again.",
+        _ => "The server handling this request did not answer properly. Please try again.",
+    };
+    let page = h1::page(status, reason(status), text, request.head_only, !keep);
+    if c.client.write_all(&page).await.is_err() {
+        return false;
+    }
+    if !keep {
+        linger(&mut c.client).await;
+    }
+    keep
 }
 
-/// A short page of our own.
-fn page(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><title>{status}</title><h1>{}</h1><p>{text}</p></html>\n",
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn unavailable() -> Response<ProxyBody> {
-    let mut r = page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "No server of this site is available right now. Please try again in a moment.",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
-fn bad_gateway() -> Response<ProxyBody> {
-    page(
-        StatusCode::BAD_GATEWAY,
-        "The server handling this request did not answer properly. Please try again.",
-    )
-}
-
-fn gateway_timeout() -> Response<ProxyBody> {
-    page(
-        StatusCode::GATEWAY_TIMEOUT,
-        "The server handling this request took too long to answer. Please try again.",
-    )
-}
-
-/// A member's answer on its way to the client: counted as open work until it ends, its
-/// connection kept for reuse once read in full, cut when the member's drain times out.
-/// When the member's drain times out, its connection is closed and the answer ends with an
-/// error, so the client sees it cut rather than complete.
-struct Tracked {
-    inner: Incoming,
-    finished: bool,
-    upstream: Option<Upstream>,
-    _active: Active,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if frame.is_none() {
-            this.finished = true;
+/// Ends our side of a client connection that may still carry bytes nobody will read, and
+/// reads them for a moment: closing with unread bytes would reset the connection and could
+/// lose the answer just sent (what HAProxy and nginx call a lingering close).
+async fn linger(client: &mut TcpStream) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX_DISCARD: usize = 1 << 20;
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < MAX_DISCARD {
+        match tokio::time::timeout_at(deadline, client.read(&mut sink)).await {
+            Ok(Ok(n @ 1..)) => discarded += n,
+            _ => return,
         }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if (self.finished || self.inner.is_end_stream())
-            && let Some(c) = self.upstream.take()
-        {
-            self._active.member().give_back(c);
-        }
+/// The reason phrase of a status the data plane answers itself.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
     }
 }

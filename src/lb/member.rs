@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Where a member is in its life.
@@ -65,26 +66,19 @@ pub struct Member {
     active: AtomicUsize,
     /// Set to true when whatever is left of this member's work must end now.
     kill: watch::Sender<bool>,
-    /// Idle keep-alive connections to the member (HTTP pools).
-    idle: std::sync::Mutex<Vec<Upstream>>,
+    /// Idle keep-alive connections to the member (HTTP pools), one list per data-plane
+    /// thread: a connection is only used on the thread that made it.
+    idle: Box<[std::sync::Mutex<Vec<TcpStream>>]>,
     /// What it did.
     pub stats: super::stats::MemberStats,
 }
 
-/// A keep-alive HTTP/1.1 connection to a member.
-pub type Upstream = hyper::client::conn::http1::SendRequest<UpstreamBody>;
-
-/// A request body on its way to a member: the client's own, or none (kept so a bodyless
-/// request can be sent again).
-pub type UpstreamBody =
-    http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<bytes::Bytes>>;
-
-/// Most idle connections kept per member.
+/// Most idle connections kept per member and data-plane thread.
 const MAX_IDLE: usize = 256;
 
 impl Member {
-    /// A new member, joining.
-    pub fn new(id: String, addr: SocketAddr, weight: u32) -> Arc<Self> {
+    /// A new member, joining, served by `threads` data-plane threads.
+    pub fn new(id: String, addr: SocketAddr, weight: u32, threads: usize) -> Arc<Self> {
         Arc::new(Self {
             id,
             addr,
@@ -92,28 +86,29 @@ impl Member {
             state: AtomicU8::new(MemberState::Joining.to_u8()),
             active: AtomicUsize::new(0),
             kill: watch::channel(false).0,
-            idle: std::sync::Mutex::new(Vec::new()),
+            idle: (0..threads.max(1)).map(|_| Default::default()).collect(),
             stats: Default::default(),
         })
     }
 
-    /// An idle connection ready for a request, if one is kept.
-    pub fn take_idle(&self) -> Option<Upstream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = idle.pop() {
-            if c.is_ready() {
-                return Some(c);
-            }
-        }
-        None
+    /// This thread's list of idle connections.
+    fn idle_here(&self) -> std::sync::MutexGuard<'_, Vec<TcpStream>> {
+        self.idle[super::shards::current() % self.idle.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle connection, if one is kept.
+    pub fn take_idle(&self) -> Option<TcpStream> {
+        self.idle_here().pop()
     }
 
     /// Keeps a connection whose last answer was read in full, unless the member is leaving.
-    pub fn give_back(&self, c: Upstream) {
-        if self.state() == MemberState::Draining || c.is_closed() {
+    pub fn give_back(&self, c: TcpStream) {
+        if self.state() == MemberState::Draining {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle_here();
         if idle.len() < MAX_IDLE {
             idle.push(c);
         }
@@ -171,7 +166,9 @@ impl Member {
     /// Ends whatever work is left (the drain timed out) and closes idle connections.
     pub fn kill(&self) {
         self.kill.send_replace(true);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for idle in &self.idle {
+            idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 
     /// Resolves when the member's remaining work must end.
@@ -198,6 +195,11 @@ impl Drop for Active {
 
 /// Waits until `rx` says the member's work must end.
 pub async fn until_killed(mut rx: watch::Receiver<bool>) {
+    until_set(&mut rx).await;
+}
+
+/// Waits until `rx` holds true (forever if its sender is gone first).
+pub async fn until_set(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -211,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_drain_is_never_undone_and_work_is_counted() {
-        let m = Member::new("m".into(), "127.0.0.1:1".parse().unwrap(), 1);
+        let m = Member::new("m".into(), "127.0.0.1:1".parse().unwrap(), 1, 1);
         assert_eq!(m.state(), MemberState::Joining);
         assert!(!m.in_rotation());
         assert_eq!(

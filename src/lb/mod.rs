@@ -3,13 +3,15 @@
 //! leaving member's open work finish. [`Balancer::apply`] takes the running pools to a new
 //! set of specs in place: open connections never notice a member or pool change.
 
+pub mod body;
 pub mod control;
-pub mod headers;
+pub mod h1;
 pub mod health;
 pub mod http;
 pub mod member;
 pub mod pick;
 pub mod pool;
+pub mod shards;
 pub mod spec;
 pub mod stats;
 pub mod tcp;
@@ -20,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use pool::{Pool, Transition};
 use spec::{PoolSpec, Protocol};
@@ -44,16 +46,28 @@ pub struct Failed {
 pub struct Balancer {
     running: Mutex<HashMap<String, Running>>,
     transitions: mpsc::UnboundedSender<Transition>,
+    /// The threads that carry the traffic (health checks and drains run on the caller's
+    /// runtime).
+    shards: shards::Shards,
 }
 
 impl Balancer {
-    /// A balancer serving nothing yet; member state changes arrive on the receiver.
+    /// A balancer serving nothing yet, with a data-plane thread per core; member state
+    /// changes arrive on the receiver.
     pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Transition>) {
+        Self::with_threads(0)
+    }
+
+    /// The same with `threads` data-plane threads (0: one per core).
+    pub fn with_threads(threads: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Transition>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let shards = shards::Shards::start(threads)
+            .unwrap_or_else(|e| panic!("cannot start the load balancer's threads: {e}"));
         (
             Arc::new(Self {
                 running: Mutex::new(HashMap::new()),
                 transitions: tx,
+                shards,
             }),
             rx,
         )
@@ -91,7 +105,7 @@ impl Balancer {
             }
         }
         for spec in to_bind {
-            let listener = match TcpListener::bind(spec.listen).await {
+            let listener = match bind(spec.listen) {
                 Ok(l) => l,
                 Err(e) => {
                     failed.push(Failed {
@@ -101,25 +115,33 @@ impl Balancer {
                     continue;
                 }
             };
-            let pool = Pool::new(&spec, self.transitions.clone());
+            let pool = Pool::new(&spec, self.transitions.clone(), self.shards.count());
             for m in pool.apply(&spec) {
                 tokio::spawn(health::watch(pool.clone(), m));
             }
             let (stop_tx, stop_rx) = watch::channel(false);
-            match spec.protocol {
-                Protocol::Http => tokio::spawn(http::serve(
-                    listener,
+            // Every data-plane thread accepts on the same listening socket; whichever is
+            // free takes the next client.
+            let slots = Arc::new(Semaphore::new(spec.max_connections));
+            let protocol = spec.protocol;
+            self.shards.on_each(|_| {
+                let (listener, pool, slots, stop) = (
+                    listener.try_clone(),
                     pool.clone(),
-                    spec.max_connections,
-                    stop_rx,
-                )),
-                Protocol::Tcp => tokio::spawn(tcp::serve(
-                    listener,
-                    pool.clone(),
-                    spec.max_connections,
-                    stop_rx,
-                )),
-            };
+                    slots.clone(),
+                    stop_rx.clone(),
+                );
+                async move {
+                    let Ok(listener) = listener.and_then(TcpListener::from_std) else {
+                        tracing::error!(pool = %pool.id, "a data-plane thread cannot take the pool's listener");
+                        return;
+                    };
+                    match protocol {
+                        Protocol::Http => http::serve(listener, pool, slots, stop).await,
+                        Protocol::Tcp => tcp::serve(listener, pool, slots, stop).await,
+                    }
+                }
+            });
             let replaced = self
                 .running
                 .lock()
@@ -158,19 +180,39 @@ impl Balancer {
     }
 }
 
+/// A listening socket for a pool (address reuse so that a restart rebinds at once, a
+/// backlog for bursts of clients), non-blocking, for the data-plane threads to share.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// Accepts clients on `listener` until `stop` resolves, each handled by `serve_one` in its
-/// own task; past `max_connections` held at once a client is closed at once, never queued.
+/// own task; past the pool's `slots` (shared by its threads) a client is closed at once,
+/// never queued.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     pool: Arc<Pool>,
-    max_connections: usize,
+    slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     serve_one: F,
 ) where
     F: Fn(tokio::net::TcpStream, SocketAddr, Arc<Pool>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

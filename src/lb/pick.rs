@@ -80,6 +80,7 @@ mod tests {
                     format!("m{i}"),
                     format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
                     *w,
+                    1,
                 );
                 m.set_state(MemberState::Healthy);
                 m

@@ -51,6 +51,8 @@ pub struct Pool {
     pub stats: super::stats::PoolStats,
     /// Set when the pool stops serving: kept-alive client connections close once idle.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Data-plane threads serving it.
+    threads: usize,
 }
 
 impl Pool {
@@ -58,6 +60,7 @@ impl Pool {
     pub fn new(
         spec: &PoolSpec,
         transitions: tokio::sync::mpsc::UnboundedSender<Transition>,
+        threads: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             id: spec.id.clone(),
@@ -67,6 +70,7 @@ impl Pool {
             transitions,
             stats: Default::default(),
             closing: tokio::sync::watch::channel(false).0,
+            threads,
         })
     }
 
@@ -132,7 +136,7 @@ impl Pool {
                     next.push(m.clone());
                 }
                 None => {
-                    let m = Member::new(want.id.clone(), want.addr, want.weight);
+                    let m = Member::new(want.id.clone(), want.addr, want.weight, self.threads);
                     added.push(m.clone());
                     next.push(m);
                 }

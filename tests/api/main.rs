@@ -7,6 +7,7 @@ mod capacity;
 mod hardening;
 mod helpers;
 mod lb;
+mod lb_http;
 mod observability;
 mod openapi;
 mod panel;
