@@ -149,6 +149,11 @@ impl Config {
                 "lb.max_connections_per_pool must be at least 1".into(),
             ));
         }
+        if self.lb.threads > 256 {
+            return Err(ConfigError::Invalid(
+                "lb.threads must be at most 256 (0 runs one per core)".into(),
+            ));
+        }
         let (lb, fw) = (self.lb.ports, self.network.forward_ports);
         if lb.first <= fw.last && fw.first <= lb.last {
             return Err(ConfigError::Invalid(format!(

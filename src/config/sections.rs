@@ -221,6 +221,8 @@ pub struct LbConfig {
     pub max_connections_per_pool: usize,
     /// Pools one tenant may have (each takes a port of `ports`).
     pub max_pools_per_tenant: u32,
+    /// Threads carrying pool traffic (0: one per core).
+    pub threads: usize,
 }
 
 impl Default for LbConfig {
@@ -234,6 +236,7 @@ impl Default for LbConfig {
             },
             max_connections_per_pool: 10_000,
             max_pools_per_tenant: 10,
+            threads: 0,
         }
     }
 }

@@ -48,7 +48,7 @@ const AUDIT_WINDOW: Duration = Duration::from_secs(600);
 impl Control {
     /// A control loop for the pools in `db`, serving nothing until [`Control::run`].
     pub fn new(db: Db, config: &Config) -> Self {
-        let (balancer, transitions) = Balancer::new();
+        let (balancer, transitions) = Balancer::with_threads(config.lb.threads);
         Self {
             db,
             balancer,

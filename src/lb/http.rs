@@ -35,13 +35,13 @@ const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
-    slots: Arc<tokio::sync::Semaphore>,
+    intake: Arc<super::accept::Intake>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    super::accept_loop(
+    super::accept::accept_loop(
         listener,
         pool,
-        slots,
+        intake,
         stop,
         |stream, peer, pool| async move {
             let _ = stream.set_nodelay(true);
@@ -57,10 +57,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
     // at the idle timeout). A peek waits for a byte: `readable()` alone may report a new
     // socket ready before anything arrived.
     let mut first = [0u8; 1];
-    if !matches!(
-        tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.peek(&mut first)).await,
-        Ok(Ok(1..))
-    ) {
+    let mut closing = pool.closing();
+    let spoke = tokio::select! {
+        peeked = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.peek(&mut first)) => matches!(peeked, Ok(Ok(1..))),
+        _ = until_set(&mut closing) => false,
+    };
+    if !spoke {
         return;
     }
     // Boxed: the buffers are taken only once the client speaks, not by every silent
@@ -98,6 +100,9 @@ async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
             ip: ip.as_bytes(),
             sticky_cookie: settings.sticky_cookie.as_deref(),
         };
+        // The whole head must come within the timeout (a trickle of bytes does not extend it);
+        // the wait for it is also how long an idle kept-alive connection stays open.
+        let head_deadline = Instant::now() + CLIENT_IDLE_TIMEOUT;
         let request = loop {
             match h1::request(&c.buf, &client, &mut c.req_out) {
                 Ok(Some(r)) => break r,
@@ -120,11 +125,11 @@ async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
             let more = if c.buf.is_empty() {
                 tokio::select! {
                     biased;
-                    more = fill(&mut c.client, &mut c.buf, CLIENT_IDLE_TIMEOUT) => more,
+                    more = fill(&mut c.client, &mut c.buf, left(head_deadline)) => more,
                     _ = until_set(&mut closing) => return,
                 }
             } else {
-                fill(&mut c.client, &mut c.buf, CLIENT_IDLE_TIMEOUT).await
+                fill(&mut c.client, &mut c.buf, left(head_deadline)).await
             };
             if !matches!(more, Ok(true)) {
                 return;
@@ -339,7 +344,7 @@ struct Exchange<'a> {
     request: &'a Request,
     cookie: Option<(&'a str, &'a str)>,
     close_client: bool,
-    /// How long the member may take to start answering.
+    /// How long the member may take to answer (its whole head).
     wait: Duration,
     member: &'a Member,
     started: Instant,
@@ -359,6 +364,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut heard = false;
+    let deadline = x.started + x.wait;
     loop {
         let head = loop {
             if !buf.is_empty() {
@@ -368,7 +374,7 @@ where
                     Err(why) => return Attempt::BadAnswer(why),
                 }
             }
-            match fill(member, buf, x.wait).await {
+            match fill(member, buf, left(deadline)).await {
                 Ok(true) => heard = true,
                 Err(RelayError::Idle) => return Attempt::Timeout,
                 Ok(false) | Err(_) if heard => return Attempt::BadAnswer("it closed mid-head"),
@@ -414,6 +420,11 @@ where
             unread: false,
         };
     }
+}
+
+/// Time left until `deadline`.
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 /// A connection to `first` (a kept one if there is one; checked still open when `check`),

@@ -3,6 +3,7 @@
 //! leaving member's open work finish. [`Balancer::apply`] takes the running pools to a new
 //! set of specs in place: open connections never notice a member or pool change.
 
+pub mod accept;
 pub mod body;
 pub mod control;
 pub mod h1;
@@ -18,11 +19,10 @@ pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use pool::{Pool, Transition};
 use spec::{PoolSpec, Protocol};
@@ -105,7 +105,7 @@ impl Balancer {
             }
         }
         for spec in to_bind {
-            let listener = match bind(spec.listen) {
+            let listener = match accept::bind(spec.listen) {
                 Ok(l) => l,
                 Err(e) => {
                     failed.push(Failed {
@@ -120,15 +120,15 @@ impl Balancer {
                 tokio::spawn(health::watch(pool.clone(), m));
             }
             let (stop_tx, stop_rx) = watch::channel(false);
-            // Every data-plane thread accepts on the same listening socket; whichever is
-            // free takes the next client.
-            let slots = Arc::new(Semaphore::new(spec.max_connections));
+            // Every data-plane thread accepts on the same listening socket and hands a new
+            // client to the thread holding the fewest of the pool's connections.
+            let intake = accept::Intake::new(spec.max_connections, self.shards.handles());
             let protocol = spec.protocol;
             self.shards.on_each(|_| {
-                let (listener, pool, slots, stop) = (
+                let (listener, pool, intake, stop) = (
                     listener.try_clone(),
                     pool.clone(),
-                    slots.clone(),
+                    intake.clone(),
                     stop_rx.clone(),
                 );
                 async move {
@@ -137,8 +137,8 @@ impl Balancer {
                         return;
                     };
                     match protocol {
-                        Protocol::Http => http::serve(listener, pool, slots, stop).await,
-                        Protocol::Tcp => tcp::serve(listener, pool, slots, stop).await,
+                        Protocol::Http => http::serve(listener, pool, intake, stop).await,
+                        Protocol::Tcp => tcp::serve(listener, pool, intake, stop).await,
                     }
                 }
             });
@@ -177,67 +177,6 @@ impl Balancer {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .map(|r| r.pool.clone())
-    }
-}
-
-/// A listening socket for a pool (address reuse so that a restart rebinds at once, a
-/// backlog for bursts of clients), non-blocking, for the data-plane threads to share.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let fd = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
-    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
-    rustix::net::bind(&fd, &addr)?;
-    rustix::net::listen(&fd, 1024)?;
-    Ok(std::net::TcpListener::from(fd))
-}
-
-/// Accepts clients on `listener` until `stop` resolves, each handled by `serve_one` in its
-/// own task; past the pool's `slots` (shared by its threads) a client is closed at once,
-/// never queued.
-async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    pool: Arc<Pool>,
-    slots: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    serve_one: F,
-) where
-    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<Pool>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        pool.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    };
-                    pool.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    pool.stats.open.fetch_add(1, Ordering::Relaxed);
-                    let work = serve_one(stream, peer, pool.clone());
-                    let pool = pool.clone();
-                    tokio::spawn(async move {
-                        work.await;
-                        pool.stats.open.fetch_sub(1, Ordering::Relaxed);
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(pool = %pool.id, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => return,
-        }
     }
 }
 

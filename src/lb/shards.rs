@@ -19,7 +19,7 @@ pub fn current() -> usize {
 
 /// The data-plane threads; they end when this is dropped.
 pub struct Shards {
-    handles: Vec<Handle>,
+    handles: std::sync::Arc<[Handle]>,
     /// Dropping these ends each thread's runtime (and the tasks left on it).
     _stops: Vec<oneshot::Sender<()>>,
 }
@@ -51,7 +51,7 @@ impl Shards {
                 })?;
         }
         Ok(Self {
-            handles,
+            handles: handles.into(),
             _stops: stops,
         })
     }
@@ -59,6 +59,11 @@ impl Shards {
     /// How many threads there are.
     pub fn count(&self) -> usize {
         self.handles.len()
+    }
+
+    /// The threads' runtimes, by index.
+    pub fn handles(&self) -> std::sync::Arc<[Handle]> {
+        self.handles.clone()
     }
 
     /// Runs `make(index)` on every thread.

@@ -20,10 +20,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
-    slots: Arc<tokio::sync::Semaphore>,
+    intake: Arc<super::accept::Intake>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    super::accept_loop(listener, pool, slots, stop, carry).await;
+    super::accept::accept_loop(listener, pool, intake, stop, carry).await;
 }
 
 /// Connects a client to a member (a second member if the first cannot be reached) and
