@@ -264,9 +264,11 @@ where
     loop {
         if !buf.is_empty() && !cursor.done() {
             let n = cursor.take(buf)?;
-            dst.write_all(&buf[..n])
-                .await
-                .map_err(|_| RelayError::Sink)?;
+            // A receiver that takes nothing for the idle timeout is given up on.
+            match tokio::time::timeout(idle, dst.write_all(&buf[..n])).await {
+                Ok(Ok(())) => {}
+                _ => return Err(RelayError::Sink),
+            }
             buf.advance(n);
         }
         if cursor.done() {

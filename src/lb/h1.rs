@@ -77,16 +77,19 @@ pub fn request(buf: &[u8], client: &Client, out: &mut Vec<u8>) -> Result<Option<
             "CONNECT is not served here: this address is a reverse proxy.",
         ));
     }
-    let target = origin_form(target, method)?;
+    let (target, authority) = origin_form(target, method)?;
 
     let mut tokens = ConnectionTokens::default();
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
     let mut has_upgrade = false;
     let mut sticky = None;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("connection") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
             tokens.read(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = content_length(h.value)
@@ -109,6 +112,9 @@ pub fn request(buf: &[u8], client: &Client, out: &mut Vec<u8>) -> Result<Option<
             sticky = cookie(h.value, cookie_name);
         }
     }
+    if hosts > 1 {
+        return Err(refuse(400, "The request has more than one Host header."));
+    }
     let framing = match (chunked, length) {
         (Some(_), Some(_)) => {
             return Err(refuse(
@@ -129,7 +135,8 @@ pub fn request(buf: &[u8], client: &Client, out: &mut Vec<u8>) -> Result<Option<
         (None, Some(0)) | (None, None) => Framing::Empty,
         (None, Some(n)) => Framing::Length(n),
     };
-    let upgrade = has_upgrade && tokens.upgrade && !http10;
+    // An upgrade carries no body: the bytes after its head belong to the new protocol.
+    let upgrade = has_upgrade && tokens.upgrade && !http10 && framing == Framing::Empty;
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -140,7 +147,11 @@ pub fn request(buf: &[u8], client: &Client, out: &mut Vec<u8>) -> Result<Option<
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut host: Option<&[u8]> = None;
+    // An absolute-form target's authority is the host (RFC 9112 3.2.2).
+    let mut host: Option<&[u8]> = authority.map(str::as_bytes);
+    if let Some(authority) = authority {
+        push_header(out, b"Host", authority.as_bytes());
+    }
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     for h in req.headers.iter() {
         let name = h.name;
@@ -149,7 +160,10 @@ pub fn request(buf: &[u8], client: &Client, out: &mut Vec<u8>) -> Result<Option<
             continue;
         }
         if name.eq_ignore_ascii_case("host") {
-            host.get_or_insert(h.value);
+            if authority.is_some() {
+                continue;
+            }
+            host = Some(h.value);
         } else if name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
             || (name.eq_ignore_ascii_case("upgrade") && !upgrade)
@@ -247,6 +261,9 @@ pub fn answer(
             chunked = Some(last_coding_is_chunked(h.value));
         }
     }
+    if request.http10 && chunked == Some(true) && !request.head_only {
+        return Err("it answered an HTTP/1.0 request chunked");
+    }
     let framing = if request.head_only || status < 200 || status == 204 || status == 304 {
         Framing::Empty
     } else {
@@ -256,8 +273,14 @@ pub fn answer(
             (None, Some(n)) => Framing::Length(n),
         }
     };
-    let reusable =
-        res.version == Some(1) && !tokens.close && framing != Framing::UntilClose && status != 101;
+    // Both lengths, or an HTTP/1.0 exchange (sent with `Connection: close`): the member's
+    // connection is not trusted with another request (RFC 9112 6.3).
+    let reusable = res.version == Some(1)
+        && !request.http10
+        && !(chunked.is_some() && length.is_some())
+        && !tokens.close
+        && framing != Framing::UntilClose
+        && status != 101;
     let close_client = !interim
         && status != 101
         && (close_client || framing == Framing::UntilClose || !request.keep_alive);
@@ -328,10 +351,11 @@ pub fn page(status: u16, reason: &str, text: &str, head_only: bool, close: bool)
     out
 }
 
-/// The request target in origin form (`/path?query`); `*` for `OPTIONS *`.
-fn origin_form<'a>(target: &'a str, method: &str) -> Result<&'a str, Refusal> {
+/// The request target in origin form (`/path?query`; `*` for `OPTIONS *`), and the
+/// authority of an absolute-form target.
+fn origin_form<'a>(target: &'a str, method: &str) -> Result<(&'a str, Option<&'a str>), Refusal> {
     if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
-        return Ok(target);
+        return Ok((target, None));
     }
     let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
     let rest = if lower.starts_with("http://") {
@@ -344,7 +368,16 @@ fn origin_form<'a>(target: &'a str, method: &str) -> Result<&'a str, Refusal> {
             "The request target must be a path such as /index.html.",
         ));
     };
-    Ok(rest.find('/').map_or("/", |at| &rest[at..]))
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(refuse(
+            400,
+            "The request target's host is missing or has user information.",
+        ));
+    }
+    let path = if path.starts_with('/') { path } else { "/" };
+    Ok((path, Some(authority)))
 }
 
 /// What `Connection` headers said: `close`, `upgrade`, and other headers named as
@@ -366,6 +399,11 @@ impl ConnectionTokens {
                 self.upgrade = true;
             } else if !token.is_empty()
                 && !token.eq_ignore_ascii_case(b"keep-alive")
+                // A message's framing and target are never the connection's to drop: naming
+                // them would let a body be framed one way here and another at the member.
+                && !token.eq_ignore_ascii_case(b"content-length")
+                && !token.eq_ignore_ascii_case(b"transfer-encoding")
+                && !token.eq_ignore_ascii_case(b"host")
                 && self.named.len() < 16
             {
                 self.named
@@ -502,10 +540,21 @@ mod tests {
             ("CONNECT a:443 HTTP/1.1\r\n\r\n", 405),
             ("GET nothing HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\n\r\n", 505),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET http://u@a/ HTTP/1.1\r\n\r\n", 400),
             ("GET /\x01 HTTP/1.1\r\n\r\n", 400),
         ] {
             assert_eq!(req(head).0.unwrap_err().status, status, "{head:?}");
         }
+        // A Connection header cannot take the framing away from the member.
+        let (r, out) = req(
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nConnection: content-length, transfer-encoding, host\r\nHost: a\r\n\r\n",
+        );
+        assert_eq!(r.unwrap().unwrap().framing, Framing::Length(3));
+        assert!(
+            out.contains("Content-Length: 3\r\n") && out.contains("Host: a\r\n"),
+            "{out}"
+        );
         let (r, _) = req("GET / HTTP/1.1\r\nHost: a\r\n");
         assert_eq!(r.unwrap(), None, "an incomplete head waits for more");
         let huge = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "a".repeat(MAX_HEAD));

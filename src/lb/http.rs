@@ -138,6 +138,10 @@ async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
         c.buf.advance(request.head_len);
         let keep = forward(&mut c, &request, &pool, settings.sticky_cookie.as_deref()).await;
         if !keep || *closing.borrow() {
+            // Pipelined requests nobody will answer: close without resetting the answers sent.
+            if !c.buf.is_empty() {
+                linger(&mut c.client).await;
+            }
             return;
         }
     }
@@ -186,10 +190,9 @@ async fn forward(c: &mut Conn, request: &Request, pool: &Pool, sticky: Option<&s
         return refuse(c, request, 503).await;
     };
     // A bodyless idempotent request can be sent again if a kept connection closed just as it
-    // went out (RFC 9110 9.2.2); any other request only goes over a kept connection that is
-    // still open.
+    // went out (RFC 9110 9.2.2).
     let resendable = request.framing == Framing::Empty && request.idempotent && !request.upgrade;
-    let Some(mut up) = open(pool, first, !resendable).await else {
+    let Some(mut up) = open(pool, first).await else {
         return refuse(c, request, 502).await;
     };
     let mut resend = resendable && up.reused;
@@ -262,7 +265,7 @@ async fn attempt(
     let member = up.active.member();
     let close_client = !request.keep_alive;
     if request.framing == Framing::Empty {
-        if up.stream.write_all(&c.req_out).await.is_err() {
+        if !send_all(&mut up.stream, &c.req_out).await {
             return Attempt::NoAnswer;
         }
         return answer(
@@ -289,9 +292,12 @@ async fn attempt(
     };
     c.req_out.extend_from_slice(&c.buf[..n]);
     c.buf.advance(n);
-    if up.stream.write_all(&c.req_out).await.is_err() {
+    if !send_all(&mut up.stream, &c.req_out).await {
         return Attempt::NoAnswer;
     }
+    // Whether the whole body went up (it may have come with the head).
+    let mut complete = cursor.done();
+    let mut sending = !complete;
     let (mut client_read, mut client_write) = c.client.split();
     let (mut member_read, mut member_write) = up.stream.split();
     let exchange = Exchange {
@@ -318,23 +324,26 @@ async fn attempt(
         exchange,
     );
     tokio::pin!(send, receive);
-    let mut sent = false;
     loop {
         tokio::select! {
             biased;
+            r = &mut send, if sending => {
+                sending = false;
+                match r {
+                    Ok(()) => complete = true,
+                    // The member stopped reading: its answer may still come.
+                    Err(RelayError::Sink) => {}
+                    Err(_) => return Attempt::ClientGone,
+                }
+            }
             done = &mut receive => {
-                // An answer before the whole body went up: neither connection can be reused.
+                // An answer before the whole body went up: neither connection can be reused,
+                // and the rest of the body is the client's to stop sending.
                 return match done {
-                    Attempt::Done { .. } if !sent => Attempt::Done { keep_client: false, keep_member: false, unread: true },
+                    Attempt::Done { .. } if !complete => Attempt::Done { keep_client: false, keep_member: false, unread: true },
                     other => other,
                 };
             }
-            r = &mut send, if !sent => match r {
-                Ok(()) => sent = true,
-                // The member stopped reading: its answer may still come.
-                Err(RelayError::Sink) => sent = true,
-                Err(_) => return Attempt::ClientGone,
-            },
         }
     }
 }
@@ -383,7 +392,7 @@ where
         };
         buf.advance(head.head_len);
         if head.interim {
-            if !x.request.http10 && client.write_all(out).await.is_err() {
+            if !x.request.http10 && !send_all(client, out).await {
                 return Attempt::ClientGone;
             }
             continue;
@@ -392,9 +401,10 @@ where
         if head.status == 101 {
             out.extend_from_slice(buf);
             buf.clear();
-            return match client.write_all(out).await {
-                Ok(()) => Attempt::Upgraded,
-                Err(_) => Attempt::ClientGone,
+            return if send_all(client, out).await {
+                Attempt::Upgraded
+            } else {
+                Attempt::ClientGone
             };
         }
         let mut cursor = Cursor::new(head.framing);
@@ -403,7 +413,7 @@ where
         };
         out.extend_from_slice(&buf[..n]);
         buf.advance(n);
-        if client.write_all(out).await.is_err() {
+        if !send_all(client, out).await {
             return Attempt::ClientGone;
         }
         if !cursor.done() {
@@ -422,15 +432,24 @@ where
     }
 }
 
+/// Writes all of `bytes` unless the peer takes none for the body idle timeout (a client
+/// that stops reading must not hold its member for ever); whether it all went.
+async fn send_all<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(BODY_IDLE_TIMEOUT, to.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Time left until `deadline`.
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-/// A connection to `first` (a kept one if there is one; checked still open when `check`),
-/// or else to another member in rotation.
-async fn open(pool: &Pool, first: Arc<Member>, check: bool) -> Option<Picked> {
-    if let Some(up) = kept(&first, check) {
+/// A connection to `first` (a kept one if there is one), or else to another member in
+/// rotation.
+async fn open(pool: &Pool, first: Arc<Member>) -> Option<Picked> {
+    if let Some(up) = kept(&first) {
         return Some(up);
     }
     if let Some(up) = connect(&first).await {
@@ -439,7 +458,7 @@ async fn open(pool: &Pool, first: Arc<Member>, check: bool) -> Option<Picked> {
     // Nothing was sent: another member may take the request.
     first.stats.failed();
     let second = pool.pick(Some(&first))?;
-    if let Some(up) = kept(&second, check) {
+    if let Some(up) = kept(&second) {
         return Some(up);
     }
     let up = connect(&second).await;
@@ -449,11 +468,11 @@ async fn open(pool: &Pool, first: Arc<Member>, check: bool) -> Option<Picked> {
     up
 }
 
-/// A kept connection to `member`; when `check`, one the member has not closed.
-fn kept(member: &Arc<Member>, check: bool) -> Option<Picked> {
+/// A kept connection to `member` that the member has not closed and that holds no stray
+/// bytes (which would be read as the next answer).
+fn kept(member: &Arc<Member>) -> Option<Picked> {
     while let Some(stream) = member.take_idle() {
-        let open = !check
-            || matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        let open = matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
         if open {
             return Some(Picked {
                 stream,

@@ -242,6 +242,10 @@ async fn http_passes_bodies_upgrades_and_pipelines_through_and_refuses_bad_reque
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n").await.unwrap();
     let a = read_answer(&mut s, &mut buf, false).await;
     assert_eq!((a.status, a.body.as_slice()), (200, &b"hello world"[..]));
+    // A Connection header naming Content-Length cannot take the body's framing away.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: content-length\r\n\r\nabcd").await.unwrap();
+    let a = read_answer(&mut s, &mut buf, false).await;
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"abcd"[..]));
     s.write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
