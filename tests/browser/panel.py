@@ -158,7 +158,12 @@ def customer(base, email, password, sftp_port, plan, bigger):
             wait_url(d, lambda u: "/pools/lb_" in u, "creating the pool did not open its page")
             pool_url = d.current_url
             pool_link = d.find_element(By.CSS_SELECTOR, "#members dd a[href^='http://127.0.0.1:']").get_attribute("href")
+            # The balancer follows new pools within a second.
+            deadline = time.time() + 3
             status, body = http_status(pool_link)
+            while status == 0 and time.time() < deadline:
+                time.sleep(0.1)
+                status, body = http_status(pool_link)
             assert status == 503 and "try again" in body, f"an empty pool should say no member is healthy: {status} {body[:200]}"
             # Create a VM whose user-data serves a page on port 80.
             d.get(base + "/vms/new")
