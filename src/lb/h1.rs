@@ -277,7 +277,7 @@ pub fn answer(
     // connection is not trusted with another request (RFC 9112 6.3).
     let reusable = res.version == Some(1)
         && !request.http10
-        && !(chunked.is_some() && length.is_some())
+        && (chunked.is_none() || length.is_none())
         && !tokens.close
         && framing != Framing::UntilClose
         && status != 101;
