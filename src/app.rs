@@ -47,6 +47,8 @@ pub struct App {
     pub dashboard_cache: crate::view_cache::ViewCache<Arc<str>>,
     /// The load balancer this process runs (`lb.embedded`), for its metrics.
     pub balancer: Option<Arc<crate::lb::Balancer>>,
+    /// VM consoles: tickets and the open ones.
+    pub consoles: crate::console::Consoles,
 }
 
 /// The state handed to handlers.
@@ -129,6 +131,7 @@ impl Application {
             host_id: host.id,
             list_cache: Default::default(),
             reconcile_now: reconcile_now.clone(),
+            root_password_hashes: Default::default(),
         });
 
         let openapi_json = crate::api::router()
@@ -158,6 +161,10 @@ impl Application {
             .then(|| crate::lb::control::Control::new(db.clone(), &config));
         let state = Arc::new(App {
             balancer: lb.as_ref().map(|c| c.balancer()),
+            consoles: crate::console::Consoles::new(
+                std::time::Duration::from_secs(config.console.idle_timeout_secs),
+                config.console.max_open,
+            ),
             feed,
             sftp_addr,
             reconcile_now,

@@ -71,6 +71,7 @@ copy_modules rootfs/lib/modules/late $late_modules
 cp -a "$recipe/rootfs/." rootfs/
 chmod 1777 rootfs/tmp
 chmod 0700 rootfs/root
+chmod 0600 rootfs/etc/shadow
 mkfs.ext4 -q -F -L carve-root -d rootfs -E root_owner=0:0 root.raw 256M
 qemu-img convert -f raw -O qcow2 root.raw disk.qcow2
 

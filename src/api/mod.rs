@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod console;
 pub mod events;
 pub mod hosts;
 pub mod operations;
@@ -71,6 +72,7 @@ impl Modify for BearerAuth {
 pub fn router() -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(vms::router())
+        .merge(console::router())
         .merge(operations::router())
         .merge(catalog::router())
         .merge(hosts::router())

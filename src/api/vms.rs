@@ -191,6 +191,12 @@ pub struct CreateVmRequest {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub user_data: Option<String>,
+    /// Root's password for the serial console (10 to 1024 characters, no line breaks). Only
+    /// a SHA-512 crypt hash of it reaches the guest (through the NoCloud seed); carve
+    /// neither stores nor logs it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 10, max_length = 1024, format = Password)]
+    pub root_password: Option<crate::domain::secret::Secret>,
     /// Guest TCP ports to forward from the host (network mode `user`).
     #[serde(default)]
     #[schema(max_items = 16, value_type = Vec<u16>)]
@@ -218,6 +224,7 @@ impl From<CreateVmRequest> for crate::provision::vms::CreateVm {
             image: r.image,
             ssh_keys: r.ssh_keys,
             user_data: r.user_data,
+            root_password: r.root_password,
             ports: r.ports,
             pool: r.pool,
             pool_port: r.pool_port,

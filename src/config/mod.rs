@@ -28,6 +28,7 @@ pub struct Config {
     pub capacity: CapacityConfig,
     pub reconciler: ReconcilerConfig,
     pub lb: LbConfig,
+    pub console: ConsoleConfig,
     pub quota: QuotaConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
@@ -46,6 +47,7 @@ impl Default for Config {
             capacity: CapacityConfig::default(),
             reconciler: ReconcilerConfig::default(),
             lb: LbConfig::default(),
+            console: ConsoleConfig::default(),
             quota: QuotaConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -147,6 +149,11 @@ impl Config {
         if self.lb.max_connections_per_pool == 0 {
             return Err(ConfigError::Invalid(
                 "lb.max_connections_per_pool must be at least 1".into(),
+            ));
+        }
+        if self.console.idle_timeout_secs == 0 || self.console.max_open == 0 {
+            return Err(ConfigError::Invalid(
+                "console.idle_timeout_secs and console.max_open must be at least 1".into(),
             ));
         }
         if self.lb.threads > 256 {

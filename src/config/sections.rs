@@ -241,6 +241,25 @@ impl Default for LbConfig {
     }
 }
 
+/// VM consoles in the browser and over the API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A console nobody types into for this long closes.
+    pub idle_timeout_secs: u64,
+    /// Consoles (viewers) open at once in this process.
+    pub max_open: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 900,
+            max_open: 1000,
+        }
+    }
+}
+
 /// The quota of a tenant that has none of its own.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

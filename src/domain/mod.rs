@@ -7,6 +7,7 @@ pub mod names;
 pub mod operation;
 pub mod pool;
 pub mod role;
+pub mod secret;
 pub mod sizes;
 pub mod ssh;
 pub mod vm_state;

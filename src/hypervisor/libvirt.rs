@@ -190,6 +190,17 @@ impl Hypervisor for Libvirt {
             .collect()
     }
 
+    fn serial_pty(&self, name: &str) -> Result<Option<String>, HypervisorError> {
+        let Some(d) = self.lookup(name)? else {
+            return Ok(None);
+        };
+        if !d.is_active().map_err(|e| lv(&e))? {
+            return Ok(None);
+        }
+        let xml = d.xml_desc(0).map_err(|e| lv(&e))?;
+        Ok(super::xml::serial_pty(&xml))
+    }
+
     fn stats(&self, name: &str) -> Result<Option<DomainStats>, HypervisorError> {
         let Some(d) = self.lookup(name)? else {
             return Ok(None);

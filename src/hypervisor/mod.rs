@@ -101,6 +101,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<DomainSummary>, HypervisorError>;
     /// CPU time and memory of a running domain (`None` when the domain does not exist).
     fn stats(&self, name: &str) -> Result<Option<DomainStats>, HypervisorError>;
+    /// The host pty of a running domain's serial console (`None`: not running or no pty).
+    fn serial_pty(&self, name: &str) -> Result<Option<String>, HypervisorError>;
 }
 
 /// A cloneable handle that runs hypervisor calls on the blocking pool.

@@ -169,6 +169,8 @@ pub struct Seed<'a> {
     pub hostname: &'a str,
     pub ssh_keys: &'a [String],
     pub user_data: Option<&'a str>,
+    /// A SHA-512 crypt hash of root's password (never the password).
+    pub root_password_hash: Option<&'a str>,
 }
 
 impl Seed<'_> {
@@ -189,9 +191,21 @@ impl Seed<'_> {
         }
         out
     }
+
+    /// The `vendor-data` document: cloud-config setting root's password hash, if any.
+    pub fn vendor_data(&self) -> String {
+        let Some(hash) = self.root_password_hash else {
+            return String::new();
+        };
+        let q = serde_json::Value::from(hash).to_string();
+        format!(
+            "#cloud-config\nchpasswd:\n  expire: false\n  users:\n    - name: root\n      password: {q}\n      type: HASH\n"
+        )
+    }
 }
 
-/// Writes the seed as an ISO 9660 volume labelled `cidata`.
+/// Writes the seed as an ISO 9660 volume labelled `cidata`, readable by its owner alone
+/// (it may hold a password hash).
 pub async fn write_seed(path: &Path, seed: &Seed<'_>) -> Result<(), StorageError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let staging = tempfile::Builder::new()
@@ -200,6 +214,10 @@ pub async fn write_seed(path: &Path, seed: &Seed<'_>) -> Result<(), StorageError
         .map_err(io_err("create staging dir in", parent))?;
     let meta = staging.path().join("meta-data");
     let user = staging.path().join("user-data");
+    let vendor = staging.path().join("vendor-data");
+    tokio::fs::write(&vendor, seed.vendor_data())
+        .await
+        .map_err(io_err("write", &vendor))?;
     tokio::fs::write(&meta, seed.meta_data())
         .await
         .map_err(io_err("write", &meta))?;
@@ -222,9 +240,13 @@ pub async fn write_seed(path: &Path, seed: &Seed<'_>) -> Result<(), StorageError
             ])
             .arg(&part)
             .arg(&meta)
-            .arg(&user),
+            .arg(&user)
+            .arg(&vendor),
     )
     .await?;
+    tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o600))
+        .await
+        .map_err(io_err("set permissions of", &part))?;
     tokio::fs::rename(&part, path)
         .await
         .map_err(io_err("rename into place", path))
@@ -290,6 +312,7 @@ mod tests {
             hostname: "web1",
             ssh_keys: &keys,
             user_data: None,
+            root_password_hash: None,
         };
         assert_eq!(
             seed.meta_data(),
@@ -337,12 +360,28 @@ mod tests {
             hostname: "web1",
             ssh_keys: &[],
             user_data: Some("#!/bin/sh\n"),
+            root_password_hash: Some("$6$salt$hash"),
         };
         write_seed(&path, &seed).await.unwrap();
         let iso = std::fs::read(&path).unwrap();
         // The ISO 9660 primary volume descriptor at 32 KiB holds the volume id at offset 40.
         assert_eq!(&iso[32768 + 1..32768 + 6], b"CD001");
         assert_eq!(&iso[32768 + 40..32768 + 46], b"cidata");
+        let vendor = "password: \"$6$salt$hash\"";
+        assert!(
+            iso.windows(vendor.len()).any(|w| w == vendor.as_bytes()),
+            "the vendor-data carries the hash"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the seed is carve's alone");
+        assert_eq!(
+            Seed {
+                root_password_hash: None,
+                ..seed
+            }
+            .vendor_data(),
+            ""
+        );
     }
 
     #[test]

@@ -118,6 +118,34 @@ pub fn domain_xml(spec: &DomainSpec<'_>) -> String {
 }
 
 /// Text of a path (carve's own paths are UTF-8).
+/// The host pty of a running domain's first serial port (`/dev/pts/N`), from its live XML.
+pub fn serial_pty(xml: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut in_pty_serial = false;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if e.name().as_ref() == b"serial" => {
+                in_pty_serial = e
+                    .try_get_attribute("type")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.value.as_ref() == b"pty");
+            }
+            Event::End(e) if e.name().as_ref() == b"serial" => in_pty_serial = false,
+            Event::Empty(e) if in_pty_serial && e.name().as_ref() == b"source" => {
+                let path = e.try_get_attribute("path").ok().flatten()?;
+                let path = String::from_utf8(path.value.into_owned()).ok()?;
+                // Only a pty is a console; anything else in the XML is not opened.
+                let n = path.strip_prefix("/dev/pts/")?;
+                return (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(path);
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
 fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -243,14 +271,24 @@ fn write_devices(w: &mut Writer<Vec<u8>>, s: &DomainSpec<'_>) -> io::Result<()> 
         }
         Network::None => {}
     }
+    // The serial port is a pty (the interactive console) whose output is also logged.
     w.create_element("serial")
-        .with_attribute(("type", "file"))
+        .with_attribute(("type", "pty"))
         .write_inner_content(|w| {
-            w.create_element("source")
-                .with_attribute(("path", path_text(s.console_log).as_str()))
+            w.create_element("log")
+                .with_attribute(("file", path_text(s.console_log).as_str()))
                 .with_attribute(("append", "on"))
                 .write_empty()?;
             w.create_element("target")
+                .with_attribute(("port", "0"))
+                .write_empty()?;
+            Ok(())
+        })?;
+    w.create_element("console")
+        .with_attribute(("type", "pty"))
+        .write_inner_content(|w| {
+            w.create_element("target")
+                .with_attribute(("type", "serial"))
                 .with_attribute(("port", "0"))
                 .write_empty()?;
             Ok(())
@@ -359,11 +397,25 @@ mod tests {
             "<range start=\"20001\" to=\"80\"/>",
             "<target dev=\"vdb\" bus=\"virtio\"/>",
             "<readonly/>",
+            "<serial type=\"pty\">",
+            "<log file=\"/var/lib/carve/vms/vm_0123456789abcdef/console.log\" append=\"on\"/>",
+            "<console type=\"pty\">",
+            "<target type=\"serial\" port=\"0\"/>",
             "<carve:vm xmlns:carve=\"https://carve.dev/xmlns/domain/1\" id=\"vm_0123456789abcdef\"",
         ] {
             assert!(xml.contains(needle), "missing {needle} in\n{xml}");
         }
         assert!(!xml.contains("<cpu"), "TCG guests use QEMU's default CPU");
+    }
+
+    #[test]
+    fn the_serial_pty_is_read_from_live_xml() {
+        let live = r#"<domain><devices><console type="pty" tty="/dev/pts/9"><source path="/dev/pts/9"/></console><serial type="pty"><source path="/dev/pts/3"/><log file="/x/console.log" append="on"/><target port="0"/></serial></devices></domain>"#;
+        assert_eq!(serial_pty(live).as_deref(), Some("/dev/pts/3"));
+        let odd = r#"<domain><devices><serial type="pty"><source path="/etc/shadow"/></serial></devices></domain>"#;
+        assert_eq!(serial_pty(odd), None, "only a pty is opened");
+        let file = r#"<domain><devices><serial type="file"><source path="/dev/pts/1"/></serial></devices></domain>"#;
+        assert_eq!(serial_pty(file), None);
     }
 
     #[test]

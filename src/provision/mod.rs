@@ -3,6 +3,7 @@
 //! agree after anything, a crash included.
 
 pub mod catalog;
+pub mod crypt;
 pub mod host;
 pub mod images;
 pub mod owner;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::{Config, NetworkConfig};
 use crate::db::Db;
-use crate::domain::ids::{HostId, OperationId};
+use crate::domain::ids::{HostId, OperationId, VmId};
 use crate::hypervisor::Hv;
 use owner::Owner;
 
@@ -77,6 +78,31 @@ pub struct Provisioner {
     pub list_cache: vms::ListCache,
     /// Wakes the reconciler for a pass now (e.g. a tenant was just suspended).
     pub reconcile_now: Arc<tokio::sync::Notify>,
+    /// Root password hashes of VMs being created, until their seed holds them.
+    pub root_password_hashes: PendingHashes,
+}
+
+/// Root password hashes on their way into seeds: in memory only, never stored or logged (a
+/// crash before the seed is written leaves the VM without a root password).
+#[derive(Default)]
+pub struct PendingHashes(std::sync::Mutex<std::collections::HashMap<VmId, String>>);
+
+impl PendingHashes {
+    pub fn put(&self, vm: &VmId, hash: String) {
+        self.lock().insert(vm.clone(), hash);
+    }
+
+    pub fn get(&self, vm: &VmId) -> Option<String> {
+        self.lock().get(vm).cloned()
+    }
+
+    pub fn forget(&self, vm: &VmId) {
+        self.lock().remove(vm);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<VmId, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Provisioner {

@@ -217,6 +217,10 @@ pub async fn create(
         image: fields.get("image").to_string(),
         ssh_keys: keys,
         user_data: fields.opt("user_data").map(|u| u.replace("\r\n", "\n")),
+        root_password: fields
+            .opt("root_password")
+            .filter(|p| !p.is_empty())
+            .map(crate::domain::secret::Secret::new),
         ports,
         pool: fields.opt("pool").map(str::to_string),
         pool_port: match fields

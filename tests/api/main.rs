@@ -4,6 +4,7 @@
 mod bad_input;
 mod browser;
 mod capacity;
+mod console;
 mod hardening;
 mod helpers;
 mod lb;

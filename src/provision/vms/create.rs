@@ -9,6 +9,7 @@ pub(crate) struct CheckedCreate {
     ssh_keys: Vec<String>,
     user_data: Option<String>,
     ports: Vec<u16>,
+    root_password: Option<crate::domain::secret::Secret>,
 }
 
 /// Checks every field that needs no database, collecting all the problems at once.
@@ -42,6 +43,22 @@ pub(crate) fn check_create_fields(
         }
         if ud.contains('\0') {
             errors.push(Invalid::new("user_data", "may not contain NUL characters"));
+        }
+    }
+    if let Some(pw) = &req.root_password {
+        let pw = pw.expose();
+        let chars = pw.chars().count();
+        if !(10..=1024).contains(&chars) {
+            errors.push(Invalid::new(
+                "root_password",
+                format!("is {chars} characters; use 10 to 1024"),
+            ));
+        }
+        if pw.contains(['\0', '\r', '\n']) {
+            errors.push(Invalid::new(
+                "root_password",
+                "may not contain NUL or line breaks (it is typed at a login prompt)",
+            ));
         }
     }
     let mut ports = Vec::new();
@@ -82,6 +99,7 @@ pub(crate) fn check_create_fields(
             ssh_keys,
             user_data: req.user_data.clone().filter(|s| !s.is_empty()),
             ports,
+            root_password: req.root_password.clone(),
         }),
         _ => Err(AppError::Invalid(errors)),
     }
@@ -122,6 +140,19 @@ pub async fn create(
     req: CreateVm,
 ) -> Result<(VmView, OperationView), AppError> {
     let checked = check_create_fields(p, &req)?;
+    // Hashed off the async threads, and before the write transaction holds the database.
+    let root_password_hash = match checked.root_password.clone() {
+        Some(pw) => Some(
+            tokio::task::spawn_blocking(move || {
+                crate::provision::crypt::hash_root_password(pw.expose())
+            })
+            .await
+            .map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}"))
+            })?,
+        ),
+        None => None,
+    };
     let tenant =
         crate::tenancy::principal::owning_tenant(&p.db, actor, req.tenant_id.as_deref(), "VMs")
             .await?;
@@ -240,6 +271,10 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    // In memory before the operation starts, so its seed step finds it.
+    if let Some(hash) = root_password_hash {
+        p.root_password_hashes.put(&vm_id, hash);
+    }
     tracing::info!(vm = %vm_id, name = %checked.name, tenant = %tenant, plan = %plan.name, image = %image.name, "VM admitted");
     p.spawn_operation(op.id.clone(), None);
     let view = get(p, actor, vm_id.as_str()).await?;

@@ -20,6 +20,9 @@ pub struct CreateVm {
     pub ssh_keys: Vec<String>,
     /// cloud-init user-data; a script starting with `#!` runs at first boot.
     pub user_data: Option<String>,
+    /// Root's password for the serial console (10 to 1024 characters); only a SHA-512
+    /// crypt hash of it reaches the guest, and carve keeps neither.
+    pub root_password: Option<crate::domain::secret::Secret>,
     /// Guest TCP ports to forward from the host (network mode `user`).
     pub ports: Vec<i64>,
     /// Load-balanced pool (id or name) to join once healthy.

@@ -10,6 +10,7 @@ pub(super) async fn create(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let result = build_and_boot(p, vm, progress).await;
+    p.root_password_hashes.forget(&vm.id);
     if let Err(e) = result {
         let rollback = progress.step("roll back", purge(p, vm)).await;
         return Err(match rollback {
@@ -41,13 +42,17 @@ async fn build_and_boot(
     progress
         .step("write cloud-init seed", async {
             let keys = vm.ssh_keys();
+            // The root password's hash lives only in memory until it is in the seed.
+            let hash = p.root_password_hashes.get(&vm.id);
             let seed = Seed {
                 instance_id: vm.id.as_str(),
                 hostname: &vm.name,
                 ssh_keys: &keys,
                 user_data: vm.user_data.as_deref(),
+                root_password_hash: hash.as_deref(),
             };
             storage::write_seed(&files.seed, &seed).await?;
+            p.root_password_hashes.forget(&vm.id);
             Ok(())
         })
         .await?;
