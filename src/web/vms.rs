@@ -333,7 +333,7 @@ async fn vm_page(
     let console = service::console_since(&app.prov, actor, id, None, 64 * 1024).await?;
     let stats = stats::of_vm(&app.prov, actor, id).await?;
     let pools = crate::pools::members::of_vm(app, actor, &vm.id).await?;
-    Ok(page(
+    let mut response = page(
         status,
         &VmPage {
             nav: Nav::of(user, "").at(format!("/vms/{id}")),
@@ -347,7 +347,39 @@ async fn vm_page(
             vm,
             message,
         },
-    ))
+    );
+    // xterm.js's renderer sets its colours and cell sizes in <style> elements it makes.
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(super::layout::CSP_WITH_TERMINAL),
+    );
+    Ok(response)
+}
+
+/// `POST /vms/{id}/console/ticket`: a one-time console ticket for the VM page's script, as
+/// JSON (`url` to open as a WebSocket; errors as a problem's `detail`).
+pub async fn console_ticket(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Response {
+    let write = fields.get("mode") != "read";
+    match app
+        .consoles
+        .mint(&app.prov, &user.principal, &id, write)
+        .await
+    {
+        Ok(m) => axum::Json(serde_json::json!({
+            "url": format!("/api/v1/vms/{}/console/ws?ticket={}", m.vm_id, m.ticket),
+            "expires_at": m.expires_at,
+        }))
+        .into_response(),
+        Err(e) => (
+            e.status(),
+            axum::Json(serde_json::json!({"detail": describe(&e).1})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /vms/{id}`.

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
+from selenium.webdriver.common.keys import Keys
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -25,6 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 SHOTS = os.environ.get("CARVETEST_SCREENSHOTS", "target/screenshots")
 AXE = os.environ.get("CARVETEST_AXE", "/opt/carve-testenv/node_modules/axe-core/axe.min.js")
+ROOT_PASSWORD = "a console password"
 HTTP_USER_DATA = """#!/bin/sh
 mkdir -p /srv/www
 echo "hello from $(hostname)" > /srv/www/index.html
@@ -173,6 +175,7 @@ def customer(base, email, password, sftp_port, plan, bigger):
             Select(d.find_element(By.ID, "image")).select_by_value(
                 d.find_element(By.XPATH, "//select[@id='image']/option[starts-with(text(), 'tiny')]").get_attribute("value"))
             d.find_element(By.ID, "user_data").send_keys(HTTP_USER_DATA)
+            d.find_element(By.ID, "root_password").send_keys(ROOT_PASSWORD)
             ports = d.find_element(By.ID, "ports")
             ports.clear()
             ports.send_keys("80")
@@ -216,6 +219,32 @@ def customer(base, email, password, sftp_port, plan, bigger):
             # Stop, resize, start, delete, each followed live.
             d.get(vm_url)
             assert "web (port 80): healthy" in text(d, "#status"), "the VM's page does not show its pool"
+            # The console: log in with the root password given at creation and run a command.
+            mark(d)
+            d.find_element(By.ID, "console-open").click()
+            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "connected",
+                 "the console did not connect: " + text(d, "#console-status"), 30)
+            keys = d.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea")
+            screen = lambda d: d.find_element(By.CSS_SELECTOR, "#terminal .xterm-rows").text
+            last_line = lambda d: (screen(d).rstrip().splitlines() or [""])[-1]
+            deadline = time.time() + 60
+            while not last_line(d).endswith("login:"):
+                assert time.time() < deadline, "no login prompt in the console: " + screen(d)
+                keys.send_keys(Keys.ENTER)
+                time.sleep(2)
+            keys.send_keys("root" + Keys.ENTER)
+            wait(d, lambda d: "Password:" in screen(d), "no password prompt in the console", 30)
+            keys.send_keys(ROOT_PASSWORD + Keys.ENTER)
+            wait(d, lambda d: "root login on" in screen(d), "the console login failed: " + screen(d), 30)
+            marker = f"console-{int(time.time())}"
+            keys.send_keys(f"echo {marker}" + Keys.ENTER)
+            wait(d, lambda d: any(line.strip() == marker for line in screen(d).splitlines()),
+                 "the guest did not answer in the console: " + screen(d), 30)
+            not_reloaded(d)
+            shoot(d, "vm-console")
+            d.find_element(By.ID, "console-close").click()
+            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "closed",
+                 "closing the console did not say so", 10)
             post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='stop']]//button").click())
             wait_url(d, lambda u: u == vm_url, "stop did not come back to the VM's page")
             wait(d, lambda d: vm_state(d) == "stopped", "the VM did not stop", 180)
