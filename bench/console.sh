@@ -16,7 +16,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 export CARVE_DATA_DIR=$work/data CARVE_IMAGE_DIR=${CARVE_IMAGE_DIR:-/var/lib/carve/images}
 export CARVE_HTTP_LISTEN=127.0.0.1:$port CARVE_SFTP_LISTEN=127.0.0.1:0
 export CARVE_NETWORK_FORWARD_PORTS=38600-38699 CARVE_LB_PORTS=38700-38799
-export CARVE_HTTP_MAX_CONNECTIONS_PER_CLIENT=1000 RUST_LOG=warn
+export CARVE_HTTP_MAX_CONNECTIONS_PER_CLIENT=1000 CARVE_LIBVIRT_DOMAIN_TYPE=qemu RUST_LOG=warn
 echo "bench admin password" | "$carve" admin create-user --email admin@example.com --role admin >/dev/null
 admin=$("$carve" admin create-token --email admin@example.com --name bench)
 "$carve" serve 2> "$work/serve.log" &
@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 base=http://127.0.0.1:$port
-for _ in $(seq 1 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 api() { curl -sf -H "Authorization: Bearer $admin" -H 'content-type: application/json' -X "$1" "$base/api/v1$2" ${3:+-d "$3"}; }
 api POST /plans '{"name":"small","vcpus":1,"memory_mib":128,"disk_gib":1}' >/dev/null
 vm=$(api POST /vms '{"name":"bench","plan":"small","image":"tiny","root_password":"bench console password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["vm"]["id"])')

@@ -25,6 +25,8 @@ use crate::error::AppError;
 
 /// Longest text frame (keystrokes or a paste) accepted; a longer one ends the connection.
 const MAX_FRAME: usize = 64 * 1024;
+/// Output a viewer may leave unread in carve before it is given up on.
+const MAX_UNSENT: usize = 256 * 1024;
 /// How long a viewer may take to accept output before it is given up on.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -124,7 +126,12 @@ async fn console_ws(
     })?;
     let attach = app.consoles.attach(&app.prov, &id, &q.ticket).await?;
     let client = client.map(|c| c.to_string());
+    // Small buffers: an idle console costs little, and a browser that does not read holds at
+    // most MAX_UNSENT of output before its sends fail (and the connection ends).
     Ok(ws
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_UNSENT)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| async move {
