@@ -95,6 +95,7 @@ def log_in(con):
     if b"login: " in seen[-200:]:
         con.send(b"root\r")
         expect(con, b"Password: ", 30)
+        time.sleep(0.5)  # login turns echo off just after its prompt
         con.send(password.encode() + b"\r")
         expect(con, b" # ", 30)
     # Clear the line and settle.

@@ -131,7 +131,21 @@ async fn vm_action(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> Result<Response, AppError> {
-    let op = service::act(&app.prov, &actor, &id, req.action).await?;
+    let op = match (req.action, &req.root_password) {
+        (service::VmAction::ResetPassword, Some(pw)) => {
+            service::reset_password(&app.prov, &actor, &id, pw).await?
+        }
+        (service::VmAction::ResetPassword, None) => {
+            service::act(&app.prov, &actor, &id, req.action).await?
+        }
+        (_, Some(_)) => {
+            return Err(AppError::invalid(
+                "root_password",
+                "root_password goes only with the reset_password action",
+            ));
+        }
+        (action, None) => service::act(&app.prov, &actor, &id, action).await?,
+    };
     Ok(op_accepted(op))
 }
 
@@ -252,4 +266,8 @@ impl From<UpdateVmRequest> for crate::provision::vms::UpdateVm {
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     pub action: service::VmAction,
+    /// For `reset_password`: root's new password (10 to 1024 characters, no line breaks).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 10, max_length = 1024, format = Password)]
+    pub root_password: Option<crate::domain::secret::Secret>,
 }

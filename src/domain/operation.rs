@@ -22,6 +22,7 @@ pub enum OpKind {
     Reboot,
     Resize,
     Delete,
+    ResetPassword,
 }
 
 impl OpKind {
@@ -35,6 +36,7 @@ impl OpKind {
             OpKind::Reboot => "reboot",
             OpKind::Resize => "resize",
             OpKind::Delete => "delete",
+            OpKind::ResetPassword => "reset_password",
         }
     }
 

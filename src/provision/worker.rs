@@ -22,7 +22,7 @@ use crate::hypervisor::xml::{self, Boot, DomainSpec, DomainType, Network, PortFo
 mod steps;
 
 pub use steps::purge;
-use steps::{create, delete, reboot, resize, start, stop};
+use steps::{create, delete, reboot, reset_password, resize, start, stop};
 
 /// How often state is polled while waiting for the guest.
 const POLL: Duration = Duration::from_millis(100);
@@ -167,6 +167,7 @@ async fn execute(
         OpKind::Reboot => reboot(p, &vm, progress).await,
         OpKind::Resize => resize(p, &vm, op, progress).await,
         OpKind::Delete => return delete(p, &vm, progress).await,
+        OpKind::ResetPassword => reset_password(p, &vm, op, progress).await,
     };
     if kind != OpKind::Create || result.is_ok() {
         // Whatever happened, the VM's state is what libvirt now reports.

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/vms/{id}", get(vms::show))
         .route("/vms/{id}/actions", post(vms::act))
         .route("/vms/{id}/resize", post(vms::resize))
+        .route("/vms/{id}/password", post(vms::reset_password))
         .route("/vms/{id}/delete", post(vms::delete))
         .route("/vms/{id}/live", get(vms::live))
         .route("/vms/{id}/console/ticket", post(vms::console_ticket))

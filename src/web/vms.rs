@@ -437,6 +437,17 @@ pub async fn act(
     after_action(&app, &user, &id, result).await
 }
 
+/// `POST /vms/{id}/password`: sets root's password (a running VM reboots to take it).
+pub async fn reset_password(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let password = crate::domain::secret::Secret::new(fields.get("root_password"));
+    let result = service::reset_password(&app.prov, &user.principal, &id, &password).await;
+    after_action(&app, &user, &id, result).await
+}
+
 /// `POST /vms/{id}/resize`: moves the VM to another plan.
 pub async fn resize(
     State(app): State<AppState>,

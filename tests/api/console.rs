@@ -104,6 +104,7 @@ async fn a_root_password_logs_in_at_the_console_and_one_writer_types_at_a_time()
     app.plan("small", 1, 128, 1).await;
     let origin = app.addr.clone();
     let password = "console password 42";
+    let new_password = "another console password 7";
 
     // Root passwords out of range are refused, saying what to fix; nothing is made.
     let long = "x".repeat(1025);
@@ -174,45 +175,7 @@ async fn a_root_password_logs_in_at_the_console_and_one_writer_types_at_a_time()
     first
         .until(10, "connected", |c| c.has_status("connected"))
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        first.send("\r").await;
-        if first
-            .try_until(5, "a login prompt", |c| c.screen.ends_with("login: "))
-            .await
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no login prompt; screen:\n{}",
-            first.screen
-        );
-    }
-    assert!(
-        first.screen.contains("log in as root with the password"),
-        "the greeting says how: {}",
-        first.screen
-    );
-    first.send("root\r").await;
-    first
-        .until(20, "a password prompt", |c| {
-            c.screen.ends_with("Password: ")
-        })
-        .await;
-    first.send(&format!("{password}\r")).await;
-    first
-        .until(30, "a shell", |c| {
-            c.screen.contains("root login on 'ttyS0'") && c.screen.contains(" # ")
-        })
-        .await;
-    let mark = format!("console-{}", rand::random::<u32>());
-    first.send(&format!("echo {mark}\r")).await;
-    first
-        .until(20, "the command's answer", |c| {
-            c.screen.contains(&format!("\n{mark}"))
-        })
-        .await;
+    log_in(&mut first, password).await;
 
     // A second writer takes over: the first is told and may no longer type.
     let (_, t) = ticket(&app, &app.admin_token, &vm, "write").await;
@@ -292,6 +255,63 @@ async fn a_root_password_logs_in_at_the_console_and_one_writer_types_at_a_time()
     late.until(10, "the stopped notice", |c| c.has_status("stopped"))
         .await;
 
+    // reset_password: refused without a good password, with another action, or for another
+    // tenant; a stopped VM takes the new one at its next start.
+    let actions = format!("/api/v1/vms/{vm}/actions");
+    for (body, status) in [
+        (json!({"action": "reset_password"}), 422),
+        (
+            json!({"action": "reset_password", "root_password": "short"}),
+            422,
+        ),
+        (
+            json!({"action": "start", "root_password": new_password}),
+            422,
+        ),
+    ] {
+        let a = app.call("POST", &actions, Some(body.clone())).await;
+        assert_eq!(a.status, status, "{body}: {}", a.text);
+        assert!(a.text.contains("root_password"), "{}", a.text);
+    }
+    let a = app
+        .call_as(
+            &other,
+            "POST",
+            &actions,
+            Some(json!({"action": "reset_password", "root_password": new_password})),
+        )
+        .await;
+    assert_eq!(a.status, 404, "{}", a.text);
+    let a = app
+        .call(
+            "POST",
+            &actions,
+            Some(json!({"action": "reset_password", "root_password": new_password})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(op["kind"], "reset_password");
+    let a = app
+        .call("POST", &actions, Some(json!({"action": "start"})))
+        .await;
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(120))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, t) = ticket(&app, &app.admin_token, &vm, "write").await;
+    let mut again = Console::open(&app, t["url"].as_str().unwrap(), Some(&origin))
+        .await
+        .unwrap();
+    again
+        .until(10, "connected", |c| c.has_status("connected"))
+        .await;
+    log_in(&mut again, new_password).await;
+    drop(again);
+
     // Opening and closing are in the audit log; the password is stored nowhere.
     let audit = app.call("GET", "/api/v1/audit?limit=200", None).await;
     let actions: Vec<&str> = audit
@@ -309,14 +329,60 @@ async fn a_root_password_logs_in_at_the_console_and_one_writer_types_at_a_time()
     );
     for entry in walk(app.data_dir.path()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
+        for secret in [password, new_password] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a password is in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+/// Logs in as root at the getty prompt with `password` and checks a command's answer.
+async fn log_in(console: &mut Console, password: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        console.send("\r").await;
+        if console
+            .try_until(5, "a login prompt", |c| c.screen.ends_with("login: "))
+            .await
+        {
+            break;
+        }
         assert!(
-            !bytes
-                .windows(password.len())
-                .any(|w| w == password.as_bytes()),
-            "the password is in {}",
-            entry.display()
+            tokio::time::Instant::now() < deadline,
+            "no login prompt; screen:\n{}",
+            console.screen
         );
     }
+    assert!(
+        console.screen.contains("log in as root with the password"),
+        "the greeting says how: {}",
+        console.screen
+    );
+    console.send("root\r").await;
+    console
+        .until(20, "a password prompt", |c| {
+            c.screen.ends_with("Password: ")
+        })
+        .await;
+    // As a person would: login turns echo off just after its prompt, and the guest echoes
+    // (and the console log keeps) whatever arrives before.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    console.send(&format!("{password}\r")).await;
+    console
+        .until(30, "a shell", |c| {
+            c.screen.contains("root login on 'ttyS0'") && c.screen.contains(" # ")
+        })
+        .await;
+    let mark = format!("console-{}", rand::random::<u32>());
+    console.send(&format!("echo {mark}\r")).await;
+    console
+        .until(20, "the command's answer", |c| {
+            c.screen.contains(&format!("\n{mark}"))
+        })
+        .await;
 }
 
 /// Every file under `dir`.

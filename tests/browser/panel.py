@@ -234,6 +234,7 @@ def customer(base, email, password, sftp_port, plan, bigger):
                 time.sleep(2)
             keys.send_keys("root" + Keys.ENTER)
             wait(d, lambda d: "Password:" in screen(d), "no password prompt in the console", 30)
+            time.sleep(0.5)  # as a person would: login turns echo off just after its prompt
             keys.send_keys(ROOT_PASSWORD + Keys.ENTER)
             wait(d, lambda d: "root login on" in screen(d), "the console login failed: " + screen(d), 30)
             marker = f"console-{int(time.time())}"

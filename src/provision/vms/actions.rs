@@ -99,8 +99,63 @@ pub async fn act(
             )));
         }
         VmAction::Reboot => (OpKind::Reboot, VmState::Rebooting),
+        VmAction::ResetPassword => {
+            return Err(AppError::invalid(
+                "root_password",
+                "reset_password needs a root_password (10 to 1024 characters)",
+            ));
+        }
     };
     begin_operation(p, &vm, kind, state, serde_json::json!({}), None).await
+}
+
+/// Sets root's password to `password` (only a hash reaches the guest, through its seed); a
+/// running VM reboots to take it, a stopped one takes it at its next start.
+pub async fn reset_password(
+    p: &Arc<Provisioner>,
+    actor: &Principal,
+    id: &str,
+    password: &crate::domain::secret::Secret,
+) -> Result<OperationView, AppError> {
+    let errors = super::create::check_root_password(password);
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let vm = load(p, &actor.scope(), id).await?;
+    if matches!(vm.state, VmState::Creating | VmState::Deleting) {
+        return Err(AppError::Conflict(format!(
+            "VM {} is {}; wait until that finishes",
+            vm.id,
+            vm.state.as_str()
+        )));
+    }
+    let running = power_state(p, &vm).await? == Some(PowerState::Running);
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || {
+        crate::provision::crypt::hash_root_password(pw.expose())
+    })
+    .await
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}")))?;
+    // In memory before the operation starts, so its seed step finds it.
+    p.root_password_hashes.put(&vm.id, hash);
+    let state = if running {
+        VmState::Rebooting
+    } else {
+        vm.state
+    };
+    let begun = begin_operation(
+        p,
+        &vm,
+        OpKind::ResetPassword,
+        state,
+        serde_json::json!({ "reboot": running }),
+        None,
+    )
+    .await;
+    if begun.is_err() {
+        p.root_password_hashes.forget(&vm.id);
+    }
+    begun
 }
 
 /// The sizes a resize moves between, kept in the operation so a failure can undo it.

@@ -12,6 +12,27 @@ pub(crate) struct CheckedCreate {
     root_password: Option<crate::domain::secret::Secret>,
 }
 
+/// What is wrong with a root password: 10 to 1024 characters, no NUL or line breaks (it is
+/// typed at a login prompt).
+pub(crate) fn check_root_password(pw: &crate::domain::secret::Secret) -> Vec<Invalid> {
+    let pw = pw.expose();
+    let mut errors = Vec::new();
+    let chars = pw.chars().count();
+    if !(10..=1024).contains(&chars) {
+        errors.push(Invalid::new(
+            "root_password",
+            format!("is {chars} characters; use 10 to 1024"),
+        ));
+    }
+    if pw.contains(['\0', '\r', '\n']) {
+        errors.push(Invalid::new(
+            "root_password",
+            "may not contain NUL or line breaks (it is typed at a login prompt)",
+        ));
+    }
+    errors
+}
+
 /// Checks every field that needs no database, collecting all the problems at once.
 pub(crate) fn check_create_fields(
     p: &Provisioner,
@@ -46,20 +67,7 @@ pub(crate) fn check_create_fields(
         }
     }
     if let Some(pw) = &req.root_password {
-        let pw = pw.expose();
-        let chars = pw.chars().count();
-        if !(10..=1024).contains(&chars) {
-            errors.push(Invalid::new(
-                "root_password",
-                format!("is {chars} characters; use 10 to 1024"),
-            ));
-        }
-        if pw.contains(['\0', '\r', '\n']) {
-            errors.push(Invalid::new(
-                "root_password",
-                "may not contain NUL or line breaks (it is typed at a login prompt)",
-            ));
-        }
+        errors.extend(check_root_password(pw));
     }
     let mut ports = Vec::new();
     let mut seen = BTreeSet::new();

@@ -41,6 +41,8 @@ pub enum VmAction {
     Stop,
     Reboot,
     ForceStop,
+    /// Sets root's password (needs `root_password`); a running VM reboots to take it.
+    ResetPassword,
 }
 
 /// A request to change a VM: today, its plan (resize).

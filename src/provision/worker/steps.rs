@@ -303,6 +303,48 @@ pub(super) async fn reboot(
         .await
 }
 
+/// Puts a new root password hash into the VM's seed (in place: a running QEMU keeps the
+/// file open) and reboots a running VM so the guest applies it.
+pub(super) async fn reset_password(
+    p: &Provisioner,
+    vm: &VmRow,
+    op: &OperationRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let reboot_after = serde_json::from_str::<serde_json::Value>(&op.params)
+        .ok()
+        .and_then(|v| v["reboot"].as_bool())
+        .unwrap_or(false);
+    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let written = progress
+        .step("write cloud-init seed", async {
+            let hash = p.root_password_hashes.get(&vm.id).ok_or_else(|| {
+                anyhow!("the new root password was lost (carve restarted before it reached the VM); ask for the reset again")
+            })?;
+            let keys = vm.ssh_keys();
+            let fresh = files.seed.with_extension("iso.new");
+            let seed = Seed {
+                instance_id: vm.id.as_str(),
+                hostname: &vm.name,
+                ssh_keys: &keys,
+                user_data: vm.user_data.as_deref(),
+                root_password_hash: Some(&hash),
+            };
+            storage::write_seed(&fresh, &seed).await?;
+            let copied = tokio::fs::copy(&fresh, &files.seed).await;
+            let _ = tokio::fs::remove_file(&fresh).await;
+            copied.context("writing the new seed over the VM's seed")?;
+            Ok(())
+        })
+        .await;
+    p.root_password_hashes.forget(&vm.id);
+    written?;
+    if reboot_after {
+        reboot(p, vm, progress).await?;
+    }
+    Ok(())
+}
+
 /// Resizes a VM to the size recorded at admission: stop if running, grow the disk, redefine,
 /// start again. On failure the VM's recorded size goes back to what it really has.
 pub(super) async fn resize(
