@@ -135,13 +135,18 @@ async fn console_ws(
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| async move {
-            let principal = match &attach {
-                Attach::Live(a) => a.principal.clone(),
-                Attach::Stopped { principal, .. } => principal.clone(),
+            let (principal, tenant) = match &attach {
+                Attach::Live(a) => (a.principal.clone(), a.tenant_id.to_string()),
+                Attach::Stopped {
+                    principal,
+                    tenant_id,
+                    ..
+                } => (principal.clone(), tenant_id.to_string()),
             };
-            audit(&app, &principal, &id, "console opened", client.clone()).await;
+            let who = (&principal, tenant.as_str(), id.as_str(), client);
+            audit(&app, who.clone(), "console opened").await;
             let why = bridge(&app, socket, attach).await;
-            audit(&app, &principal, &id, why, client).await;
+            audit(&app, who, why).await;
         }))
 }
 
@@ -178,14 +183,16 @@ fn status(state: &str, message: &str, writer: bool) -> Message {
 async fn bridge(app: &AppState, mut socket: WebSocket, attach: Attach) -> &'static str {
     let mut a: Attached = match attach {
         Attach::Stopped { tail, .. } => {
-            let _ = socket.send(Message::Binary(tail.into())).await;
-            let _ = socket
-                .send(status(
+            let _ = send(&mut socket, Message::Binary(tail.into())).await;
+            let _ = send(
+                &mut socket,
+                status(
                     "stopped",
-                    "The VM is not running. Start it, then reconnect.",
+                    "The VM is not running (or was started before consoles existed: stop and start it once). Start it, then reconnect.",
                     false,
-                ))
-                .await;
+                ),
+            )
+            .await;
             close(&mut socket, 1000, "VM stopped").await;
             return "console closed: VM stopped";
         }
@@ -198,11 +205,8 @@ async fn bridge(app: &AppState, mut socket: WebSocket, attach: Attach) -> &'stat
     } else {
         "Connected, watching only: another viewer types."
     };
-    if socket.send(Message::Binary(tail.into())).await.is_err()
-        || socket
-            .send(status("connected", hello, writer))
-            .await
-            .is_err()
+    if !send(&mut socket, Message::Binary(tail.into())).await
+        || !send(&mut socket, status("connected", hello, writer)).await
     {
         return "console closed by the viewer";
     }
@@ -215,8 +219,18 @@ async fn bridge(app: &AppState, mut socket: WebSocket, attach: Attach) -> &'stat
                 Some(Ok(Message::Text(keys))) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                     let bytes = bytes::Bytes::copy_from_slice(keys.as_bytes());
-                    if !a.viewer.type_in(bytes).await {
-                        let _ = socket.send(status("read_only", "This console only watches: another viewer types. Reconnect to take over.", false)).await;
+                    // A guest that takes no input for the send timeout ends this connection.
+                    match tokio::time::timeout(SEND_TIMEOUT, a.viewer.type_in(bytes)).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if !send(&mut socket, status("read_only", "This console only watches: another viewer types. Reconnect to take over.", false)).await {
+                                return "console closed: viewer not reading";
+                            }
+                        }
+                        Err(_) => {
+                            close(&mut socket, 1011, "the guest takes no input").await;
+                            return "console closed: guest takes no input";
+                        }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -229,28 +243,27 @@ async fn bridge(app: &AppState, mut socket: WebSocket, attach: Attach) -> &'stat
             },
             seen = a.viewer.next() => match seen {
                 Seen::Output(bytes) => {
-                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(bytes))).await {
-                        Ok(Ok(())) => {}
-                        _ => return "console closed: viewer not reading",
+                    if !send(&mut socket, Message::Binary(bytes)).await {
+                        return "console closed: viewer not reading";
                     }
                 }
                 Seen::TakenOver => {
-                    let _ = socket.send(status("taken_over", "Another viewer took over typing; this console only watches now. Reconnect to type again.", false)).await;
+                    let _ = send(&mut socket, status("taken_over", "Another viewer took over typing; this console only watches now. Reconnect to type again.", false)).await;
                 }
                 Seen::TooSlow => {
-                    let _ = socket.send(status("too_slow", "This connection fell too far behind the console's output and was closed. Reconnect.", false)).await;
+                    let _ = send(&mut socket, status("too_slow", "This connection fell too far behind the console's output and was closed. Reconnect.", false)).await;
                     close(&mut socket, 1008, "too slow").await;
                     return "console closed: viewer too slow";
                 }
                 Seen::Ended(Ended::Stopped) => {
-                    let _ = socket.send(status("stopped", "The VM stopped. Start it, then reconnect.", false)).await;
+                    let _ = send(&mut socket, status("stopped", "The VM stopped. Start it, then reconnect.", false)).await;
                     close(&mut socket, 1000, "VM stopped").await;
                     return "console closed: VM stopped";
                 }
             },
             _ = &mut idle => {
                 let minutes = idle_limit.as_secs().div_ceil(60);
-                let _ = socket.send(status("idle", &format!("Closed after {minutes} min without typing. Reconnect to go on."), false)).await;
+                let _ = send(&mut socket, status("idle", &format!("Closed after {minutes} min without typing. Reconnect to go on."), false)).await;
                 close(&mut socket, 1000, "idle").await;
                 return "console closed after idle";
             }
@@ -258,29 +271,33 @@ async fn bridge(app: &AppState, mut socket: WebSocket, attach: Attach) -> &'stat
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+/// Sends `message` unless the viewer takes nothing for the send timeout; whether it went.
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
-/// An audit entry about `vm`'s console.
-async fn audit(
-    app: &AppState,
-    principal: &Principal,
-    vm: &str,
-    action: &str,
-    client: Option<String>,
-) {
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = send(socket, Message::Close(Some(frame))).await;
+}
+
+/// Who used a console: the principal, the VM's tenant, the VM, the client's address.
+type Who<'a> = (&'a Principal, &'a str, &'a str, Option<String>);
+
+/// An audit entry about a VM's console, filed under the VM's tenant.
+async fn audit(app: &AppState, (principal, tenant, vm, client): Who<'_>, action: &str) {
     crate::tenancy::audit::record(
         &app.db,
         &crate::tenancy::audit::NewEntry {
             actor_id: Some(principal.user_id.to_string()),
             actor: principal.email.clone(),
-            tenant_id: principal.tenant_id.as_ref().map(ToString::to_string),
+            tenant_id: Some(tenant.to_string()),
             action: action.to_string(),
             target: Some(vm.to_string()),
             outcome: "succeeded".into(),

@@ -151,9 +151,11 @@ impl Config {
                 "lb.max_connections_per_pool must be at least 1".into(),
             ));
         }
-        if self.console.idle_timeout_secs == 0 || self.console.max_open == 0 {
+        if !(1..=7 * 24 * 3600).contains(&self.console.idle_timeout_secs)
+            || self.console.max_open == 0
+        {
             return Err(ConfigError::Invalid(
-                "console.idle_timeout_secs and console.max_open must be at least 1".into(),
+                "console.idle_timeout_secs must be 1 to 604800 (a week) and console.max_open at least 1".into(),
             ));
         }
         if self.lb.threads > 256 {

@@ -31,6 +31,14 @@ pub struct Hub {
     writer: watch::Sender<u64>,
     ended: watch::Receiver<Option<Ended>>,
     next_viewer: AtomicU64,
+    /// The pump, ended with the hub (it may be waiting on a guest that does not read).
+    pump: tokio::task::AbortHandle,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
 }
 
 impl Hub {
@@ -39,13 +47,14 @@ impl Hub {
         let (output, _) = broadcast::channel(OUTPUT_BACKLOG);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (ended_tx, ended) = watch::channel(None);
-        tokio::spawn(pump(pty, output.clone(), input_rx, ended_tx));
+        let pump = tokio::spawn(pump(pty, output.clone(), input_rx, ended_tx)).abort_handle();
         Arc::new(Self {
             output,
             input,
             writer: watch::channel(0).0,
             ended,
             next_viewer: AtomicU64::new(1),
+            pump,
         })
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::auth::Principal;
-use crate::domain::ids::VmId;
+use crate::domain::ids::{TenantId, UserId, VmId};
 use crate::error::AppError;
 use crate::hypervisor::storage::VmFiles;
 use crate::provision::Provisioner;
@@ -32,6 +32,7 @@ pub struct Consoles {
     pub idle: Duration,
     max_viewers: usize,
     viewers: Arc<AtomicUsize>,
+    per_user: Arc<Mutex<HashMap<UserId, usize>>>,
 }
 
 /// A ticket just minted.
@@ -47,7 +48,11 @@ pub enum Attach {
     /// The VM runs: its console, live.
     Live(Attached),
     /// The VM does not run: only the end of its log.
-    Stopped { tail: Vec<u8>, principal: Principal },
+    Stopped {
+        tail: Vec<u8>,
+        principal: Principal,
+        tenant_id: TenantId,
+    },
 }
 
 /// A viewer attached to a live console.
@@ -57,17 +62,33 @@ pub struct Attached {
     pub tail: Vec<u8>,
     /// Who minted the ticket.
     pub principal: Principal,
+    /// The VM's tenant (its audit entries go there, also when an admin looks).
+    pub tenant_id: TenantId,
     _slot: Slot,
 }
 
-/// One viewer counted against the bound until dropped.
-struct Slot(Arc<AtomicUsize>);
+/// One viewer counted against the bounds (all, and its user's) until dropped.
+struct Slot {
+    open: Arc<AtomicUsize>,
+    per_user: Arc<Mutex<HashMap<UserId, usize>>>,
+    user: UserId,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
     }
 }
+
+/// Consoles one user may hold open at once.
+const MAX_OPEN_PER_USER: usize = 16;
 
 impl Consoles {
     /// Consoles closed after `idle` without typing, at most `max_viewers` open at once.
@@ -78,6 +99,7 @@ impl Consoles {
             idle,
             max_viewers,
             viewers: Arc::new(AtomicUsize::new(0)),
+            per_user: Default::default(),
         }
     }
 
@@ -127,7 +149,7 @@ impl Consoles {
         // Still the principal's to see (a VM deleted or moved since is not found).
         let vm = crate::provision::vms::load(p, &ticket.principal.scope(), id).await?;
         let tail = tail_of(&VmFiles::new(&p.settings.vm_root, &vm.id).console).await;
-        let slot = self.take_slot()?;
+        let slot = self.take_slot(&ticket.principal)?;
         let hub = match self.live_hub(&vm.id) {
             Some(hub) => hub,
             None => {
@@ -136,22 +158,46 @@ impl Consoles {
                     return Ok(Attach::Stopped {
                         tail,
                         principal: ticket.principal,
+                        tenant_id: vm.tenant_id,
                     });
                 };
                 let pty = pty::Pty::open(&path).map_err(|e| {
                     AppError::Internal(anyhow::Error::new(e).context("opening the VM's console"))
                 })?;
-                let hub = Hub::start(pty);
+                // The pty is still this VM's: had it stopped between the look-up and the open,
+                // another VM could have been given the same /dev/pts number.
+                let domain = vm.domain_name.clone();
+                if p.hv.call(move |h| h.serial_pty(&domain)).await?.as_deref()
+                    != Some(path.as_str())
+                {
+                    return Ok(Attach::Stopped {
+                        tail,
+                        principal: ticket.principal,
+                        tenant_id: vm.tenant_id,
+                    });
+                }
                 let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-                hubs.retain(|_, h| h.strong_count() > 0);
-                hubs.insert(vm.id.clone(), Arc::downgrade(&hub));
-                hub
+                // Another viewer may have opened it meanwhile: one hub per VM.
+                match hubs
+                    .get(&vm.id)
+                    .and_then(Weak::upgrade)
+                    .filter(|h| h.ended().is_none())
+                {
+                    Some(hub) => hub,
+                    None => {
+                        let hub = Hub::start(pty);
+                        hubs.retain(|_, h| h.strong_count() > 0);
+                        hubs.insert(vm.id.clone(), Arc::downgrade(&hub));
+                        hub
+                    }
+                }
             }
         };
         Ok(Attach::Live(Attached {
             viewer: hub.join(ticket.write),
             tail,
             principal: ticket.principal,
+            tenant_id: vm.tenant_id,
             _slot: slot,
         }))
     }
@@ -164,9 +210,26 @@ impl Consoles {
             .filter(|h| h.ended().is_none())
     }
 
-    fn take_slot(&self) -> Result<Slot, AppError> {
+    fn take_slot(&self, user: &Principal) -> Result<Slot, AppError> {
+        {
+            let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            let mine = per_user.entry(user.user_id.clone()).or_insert(0);
+            if *mine >= MAX_OPEN_PER_USER {
+                return Err(AppError::TooManyRequests {
+                    detail: format!(
+                        "you have {MAX_OPEN_PER_USER} consoles open, the most one user may; close one first"
+                    ),
+                    retry_after_secs: 10,
+                });
+            }
+            *mine += 1;
+        }
         let open = self.viewers.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.viewers.clone());
+        let slot = Slot {
+            open: self.viewers.clone(),
+            per_user: self.per_user.clone(),
+            user: user.user_id.clone(),
+        };
         if open >= self.max_viewers {
             return Err(AppError::TooManyRequests {
                 detail: format!(

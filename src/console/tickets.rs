@@ -13,8 +13,9 @@ use crate::domain::ids::VmId;
 
 /// How long a ticket may wait to be used.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
-/// Most tickets outstanding at once (expired ones are swept first).
+/// Most tickets outstanding at once (expired ones are swept first), and per user.
 const MAX_OUTSTANDING: usize = 10_000;
+const MAX_PER_USER: usize = 32;
 
 /// What a ticket lets its bearer do.
 #[derive(Debug, Clone)]
@@ -46,10 +47,16 @@ impl Tickets {
             )
         };
         let mut map = self.lock();
-        if map.len() >= MAX_OUTSTANDING {
-            let now = Instant::now();
+        let now = Instant::now();
+        let user = &ticket.principal.user_id;
+        let mine = |map: &HashMap<[u8; 32], (Ticket, Instant)>| {
+            map.values()
+                .filter(|(t, expires)| &t.principal.user_id == user && *expires > now)
+                .count()
+        };
+        if map.len() >= MAX_OUTSTANDING || mine(&map) >= MAX_PER_USER {
             map.retain(|_, (_, expires)| *expires > now);
-            if map.len() >= MAX_OUTSTANDING {
+            if map.len() >= MAX_OUTSTANDING || mine(&map) >= MAX_PER_USER {
                 return None;
             }
         }

@@ -192,14 +192,15 @@ impl Seed<'_> {
         out
     }
 
-    /// The `vendor-data` document: cloud-config setting root's password hash, if any.
+    /// The `vendor-data` document: cloud-config setting root's password hash, if any (at
+    /// every boot, so that a reset reaches a guest whose instance is not new).
     pub fn vendor_data(&self) -> String {
         let Some(hash) = self.root_password_hash else {
             return String::new();
         };
         let q = serde_json::Value::from(hash).to_string();
         format!(
-            "#cloud-config\nchpasswd:\n  expire: false\n  users:\n    - name: root\n      password: {q}\n      type: HASH\n"
+            "#cloud-config\nchpasswd:\n  expire: false\n  users:\n    - name: root\n      password: {q}\n      type: HASH\nbootcmd:\n  - [usermod, -p, {q}, root]\n"
         )
     }
 }

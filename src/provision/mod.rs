@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::{Config, NetworkConfig};
 use crate::db::Db;
-use crate::domain::ids::{HostId, OperationId, VmId};
+use crate::domain::ids::{HostId, OperationId};
 use crate::hypervisor::Hv;
 use owner::Owner;
 
@@ -82,25 +82,25 @@ pub struct Provisioner {
     pub root_password_hashes: PendingHashes,
 }
 
-/// Root password hashes on their way into seeds: in memory only, never stored or logged (a
-/// crash before the seed is written leaves the VM without a root password).
+/// Root password hashes on their way into seeds, by the operation that writes them: in memory
+/// only, never stored or logged (a crash before the seed is written loses the hash).
 #[derive(Default)]
-pub struct PendingHashes(std::sync::Mutex<std::collections::HashMap<VmId, String>>);
+pub struct PendingHashes(std::sync::Mutex<std::collections::HashMap<OperationId, String>>);
 
 impl PendingHashes {
-    pub fn put(&self, vm: &VmId, hash: String) {
-        self.lock().insert(vm.clone(), hash);
+    pub fn put(&self, op: &OperationId, hash: String) {
+        self.lock().insert(op.clone(), hash);
     }
 
-    pub fn get(&self, vm: &VmId) -> Option<String> {
-        self.lock().get(vm).cloned()
+    pub fn get(&self, op: &OperationId) -> Option<String> {
+        self.lock().get(op).cloned()
     }
 
-    pub fn forget(&self, vm: &VmId) {
-        self.lock().remove(vm);
+    pub fn forget(&self, op: &OperationId) {
+        self.lock().remove(op);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<VmId, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<OperationId, String>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -160,7 +160,7 @@ async fn execute(
         anyhow::bail!("VM {vm_id} was deleted before this operation could run");
     }
     let result = match kind {
-        OpKind::Create => create(p, &vm, progress).await,
+        OpKind::Create => create(p, &vm, &op.id, progress).await,
         OpKind::Start => start(p, &vm, progress).await,
         OpKind::Stop => stop(p, &vm, progress, false).await,
         OpKind::ForceStop => stop(p, &vm, progress, true).await,

@@ -21,6 +21,19 @@ pub(crate) async fn begin_operation(
     params: serde_json::Value,
     reserve: Option<(&str, Resources)>,
 ) -> Result<OperationView, AppError> {
+    begin_operation_with_hash(p, vm, kind, state, params, reserve, None).await
+}
+
+/// [`begin_operation`], handing the operation a root password hash before it starts.
+async fn begin_operation_with_hash(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    kind: OpKind,
+    state: VmState,
+    params: serde_json::Value,
+    reserve: Option<(&str, Resources)>,
+    root_password_hash: Option<String>,
+) -> Result<OperationView, AppError> {
     let mut tx = db::begin_write(&p.db).await?;
     if let Some((plan_id, to)) = reserve {
         let from = vm.resources();
@@ -55,6 +68,9 @@ pub(crate) async fn begin_operation(
     db::vms::set_state(&mut *tx, &vm.id, state).await?;
     tx.commit().await?;
     tracing::info!(vm = %vm.id, op = %op.id, kind = kind.as_str(), "operation admitted");
+    if let Some(hash) = root_password_hash {
+        p.root_password_hashes.put(&op.id, hash);
+    }
     p.spawn_operation(op.id.clone(), None);
     Ok(OperationView::from(&op))
 }
@@ -136,26 +152,22 @@ pub async fn reset_password(
     })
     .await
     .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}")))?;
-    // In memory before the operation starts, so its seed step finds it.
-    p.root_password_hashes.put(&vm.id, hash);
     let state = if running {
         VmState::Rebooting
     } else {
         vm.state
     };
-    let begun = begin_operation(
+    // The hash goes to this operation alone (a second request's 409 cannot touch it).
+    begin_operation_with_hash(
         p,
         &vm,
         OpKind::ResetPassword,
         state,
         serde_json::json!({ "reboot": running }),
         None,
+        Some(hash),
     )
-    .await;
-    if begun.is_err() {
-        p.root_password_hashes.forget(&vm.id);
-    }
-    begun
+    .await
 }
 
 /// The sizes a resize moves between, kept in the operation so a failure can undo it.

@@ -281,7 +281,7 @@ pub async fn create(
     tx.commit().await?;
     // In memory before the operation starts, so its seed step finds it.
     if let Some(hash) = root_password_hash {
-        p.root_password_hashes.put(&vm_id, hash);
+        p.root_password_hashes.put(&op.id, hash);
     }
     tracing::info!(vm = %vm_id, name = %checked.name, tenant = %tenant, plan = %plan.name, image = %image.name, "VM admitted");
     p.spawn_operation(op.id.clone(), None);

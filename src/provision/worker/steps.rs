@@ -7,10 +7,11 @@ use super::*;
 pub(super) async fn create(
     p: &Arc<Provisioner>,
     vm: &VmRow,
+    op: &OperationId,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let result = build_and_boot(p, vm, progress).await;
-    p.root_password_hashes.forget(&vm.id);
+    let result = build_and_boot(p, vm, op, progress).await;
+    p.root_password_hashes.forget(op);
     if let Err(e) = result {
         let rollback = progress.step("roll back", purge(p, vm)).await;
         return Err(match rollback {
@@ -25,6 +26,7 @@ pub(super) async fn create(
 async fn build_and_boot(
     p: &Arc<Provisioner>,
     vm: &VmRow,
+    op: &OperationId,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let image = db::images::find(&p.db, vm.image_id.as_str())
@@ -43,7 +45,7 @@ async fn build_and_boot(
         .step("write cloud-init seed", async {
             let keys = vm.ssh_keys();
             // The root password's hash lives only in memory until it is in the seed.
-            let hash = p.root_password_hashes.get(&vm.id);
+            let hash = p.root_password_hashes.get(op);
             let seed = Seed {
                 instance_id: vm.id.as_str(),
                 hostname: &vm.name,
@@ -52,7 +54,7 @@ async fn build_and_boot(
                 root_password_hash: hash.as_deref(),
             };
             storage::write_seed(&files.seed, &seed).await?;
-            p.root_password_hashes.forget(&vm.id);
+            p.root_password_hashes.forget(op);
             Ok(())
         })
         .await?;
@@ -318,7 +320,7 @@ pub(super) async fn reset_password(
     let files = VmFiles::new(&p.settings.vm_root, &vm.id);
     let written = progress
         .step("write cloud-init seed", async {
-            let hash = p.root_password_hashes.get(&vm.id).ok_or_else(|| {
+            let hash = p.root_password_hashes.get(&op.id).ok_or_else(|| {
                 anyhow!("the new root password was lost (carve restarted before it reached the VM); ask for the reset again")
             })?;
             let keys = vm.ssh_keys();
@@ -337,7 +339,7 @@ pub(super) async fn reset_password(
             Ok(())
         })
         .await;
-    p.root_password_hashes.forget(&vm.id);
+    p.root_password_hashes.forget(&op.id);
     written?;
     if reboot_after {
         reboot(p, vm, progress).await?;
