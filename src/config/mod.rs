@@ -203,6 +203,7 @@ const SECTIONS: &[&str] = &[
     "capacity",
     "reconciler",
     "lb",
+    "console",
     "quota",
     "auth",
     "log",

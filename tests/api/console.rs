@@ -402,3 +402,92 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consoles_close_when_idle_on_a_binary_frame_and_tickets_expire() {
+    let app =
+        crate::helpers::spawn_app_with(Backend::Qemu, &[("CARVE_CONSOLE_IDLE_TIMEOUT_SECS", "3")])
+            .await;
+    app.plan("small", 1, 128, 1).await;
+    let origin = app.addr.clone();
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "idle1", "plan": "small", "image": "tiny"})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(120))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, late) = ticket(&app, &app.admin_token, &vm, "read").await;
+
+    // A console nobody types into closes after the configured time, saying so.
+    let (_, t) = ticket(&app, &app.admin_token, &vm, "read").await;
+    let mut idle = Console::open(&app, t["url"].as_str().unwrap(), Some(&origin))
+        .await
+        .unwrap();
+    idle.until(10, "connected", |c| c.has_status("connected"))
+        .await;
+    idle.until(15, "the idle close", |c| c.has_status("idle"))
+        .await;
+    assert!(
+        idle.statuses.iter().any(|s| s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("without typing")),
+        "{:?}",
+        idle.statuses
+    );
+
+    // A binary frame ends that connection (1003) and no other.
+    let (_, t) = ticket(&app, &app.admin_token, &vm, "write").await;
+    let mut typing = Console::open(&app, t["url"].as_str().unwrap(), Some(&origin))
+        .await
+        .unwrap();
+    typing
+        .until(10, "connected", |c| c.has_status("connected"))
+        .await;
+    let (_, t) = ticket(&app, &app.admin_token, &vm, "read").await;
+    let mut bad = Console::open(&app, t["url"].as_str().unwrap(), Some(&origin))
+        .await
+        .unwrap();
+    bad.until(10, "connected", |c| c.has_status("connected"))
+        .await;
+    bad.ws
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match bad.ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return Some(u16::from(frame.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the binary frame ended the connection");
+    assert_eq!(code, Some(1003));
+    typing.screen.clear();
+    typing.send("\r").await;
+    typing
+        .until(20, "output after the bad frame", |c| {
+            c.screen.contains("login: ")
+        })
+        .await;
+
+    // A ticket not used within 30 s is refused.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        Console::open(&app, late["url"].as_str().unwrap(), Some(&origin))
+            .await
+            .err(),
+        Some(403),
+        "an expired ticket"
+    );
+}
