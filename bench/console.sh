@@ -17,6 +17,8 @@ export CARVE_DATA_DIR=$work/data CARVE_IMAGE_DIR=${CARVE_IMAGE_DIR:-/var/lib/car
 export CARVE_HTTP_LISTEN=127.0.0.1:$port CARVE_SFTP_LISTEN=127.0.0.1:0
 export CARVE_NETWORK_FORWARD_PORTS=38600-38699 CARVE_LB_PORTS=38700-38799
 export CARVE_HTTP_MAX_CONNECTIONS_PER_CLIENT=1000 CARVE_LIBVIRT_DOMAIN_TYPE=qemu RUST_LOG=warn
+# The 200 idle consoles are one user's.
+export CARVE_CONSOLE_MAX_OPEN_PER_USER=1000
 echo "bench admin password" | "$carve" admin create-user --email admin@example.com --role admin >/dev/null
 admin=$("$carve" admin create-token --email admin@example.com --name bench)
 "$carve" serve 2> "$work/serve.log" &

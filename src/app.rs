@@ -164,6 +164,7 @@ impl Application {
             consoles: crate::console::Consoles::new(
                 std::time::Duration::from_secs(config.console.idle_timeout_secs),
                 config.console.max_open,
+                config.console.max_open_per_user,
             ),
             feed,
             sftp_addr,

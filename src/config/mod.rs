@@ -153,9 +153,10 @@ impl Config {
         }
         if !(1..=7 * 24 * 3600).contains(&self.console.idle_timeout_secs)
             || self.console.max_open == 0
+            || self.console.max_open_per_user == 0
         {
             return Err(ConfigError::Invalid(
-                "console.idle_timeout_secs must be 1 to 604800 (a week) and console.max_open at least 1".into(),
+                "console.idle_timeout_secs must be 1 to 604800 (a week), console.max_open and max_open_per_user at least 1".into(),
             ));
         }
         if self.lb.threads > 256 {

@@ -249,6 +249,8 @@ pub struct ConsoleConfig {
     pub idle_timeout_secs: u64,
     /// Consoles (viewers) open at once in this process.
     pub max_open: usize,
+    /// Consoles one user may hold open at once.
+    pub max_open_per_user: usize,
 }
 
 impl Default for ConsoleConfig {
@@ -256,6 +258,7 @@ impl Default for ConsoleConfig {
         Self {
             idle_timeout_secs: 900,
             max_open: 1000,
+            max_open_per_user: 16,
         }
     }
 }

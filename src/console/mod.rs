@@ -31,6 +31,7 @@ pub struct Consoles {
     /// A console nobody types into for this long is closed.
     pub idle: Duration,
     max_viewers: usize,
+    max_per_user: usize,
     viewers: Arc<AtomicUsize>,
     per_user: Arc<Mutex<HashMap<UserId, usize>>>,
 }
@@ -87,17 +88,16 @@ impl Drop for Slot {
     }
 }
 
-/// Consoles one user may hold open at once.
-const MAX_OPEN_PER_USER: usize = 16;
-
 impl Consoles {
-    /// Consoles closed after `idle` without typing, at most `max_viewers` open at once.
-    pub fn new(idle: Duration, max_viewers: usize) -> Self {
+    /// Consoles closed after `idle` without typing, at most `max_viewers` open at once and
+    /// `max_per_user` per user.
+    pub fn new(idle: Duration, max_viewers: usize, max_per_user: usize) -> Self {
         Self {
             tickets: Tickets::default(),
             hubs: Mutex::new(HashMap::new()),
             idle,
             max_viewers,
+            max_per_user,
             viewers: Arc::new(AtomicUsize::new(0)),
             per_user: Default::default(),
         }
@@ -214,10 +214,11 @@ impl Consoles {
         {
             let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
             let mine = per_user.entry(user.user_id.clone()).or_insert(0);
-            if *mine >= MAX_OPEN_PER_USER {
+            if *mine >= self.max_per_user {
                 return Err(AppError::TooManyRequests {
                     detail: format!(
-                        "you have {MAX_OPEN_PER_USER} consoles open, the most one user may; close one first"
+                        "you have {} consoles open, the most one user may; close one first",
+                        self.max_per_user
                     ),
                     retry_after_secs: 10,
                 });

@@ -405,9 +405,14 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consoles_close_when_idle_on_a_binary_frame_and_tickets_expire() {
-    let app =
-        crate::helpers::spawn_app_with(Backend::Qemu, &[("CARVE_CONSOLE_IDLE_TIMEOUT_SECS", "3")])
-            .await;
+    let app = crate::helpers::spawn_app_with(
+        Backend::Qemu,
+        &[
+            ("CARVE_CONSOLE_IDLE_TIMEOUT_SECS", "3"),
+            ("CARVE_CONSOLE_MAX_OPEN_PER_USER", "2"),
+        ],
+    )
+    .await;
     app.plan("small", 1, 128, 1).await;
     let origin = app.addr.clone();
     let a = app
@@ -443,6 +448,8 @@ async fn consoles_close_when_idle_on_a_binary_frame_and_tickets_expire() {
         idle.statuses
     );
 
+    // (The idle console's slot is given back as it closes.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // A binary frame ends that connection (1003) and no other.
     let (_, t) = ticket(&app, &app.admin_token, &vm, "write").await;
     let mut typing = Console::open(&app, t["url"].as_str().unwrap(), Some(&origin))
@@ -457,6 +464,15 @@ async fn consoles_close_when_idle_on_a_binary_frame_and_tickets_expire() {
         .unwrap();
     bad.until(10, "connected", |c| c.has_status("connected"))
         .await;
+    // A user holds at most console.max_open_per_user consoles at once.
+    let (_, t) = ticket(&app, &app.admin_token, &vm, "read").await;
+    assert_eq!(
+        Console::open(&app, t["url"].as_str().unwrap(), Some(&origin))
+            .await
+            .err(),
+        Some(429),
+        "a third console of one user"
+    );
     bad.ws
         .send(Message::Binary(vec![1, 2, 3].into()))
         .await
