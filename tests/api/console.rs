@@ -345,32 +345,35 @@ async fn a_root_password_logs_in_at_the_console_and_one_writer_types_at_a_time()
 
 /// Logs in as root at the getty prompt with `password` and checks a command's answer.
 async fn log_in(console: &mut Console, password: &str) {
+    // A login prompt, then the user name; getty may be re-showing its prompt (and drop what
+    // came meanwhile), so try again until the password is asked for.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no password prompt; screen:\n{}",
+            console.screen
+        );
         console.send("\r").await;
-        if console
+        if !console
             .try_until(5, "a login prompt", |c| c.screen.ends_with("login: "))
+            .await
+        {
+            continue;
+        }
+        console.send("root\r").await;
+        if console
+            .try_until(8, "a password prompt", |c| c.screen.ends_with("Password: "))
             .await
         {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no login prompt; screen:\n{}",
-            console.screen
-        );
     }
     assert!(
         console.screen.contains("log in as root with the password"),
         "the greeting says how: {}",
         console.screen
     );
-    console.send("root\r").await;
-    console
-        .until(20, "a password prompt", |c| {
-            c.screen.ends_with("Password: ")
-        })
-        .await;
     // As a person would: login turns echo off just after its prompt, and the guest echoes
     // (and the console log keeps) whatever arrives before.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -64,6 +64,16 @@ def text(driver, css):
     return driver.find_element(By.CSS_SELECTOR, css).text.strip()
 
 
+def href(driver, css):
+    """An element's link, read again if live updates replaced the element meanwhile."""
+    for _ in range(20):
+        try:
+            return driver.find_element(By.CSS_SELECTOR, css).get_attribute("href")
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return driver.find_element(By.CSS_SELECTOR, css).get_attribute("href")
+
+
 def log_in(driver, base, email, password):
     driver.get(base + "/login")
     driver.find_element(By.ID, "email").send_keys(email)
@@ -159,7 +169,7 @@ def customer(base, email, password, sftp_port, plan, bigger):
             post_then_mark(d, lambda: submit(d, "form[action='/pools']"))
             wait_url(d, lambda u: "/pools/lb_" in u, "creating the pool did not open its page")
             pool_url = d.current_url
-            pool_link = d.find_element(By.CSS_SELECTOR, "#members dd a[href^='http://127.0.0.1:']").get_attribute("href")
+            pool_link = href(d, "#members dd a[href^='http://127.0.0.1:']")
             # The balancer follows new pools within a second.
             deadline = time.time() + 3
             status, body = http_status(pool_link)
@@ -219,33 +229,6 @@ def customer(base, email, password, sftp_port, plan, bigger):
             # Stop, resize, start, delete, each followed live.
             d.get(vm_url)
             assert "web (port 80): healthy" in text(d, "#status"), "the VM's page does not show its pool"
-            # The console: log in with the root password given at creation and run a command.
-            mark(d)
-            d.find_element(By.ID, "console-open").click()
-            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "connected",
-                 "the console did not connect: " + text(d, "#console-status"), 30)
-            keys = d.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea")
-            screen = lambda d: d.find_element(By.CSS_SELECTOR, "#terminal .xterm-rows").text
-            last_line = lambda d: (screen(d).rstrip().splitlines() or [""])[-1]
-            deadline = time.time() + 60
-            while not last_line(d).endswith("login:"):
-                assert time.time() < deadline, "no login prompt in the console: " + screen(d)
-                keys.send_keys(Keys.ENTER)
-                time.sleep(2)
-            keys.send_keys("root" + Keys.ENTER)
-            wait(d, lambda d: "Password:" in screen(d), "no password prompt in the console", 30)
-            time.sleep(0.5)  # as a person would: login turns echo off just after its prompt
-            keys.send_keys(ROOT_PASSWORD + Keys.ENTER)
-            wait(d, lambda d: "root login on" in screen(d), "the console login failed: " + screen(d), 30)
-            marker = f"console-{int(time.time())}"
-            keys.send_keys(f"echo {marker}" + Keys.ENTER)
-            wait(d, lambda d: any(line.strip() == marker for line in screen(d).splitlines()),
-                 "the guest did not answer in the console: " + screen(d), 30)
-            not_reloaded(d)
-            shoot(d, "vm-console")
-            d.find_element(By.ID, "console-close").click()
-            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "closed",
-                 "closing the console did not say so", 10)
             post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='stop']]//button").click())
             wait_url(d, lambda u: u == vm_url, "stop did not come back to the VM's page")
             wait(d, lambda d: vm_state(d) == "stopped", "the VM did not stop", 180)
@@ -261,6 +244,40 @@ def customer(base, email, password, sftp_port, plan, bigger):
             post_then_mark(d, lambda: d.find_element(By.XPATH, "//form[input[@value='start']]//button").click())
             wait(d, lambda d: vm_state(d) == "running", "the VM did not start again", 240)
             not_reloaded(d)
+            # The console: log in with the root password given at creation and run a command
+            # (after the restart: getty comes up again).
+            mark(d)
+            d.find_element(By.ID, "console-open").click()
+            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "connected",
+                 "the console did not connect: " + text(d, "#console-status"), 30)
+            keys = d.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea")
+            screen = lambda d: d.find_element(By.CSS_SELECTOR, "#terminal .xterm-rows").text
+            last_line = lambda d: (screen(d).rstrip().splitlines() or [""])[-1]
+            # A login prompt, then the user name; getty may be re-showing its prompt (and drop
+            # what came meanwhile), so try again until the password is asked for.
+            deadline = time.time() + 90
+            while "Password:" not in screen(d):
+                assert time.time() < deadline, "no password prompt in the console: " + screen(d)
+                if last_line(d).endswith("login:"):
+                    keys.send_keys("root" + Keys.ENTER)
+                    until = time.time() + 8
+                    while time.time() < until and "Password:" not in screen(d):
+                        time.sleep(0.2)
+                else:
+                    keys.send_keys(Keys.ENTER)
+                    time.sleep(2)
+            time.sleep(0.5)  # as a person would: login turns echo off just after its prompt
+            keys.send_keys(ROOT_PASSWORD + Keys.ENTER)
+            wait(d, lambda d: "root login on" in screen(d), "the console login failed: " + screen(d), 30)
+            marker = f"console-{int(time.time())}"
+            keys.send_keys(f"echo {marker}" + Keys.ENTER)
+            wait(d, lambda d: any(line.strip() == marker for line in screen(d).splitlines()),
+                 "the guest did not answer in the console: " + screen(d), 30)
+            not_reloaded(d)
+            shoot(d, "vm-console")
+            d.find_element(By.ID, "console-close").click()
+            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "closed",
+                 "closing the console did not say so", 10)
             vm_id = vm_url.rsplit("/", 1)[1]
             d.find_element(By.ID, "confirm").send_keys("shop")
             post_then_mark(d, lambda: submit(d, "form[action$='/delete']"))
