@@ -214,6 +214,9 @@ impl Application {
         let sampler = tokio::spawn(crate::provision::stats::run_forever(
             self.state.prov.clone(),
         ));
+        let scaler = tokio::spawn(crate::scaling::controller::run_forever(
+            self.state.prov.clone(),
+        ));
         let sftp = tokio::spawn(self.sftp.run());
         let lb = self.lb.map(|c| tokio::spawn(c.run()));
         let router = router(self.state.clone());
@@ -224,6 +227,7 @@ impl Application {
         housekeeping.abort();
         feed.abort();
         sampler.abort();
+        scaler.abort();
         sftp.abort();
         if let Some(lb) = lb {
             lb.abort();

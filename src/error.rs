@@ -45,6 +45,19 @@ impl AppError {
         AppError::Invalid(vec![Invalid::new(field, message)])
     }
 
+    /// What a user may be told (an internal failure's detail stays in the log).
+    pub fn detail(&self) -> String {
+        match self {
+            AppError::Invalid(errors) => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            AppError::Internal(_) => "an internal error; carve's log has the detail".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// A missing object of kind `what`.
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
         AppError::NotFound {

@@ -19,6 +19,7 @@ pub mod pools;
 pub mod provision;
 pub mod quota;
 pub mod request;
+pub mod scaling;
 pub mod sftp;
 pub mod telemetry;
 pub mod tenancy;

@@ -10,6 +10,7 @@ pub mod hosts;
 pub mod operations;
 pub mod pools;
 pub mod problem;
+pub mod scale_groups;
 pub mod sftp_accounts;
 pub mod ssh_keys;
 pub mod tokens;
@@ -51,6 +52,7 @@ pub use problem::{FieldError, Problem, problem_response};
         (name = "sftp", description = "SFTP accounts"),
         (name = "events", description = "Live changes as server-sent events"),
         (name = "pools", description = "Load-balanced pools of VMs"),
+        (name = "scale groups", description = "A pool's identical VMs, kept at a count, healed, refreshed and following load"),
     )
 )]
 struct ApiDoc;
@@ -81,6 +83,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(sftp_accounts::router())
         .merge(ssh_keys::router())
         .merge(pools::router())
+        .merge(scale_groups::router())
         .merge(events::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }

@@ -113,6 +113,8 @@ pub struct AuditFilter {
     pub outcome: Option<String>,
     /// Entries of this acting user only.
     pub actor_id: Option<String>,
+    /// Entries about this target only.
+    pub target: Option<String>,
 }
 
 /// One page of the entries the scope may see that pass the filter, newest first.
@@ -127,7 +129,7 @@ pub async fn filtered_page(
          WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2)
            AND (?4 IS NULL OR instr(actor, ?4) > 0) AND (?5 IS NULL OR instr(action, ?5) > 0)
            AND (?6 IS NULL OR tenant_id = ?6) AND (?7 IS NULL OR outcome = ?7)
-           AND (?8 IS NULL OR actor_id = ?8)
+           AND (?8 IS NULL OR actor_id = ?8) AND (?9 IS NULL OR target = ?9)
          ORDER BY id DESC LIMIT ?3",
     )
     .bind(scope.tenant())
@@ -138,6 +140,7 @@ pub async fn filtered_page(
     .bind(filter.tenant.as_deref())
     .bind(filter.outcome.as_deref())
     .bind(filter.actor_id.as_deref())
+    .bind(filter.target.as_deref())
     .fetch_all(db)
     .await?;
     Ok(page.finish(rows, |r: &AuditRow| vec![r.id.to_string()]))

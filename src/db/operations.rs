@@ -187,6 +187,40 @@ pub async fn claim(
     Ok(done.rows_affected() == 1)
 }
 
+/// Marks an operation running that no worker claims (a scale group's refresh, driven by its
+/// controller from the database).
+pub async fn mark_running(
+    conn: &mut SqliteConnection,
+    id: &OperationId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET state = 'running', started_at = COALESCE(started_at, ?2)
+         WHERE id = ?1 AND state = 'pending'",
+    )
+    .bind(id)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends a finished step to an operation's steps (in the same write as its cause).
+pub async fn push_step(
+    conn: &mut SqliteConnection,
+    id: &OperationId,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    let at = now();
+    let step =
+        serde_json::json!({"name": name, "state": "done", "started_at": at, "finished_at": at});
+    sqlx::query("UPDATE operations SET steps = json_insert(steps, '$[#]', json(?2)) WHERE id = ?1")
+        .bind(id)
+        .bind(step.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Renews the lease; false if another process has taken the operation over.
 pub async fn heartbeat(db: &Db, id: &OperationId, owner: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(

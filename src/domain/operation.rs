@@ -23,6 +23,9 @@ pub enum OpKind {
     Resize,
     Delete,
     ResetPassword,
+    /// A scale group's rolling replacement (its target is the pool; the group's controller
+    /// drives it, not a worker).
+    Refresh,
 }
 
 impl OpKind {
@@ -37,6 +40,7 @@ impl OpKind {
             OpKind::Resize => "resize",
             OpKind::Delete => "delete",
             OpKind::ResetPassword => "reset_password",
+            OpKind::Refresh => "refresh",
         }
     }
 

@@ -77,3 +77,25 @@ stored_enum!(
         Inactive => "inactive",
     }
 );
+
+stored_enum!(
+    /// Where a scale group's rolling replacement is.
+    RefreshState {
+        /// No refresh: members are only kept at the desired count and healed.
+        None => "none",
+        /// Members made from an older template are being replaced.
+        Running => "running",
+        /// Held: no member is replaced for the refresh until it is resumed.
+        Paused => "paused",
+    }
+);
+
+stored_enum!(
+    /// The data plane's measure a scale group can follow.
+    TargetMetric {
+        /// Open requests (HTTP) or connections (TCP) per healthy member.
+        Connections => "connections",
+        /// Requests (HTTP) or new connections (TCP) per second per healthy member.
+        RequestsPerSecond => "requests_per_second",
+    }
+);

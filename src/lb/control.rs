@@ -41,6 +41,9 @@ pub struct Control {
     audited: std::sync::Mutex<HashMap<(PoolId, VmId), (Instant, u32)>>,
 }
 
+/// How often the load of pools whose scale group tracks a target is written.
+const LOAD_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Audit entries one member may write per [`AUDIT_WINDOW`]; its states are still stored.
 const AUDIT_PER_WINDOW: u32 = 30;
 const AUDIT_WINDOW: Duration = Duration::from_secs(600);
@@ -72,9 +75,13 @@ impl Control {
         let mut synced_at = Instant::now();
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut measure = tokio::time::interval(LOAD_INTERVAL);
+        measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sent_before: HashMap<String, (u64, Instant)> = HashMap::new();
         loop {
             tokio::select! {
                 Some(t) = self.transitions.recv() => self.record(t).await,
+                _ = measure.tick() => self.write_load(&mut sent_before).await,
                 _ = tick.tick() => {
                     let newest = match db::pools::changed_since(&self.db, seen).await {
                         Ok(n) => n,
@@ -89,6 +96,44 @@ impl Control {
                         synced_at = Instant::now();
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes what the data plane measures for each pool whose scale group follows a target:
+    /// open requests or connections, requests (or connections) per second since the last
+    /// write, and members in rotation.
+    async fn write_load(&self, sent_before: &mut HashMap<String, (u64, Instant)>) {
+        let tracked = match db::scale_groups::tracked_pools(&self.db).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read which pools to measure");
+                return;
+            }
+        };
+        sent_before.retain(|id, _| tracked.iter().any(|p| p.as_str() == id));
+        for id in tracked {
+            let Some(pool) = self.balancer.pool(id.as_str()) else {
+                continue;
+            };
+            let members = pool.members();
+            let open: usize = members.iter().map(|m| m.active()).sum();
+            let sent: u64 = members
+                .iter()
+                .map(|m| m.stats.sent.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            let healthy = members.iter().filter(|m| m.in_rotation()).count();
+            let now = Instant::now();
+            let rate = match sent_before.insert(id.to_string(), (sent, now)) {
+                Some((before, at)) if sent >= before => {
+                    (sent - before) as f64 / now.duration_since(at).as_secs_f64().max(0.001)
+                }
+                _ => 0.0,
+            };
+            if let Err(e) =
+                db::scale_groups::put_load(&self.db, &id, open as i64, rate, healthy as i64).await
+            {
+                tracing::warn!(pool = %id, error = %e, "cannot record a pool's load");
             }
         }
     }

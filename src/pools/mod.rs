@@ -230,6 +230,12 @@ pub async fn update(
 /// Deletes a pool: its listener closes and its members' open work drains.
 pub async fn delete(app: &App, actor: &Principal, id: &str) -> Result<(), AppError> {
     let p = load(&app.db, &actor.scope(), id).await?;
+    if crate::scaling::pool_has_group(&app.db, &p.id).await? {
+        return Err(AppError::Conflict(format!(
+            "pool {} has a scale group; delete it first (DELETE /api/v1/pools/{}/scale-group drains and deletes its VMs)",
+            p.name, p.id
+        )));
+    }
     db::pools::delete(&app.db, &p.id).await?;
     tracing::info!(pool = %p.id, name = %p.name, "pool deleted");
     Ok(())

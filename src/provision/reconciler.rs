@@ -91,6 +91,10 @@ async fn resume_orphaned_operations(
     let mut busy = HashSet::new();
     for op in db::operations::list_unfinished(&p.db).await? {
         busy.insert(op.target_id.clone());
+        if op.kind == super::OpKind::Refresh {
+            // Driven by its scale group's controller, which picks it up on its own.
+            continue;
+        }
         let orphaned = match &op.owner {
             // Never claimed: its creator died between commit and claim (or is about to claim;
             // the claim is a compare-and-swap, so only one of us runs it).

@@ -168,6 +168,7 @@ async fn execute(
         OpKind::Resize => resize(p, &vm, op, progress).await,
         OpKind::Delete => return delete(p, &vm, progress).await,
         OpKind::ResetPassword => reset_password(p, &vm, op, progress).await,
+        OpKind::Refresh => anyhow::bail!("a refresh is driven by its scale group, not a worker"),
     };
     if kind != OpKind::Create || result.is_ok() {
         // Whatever happened, the VM's state is what libvirt now reports.

@@ -12,6 +12,7 @@ mod events;
 mod form;
 mod layout;
 mod pools;
+mod scale_groups;
 pub mod session;
 mod sftp;
 mod vm_live;
@@ -57,6 +58,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/pools/{id}/members/{vm_id}/detach", post(pools::detach))
         .route("/pools/{id}/settings", post(pools::settings))
         .route("/pools/{id}/delete", post(pools::delete))
+        .route("/pools/{id}/scale-group", post(scale_groups::set))
+        .route(
+            "/pools/{id}/scale-group/refresh",
+            post(scale_groups::refresh),
+        )
+        .route("/pools/{id}/scale-group/delete", post(scale_groups::delete))
         .route("/sftp", get(sftp::list).post(sftp::create))
         .route("/sftp/{id}", get(sftp::show))
         .route("/sftp/{id}/password", post(sftp::set_password))

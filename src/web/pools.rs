@@ -169,6 +169,8 @@ struct PoolPage {
     candidates: Vec<Candidate>,
     message: Option<String>,
     notice: Option<&'static str>,
+    group: Option<super::scale_groups::GroupPart>,
+    form: super::scale_groups::GroupForm,
 }
 
 impl PoolPage {
@@ -177,7 +179,8 @@ impl PoolPage {
     }
 }
 
-async fn pool_page(
+/// A pool's page, with a message (what to fix) or a notice (what happened).
+pub(super) async fn pool_page(
     app: &AppState,
     user: &SessionUser,
     id: &str,
@@ -199,6 +202,8 @@ async fn pool_page(
             })
         })
         .collect();
+    let group = super::scale_groups::part(app, user, id).await?;
+    let form = super::scale_groups::form(app, group.as_ref()).await?;
     Ok(page(
         status,
         &PoolPage {
@@ -207,6 +212,8 @@ async fn pool_page(
             candidates,
             message,
             notice,
+            group,
+            form,
         },
     ))
 }

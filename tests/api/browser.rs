@@ -2,6 +2,8 @@
 //! and the customer, admin and isolation journeys of `tests/browser/panel.py`, with axe-core
 //! on every main page and screenshots under `target/screenshots/`.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, spawn_app};
@@ -82,6 +84,59 @@ async fn a_customer_runs_a_vm_sftp_and_tokens_from_the_panel() {
     .await;
     let vms = app.call("GET", "/api/v1/vms", None).await;
     assert_eq!(vms.body.as_array().map(Vec::len), Some(0), "{}", vms.text);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_logs_in_at_the_console_and_resets_the_root_password_in_the_panel() {
+    let app = spawn_app(Backend::Qemu).await;
+    app.plan("small", 1, 128, 1).await;
+    let (tenant, token) = tenant_with_customer(&app, "termco").await;
+    user(&app, "browser@termco.example", "customer", Some(&tenant)).await;
+    let (first, second) = ("a first console password", "a second console password");
+    let a = app
+        .call_as(
+            &token,
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "term", "plan": "small", "image": "tiny", "root_password": first})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let op = a.body["id"].as_str().unwrap();
+    let done = app.wait_operation(op, Duration::from_secs(240)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    run_browser(
+        "panel.py",
+        &[
+            "console",
+            &app.addr,
+            "browser@termco.example",
+            "a browser password",
+            &vm,
+            first,
+            second,
+        ],
+    )
+    .await;
+    // Each console opened in the browser is audited under the VM, as is the password reset.
+    let audit = app.call("GET", "/api/v1/audit?limit=500", None).await;
+    let actions: Vec<&str> = audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == vm.as_str())
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    let opened = actions.iter().filter(|a| **a == "console opened").count();
+    assert!(opened >= 4, "four consoles were opened: {actions:?}");
+    assert!(
+        actions.iter().any(|a| a.contains("password")),
+        "the reset is audited: {actions:?}"
+    );
+    assert!(!audit.text.contains(first) && !audit.text.contains(second));
     app.stop().await;
 }
 

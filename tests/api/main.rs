@@ -16,6 +16,8 @@ mod pools;
 mod pools_guests;
 mod reconciler;
 mod recovery;
+mod scale_groups;
+mod scale_groups_guests;
 mod sessions;
 mod sftp;
 mod tenancy;

@@ -1,5 +1,6 @@
-//! `kill -9` of `carve serve` in the middle of 10 concurrent creates, then a restart: every VM
-//! ends up running or cleanly gone, with no orphan domain, disk or port reservation.
+//! `kill -9` of `carve serve` in the middle of 10 concurrent creates (and of a scale group's
+//! scale-up), then a restart: every VM ends up running or cleanly gone, with no orphan
+//! domain, disk or port reservation, and the group has exactly the members it wants.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -229,6 +230,208 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     .is_some_and(|v| !v.is_empty())
     {
         assert!(Instant::now() < deadline, "VMs not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// An admin and a token for a fresh data directory, made through the CLI.
+fn bootstrap(data: &std::path::Path, http_port: u16) -> String {
+    use std::io::Write;
+    let mut create = carve_command(data, Backend::Qemu, http_port, SETTINGS)
+        .args([
+            "admin",
+            "create-user",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "admin",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long password\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let out = carve_command(data, Backend::Qemu, http_port, SETTINGS)
+        .args([
+            "admin",
+            "create-token",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "ci",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
+    let data = data_dir();
+    let http_port = free_port();
+    let token = bootstrap(data.path(), http_port);
+    let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let post = |path: &str, body: Value| {
+        call(
+            &client,
+            &token,
+            reqwest::Method::POST,
+            format!("{base}{path}"),
+            Some(body),
+        )
+    };
+    let a = post(
+        "/api/v1/plans",
+        json!({"name": "small", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let a = post("/api/v1/pools", json!({"name": "web", "protocol": "http"})).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let pool = a.body["id"].as_str().unwrap().to_string();
+    let group = format!("{base}/api/v1/pools/{pool}/scale-group");
+    let a = call(
+        &client,
+        &token,
+        reqwest::Method::PUT,
+        group.clone(),
+        Some(
+            json!({"template": {"plan": "small", "image": "tiny", "port": 80},
+            "min": 0, "max": 4, "desired": 3}),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    // Kill while the members are being made.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        data.path().join("carve.db").display()
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let creating: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operations WHERE kind = 'create' AND state IN ('pending', 'running')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if creating > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no member's create started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scale_group_members")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    eprintln!("killed with {members} of 3 members recorded");
+
+    // After the restart the group has exactly 3 members, each running, and nothing else.
+    let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let g = call(&client, &token, reqwest::Method::GET, group.clone(), None).await;
+        assert_eq!(g.status, 200, "{}", g.text);
+        let members = g.body["members"].as_array().cloned().unwrap_or_default();
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operations WHERE state IN ('pending', 'running')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if members.len() == 3
+            && members.iter().all(|m| m["vm_state"] == "running")
+            && unfinished == 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the group is {}", g.text);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A few more passes change nothing: no duplicate, no orphan.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let g = call(&client, &token, reqwest::Method::GET, group.clone(), None).await;
+    let ids: Vec<String> = g.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["vm_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", g.text);
+    let live: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM vms WHERE deleted_at IS NULL ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        live, sorted,
+        "every live VM is a member, and each member is live"
+    );
+    let domains = String::from_utf8(
+        Command::new("virsh")
+            .args(["-c", "qemu:///system", "list", "--all", "--name"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let dirs = std::fs::read_dir(data.path().join("vms"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(dirs, 3, "no orphan VM directories");
+    for id in &ids {
+        assert!(
+            domains.lines().any(|d| d.trim() == format!("carve-{id}")),
+            "{id} has no domain"
+        );
+    }
+
+    let a = call(
+        &client,
+        &token,
+        reqwest::Method::DELETE,
+        group.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let g = call(&client, &token, reqwest::Method::GET, group.clone(), None).await;
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE deleted_at IS NULL")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if g.status == 404 && left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not go: {}",
+            g.text
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     server.child.kill().unwrap();

@@ -5,6 +5,7 @@ Usage:
   panel.py customer BASE EMAIL PASSWORD SFTP_PORT PLAN BIGGER_PLAN
   panel.py admin BASE EMAIL PASSWORD
   panel.py isolation BASE EMAIL PASSWORD VM_ID SFTP_ID TOKEN_ID
+  panel.py console BASE EMAIL PASSWORD VM_ID ROOT_PASSWORD NEW_ROOT_PASSWORD
 Each prints "ok" or fails with a message. Screenshots (1280 and 375 px wide) go to
 $CARVETEST_SCREENSHOTS; axe-core ($CARVETEST_AXE) checks every main page.
 """
@@ -314,6 +315,116 @@ def customer(base, email, password, sftp_port, plan, bigger):
             d.quit()
 
 
+def until(seconds, check):
+    """Polls `check()` for up to `seconds`; true once it holds."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if check():
+                return True
+        except (NoSuchElementException, StaleElementReferenceException):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def screen(driver):
+    """The terminal's visible rows as text."""
+    return driver.find_element(By.CSS_SELECTOR, "#terminal .xterm-rows").text
+
+
+def last_line(driver):
+    return (screen(driver).rstrip().splitlines() or [""])[-1].rstrip()
+
+
+def type_keys(driver, keys):
+    driver.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea").send_keys(keys)
+
+
+def console_log_in(driver, password, what):
+    """Logs in as root at the terminal's getty prompt and runs a command, as a person would:
+    a prompt that getty re-shows (dropping what came meanwhile) or a lost keystroke under load
+    ("Login incorrect") is simply tried again."""
+    deadline = time.time() + 300
+    while True:
+        assert time.time() < deadline, f"could not log in at the console {what}:\n{screen(driver)}"
+        if not last_line(driver).endswith("login:"):
+            type_keys(driver, Keys.ENTER)
+            until(5, lambda: last_line(driver).endswith("login:"))
+            continue
+        type_keys(driver, "root" + Keys.ENTER)
+        if not until(20, lambda: last_line(driver).endswith("Password:")):
+            continue
+        time.sleep(1)  # login turns echo off just after its prompt
+        type_keys(driver, password + Keys.ENTER)
+        if until(90, lambda: last_line(driver).endswith("#") or last_line(driver).endswith("login:")) \
+                and last_line(driver).endswith("#"):
+            break
+    type_keys(driver, "echo console-$((40+2))" + Keys.ENTER)
+    wait(driver, lambda d: "console-42" in [line.strip() for line in screen(d).splitlines()],
+         f"the guest did not answer in the console {what}:\n{screen(driver)}", 60)
+
+
+def open_console(driver, button="console-open"):
+    driver.find_element(By.ID, button).click()
+    wait(driver, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "connected",
+         "the console did not connect: " + text(driver, "#console-status"), 60)
+
+
+def console(base, email, password, vm_id, root_password, new_root_password):
+    """The console on the VM page: log in, another tab takes over typing, a watcher, a new
+    root password set from the panel (the VM reboots) and logging in with it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = browser(os.path.join(tmp, "profile"))
+        try:
+            log_in(d, base, email, password)
+            vm_url = f"{base}/vms/{vm_id}"
+            d.get(vm_url)
+            wait(d, lambda d: vm_state(d) == "running", "the VM is not running on its page", 240)
+            open_console(d)
+            wait(d, lambda d: "carve-guest" in screen(d), "the console showed no output", 60)
+            console_log_in(d, root_password, "with the password given at creation")
+            shoot(d, "vm-console")
+            first = d.current_window_handle
+            # A second tab opens the console: it types now, and the first is told.
+            d.switch_to.new_window("tab")
+            d.get(vm_url)
+            open_console(d)
+            second = d.current_window_handle
+            d.switch_to.window(first)
+            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "taken_over",
+                 "the first tab was not told that another took over: " + text(d, "#console-status"), 30)
+            assert "took over" in text(d, "#console-status"), text(d, "#console-status")
+            d.find_element(By.ID, "console-close").click()
+            d.close()
+            d.switch_to.window(second)
+            type_keys(d, "echo second-$((1+1))" + Keys.ENTER)
+            wait(d, lambda d: "second-2" in [line.strip() for line in screen(d).splitlines()],
+                 "the tab that took over cannot type:\n" + screen(d), 60)
+            # A new root password from the panel: the VM reboots and the console takes it.
+            d.find_element(By.ID, "new-root-password").send_keys(new_root_password)
+            post_then_mark(d, lambda: submit(d, "form[action$='/password']"))
+            wait_url(d, lambda u: u == vm_url, "setting the password did not come back to the VM's page")
+            done = "//div[@class='op'][.//strong[text()='reset_password']]//span[contains(@class, 'state-succeeded')]"
+            wait(d, lambda d: d.find_elements(By.XPATH, done), "the password reset did not finish: " + text(d, "#status"), 240)
+            wait(d, lambda d: vm_state(d) == "running", "the VM did not come back after the reset", 240)
+            assert root_password not in d.page_source and new_root_password not in d.page_source, "a password is on the page"
+            # A watcher's keys go nowhere; then the console is opened to type.
+            open_console(d, "console-watch")
+            wait(d, lambda d: "carve-guest" in screen(d), "the watcher saw no output", 60)
+            type_keys(d, "echo watcher-$((2+3))" + Keys.ENTER)
+            time.sleep(3)
+            assert "watcher-5" not in screen(d), "a watcher's keys reached the guest"
+            open_console(d)
+            console_log_in(d, new_root_password, "with the password set from the panel")
+            d.find_element(By.ID, "console-close").click()
+            wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "closed",
+                 "closing the console did not say so", 10)
+            print("ok")
+        finally:
+            d.quit()
+
+
 def admin(base, email, password):
     with tempfile.TemporaryDirectory() as tmp:
         a = browser(os.path.join(tmp, "admin"))
@@ -411,4 +522,4 @@ def isolation(base, email, password, vm_id, sftp_id, token_id):
 
 if __name__ == "__main__":
     journey, args = sys.argv[1], sys.argv[2:]
-    {"customer": customer, "admin": admin, "isolation": isolation}[journey](*args)
+    {"customer": customer, "admin": admin, "isolation": isolation, "console": console}[journey](*args)

@@ -2,6 +2,7 @@
 //! capacity and ports in one transaction, and starting the create operation.
 
 use super::*;
+use crate::domain::ids::TenantId;
 
 /// Checked fields of a create request.
 pub(crate) struct CheckedCreate {
@@ -164,100 +165,22 @@ pub async fn create(
     let tenant =
         crate::tenancy::principal::owning_tenant(&p.db, actor, req.tenant_id.as_deref(), "VMs")
             .await?;
-    let plan = db::plans::find(&p.db, &req.plan).await?.ok_or_else(|| {
-        AppError::invalid(
-            "plan",
-            format!(
-                "no plan is named {:?}; GET /api/v1/plans lists them",
-                req.plan
-            ),
-        )
-    })?;
-    let image = db::images::find(&p.db, &req.image)
-        .await?
-        .filter(|i| i.available)
-        .ok_or_else(|| {
-            AppError::invalid(
-                "image",
-                format!(
-                    "no image is named {:?}; GET /api/v1/images lists them",
-                    req.image
-                ),
-            )
-        })?;
-    let need = plan.resources();
-    let image_gib = (image.virtual_size_bytes as u64).div_ceil(1 << 30);
-    if need.disk_gib < image_gib {
-        return Err(AppError::invalid(
-            "plan",
-            format!(
-                "plan {} has a {} GiB disk but image {} needs {image_gib} GiB",
-                plan.name, need.disk_gib, image.name
-            ),
-        ));
-    }
-    if (need.memory_mib as i64) < image.min_memory_mib {
-        return Err(AppError::invalid(
-            "plan",
-            format!(
-                "plan {} has {} MiB of memory but image {} needs {} MiB",
-                plan.name, need.memory_mib, image.name, image.min_memory_mib
-            ),
-        ));
-    }
-
-    let vm_id = VmId::generate();
-    let domain_name = format!("carve-{vm_id}");
+    let (plan, image) = plan_and_image(&p.db, &req.plan, &req.image).await?;
     let mut tx = db::begin_write(&p.db).await?;
-    let wanted = Usage {
-        vms: 1,
-        vcpus: i64::from(need.vcpus),
-        memory_mib: need.memory_mib as i64,
-        disk_gib: need.disk_gib as i64,
-        ..Usage::default()
-    };
-    check_quota(&mut tx, &p.settings.default_quota, &tenant, wanted).await?;
-    let host_id = place(&mut tx, need).await?;
-    let inserted = db::vms::insert(
+    let (vm_id, op) = admit(
+        p,
         &mut tx,
-        NewVm {
-            id: &vm_id,
-            tenant_id: &tenant,
+        Admission {
+            tenant: &tenant,
             name: checked.name.as_str(),
-            host_id: &host_id,
-            plan_id: &plan.id,
-            image_id: &image.id,
-            resources: need,
+            plan: &plan,
+            image: &image,
             ssh_keys: &checked.ssh_keys,
             user_data: checked.user_data.as_deref(),
-            domain_name: &domain_name,
+            ports: &checked.ports,
         },
     )
-    .await;
-    if let Err(e) = inserted {
-        return Err(if db::is_unique_violation(&e) {
-            AppError::Conflict(format!(
-                "a VM named {} already exists in this tenant; choose another name or delete it first",
-                checked.name
-            ))
-        } else {
-            e.into()
-        });
-    }
-    let address = p.settings.network.forward_address;
-    db::ports::allocate(
-        &mut tx,
-        &host_id,
-        &vm_id,
-        &checked.ports,
-        p.settings.network.forward_ports,
-        address,
-    )
-    .await
-    .map_err(|e| match e {
-        AllocateError::Exhausted(_) => AppError::Conflict(e.to_string()),
-        AllocateError::Db(e) => e.into(),
-    })?;
+    .await?;
     if let Some(pool) = &req.pool {
         let (pool, port) = crate::pools::members::check_join(
             &mut tx,
@@ -269,22 +192,139 @@ pub async fn create(
         .await?;
         crate::pools::members::join_new_vm(&mut tx, &pool, &vm_id, port).await?;
     }
+    tx.commit().await?;
+    // In memory before the operation starts, so its seed step finds it.
+    if let Some(hash) = root_password_hash {
+        p.root_password_hashes.put(&op.id, hash);
+    }
+    p.spawn_operation(op.id.clone(), None);
+    let view = get(p, actor, vm_id.as_str()).await?;
+    Ok((view, OperationView::from(&op)))
+}
+
+/// The plan and image a create names, checked to fit each other.
+pub(crate) async fn plan_and_image(
+    db: &db::Db,
+    plan: &str,
+    image: &str,
+) -> Result<(db::plans::PlanRow, db::images::ImageRow), AppError> {
+    let plan_row = db::plans::find(db, plan).await?.ok_or_else(|| {
+        AppError::invalid(
+            "plan",
+            format!("no plan is named {plan:?}; GET /api/v1/plans lists them"),
+        )
+    })?;
+    let image_row = db::images::find(db, image)
+        .await?
+        .filter(|i| i.available)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "image",
+                format!("no image is named {image:?}; GET /api/v1/images lists them"),
+            )
+        })?;
+    let need = plan_row.resources();
+    let image_gib = (image_row.virtual_size_bytes as u64).div_ceil(1 << 30);
+    if need.disk_gib < image_gib {
+        return Err(AppError::invalid(
+            "plan",
+            format!(
+                "plan {} has a {} GiB disk but image {} needs {image_gib} GiB",
+                plan_row.name, need.disk_gib, image_row.name
+            ),
+        ));
+    }
+    if (need.memory_mib as i64) < image_row.min_memory_mib {
+        return Err(AppError::invalid(
+            "plan",
+            format!(
+                "plan {} has {} MiB of memory but image {} needs {} MiB",
+                plan_row.name, need.memory_mib, image_row.name, image_row.min_memory_mib
+            ),
+        ));
+    }
+    Ok((plan_row, image_row))
+}
+
+/// A new VM, checked, about to be admitted.
+pub(crate) struct Admission<'a> {
+    pub tenant: &'a TenantId,
+    pub name: &'a str,
+    pub plan: &'a db::plans::PlanRow,
+    pub image: &'a db::images::ImageRow,
+    pub ssh_keys: &'a [String],
+    pub user_data: Option<&'a str>,
+    pub ports: &'a [u16],
+}
+
+/// Inside the write transaction: reserves quota, host capacity and forwarded ports for a new
+/// VM and records it with its create operation (started by the caller after the commit).
+pub(crate) async fn admit(
+    p: &Provisioner,
+    tx: &mut WriteTx,
+    a: Admission<'_>,
+) -> Result<(VmId, OperationRow), AppError> {
+    let need = a.plan.resources();
+    let vm_id = VmId::generate();
+    let domain_name = format!("carve-{vm_id}");
+    let wanted = Usage {
+        vms: 1,
+        vcpus: i64::from(need.vcpus),
+        memory_mib: need.memory_mib as i64,
+        disk_gib: need.disk_gib as i64,
+        ..Usage::default()
+    };
+    check_quota(tx, &p.settings.default_quota, a.tenant, wanted).await?;
+    let host_id = place(tx, need).await?;
+    let inserted = db::vms::insert(
+        tx,
+        NewVm {
+            id: &vm_id,
+            tenant_id: a.tenant,
+            name: a.name,
+            host_id: &host_id,
+            plan_id: &a.plan.id,
+            image_id: &a.image.id,
+            resources: need,
+            ssh_keys: a.ssh_keys,
+            user_data: a.user_data,
+            domain_name: &domain_name,
+        },
+    )
+    .await;
+    if let Err(e) = inserted {
+        return Err(if db::is_unique_violation(&e) {
+            AppError::Conflict(format!(
+                "a VM named {} already exists in this tenant; choose another name or delete it first",
+                a.name
+            ))
+        } else {
+            e.into()
+        });
+    }
+    let address = p.settings.network.forward_address;
+    db::ports::allocate(
+        tx,
+        &host_id,
+        &vm_id,
+        a.ports,
+        p.settings.network.forward_ports,
+        address,
+    )
+    .await
+    .map_err(|e| match e {
+        AllocateError::Exhausted(_) => AppError::Conflict(e.to_string()),
+        AllocateError::Db(e) => e.into(),
+    })?;
     let op = db::operations::insert(
-        &mut tx,
-        &tenant,
+        tx,
+        a.tenant,
         OpKind::Create,
         "vm",
         vm_id.as_str(),
         &serde_json::json!({}),
     )
     .await?;
-    tx.commit().await?;
-    // In memory before the operation starts, so its seed step finds it.
-    if let Some(hash) = root_password_hash {
-        p.root_password_hashes.put(&op.id, hash);
-    }
-    tracing::info!(vm = %vm_id, name = %checked.name, tenant = %tenant, plan = %plan.name, image = %image.name, "VM admitted");
-    p.spawn_operation(op.id.clone(), None);
-    let view = get(p, actor, vm_id.as_str()).await?;
-    Ok((view, OperationView::from(&op)))
+    tracing::info!(vm = %vm_id, name = %a.name, tenant = %a.tenant, plan = %a.plan.name, image = %a.image.name, "VM admitted");
+    Ok((vm_id, op))
 }

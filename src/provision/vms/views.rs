@@ -107,7 +107,8 @@ pub struct OperationView {
 impl OperationView {
     /// The view as `actor` may see it: host paths and tool output stay with admins.
     pub fn for_viewer(mut self, actor: &Principal) -> Self {
-        if !actor.is_admin() && self.error.is_some() {
+        // A refresh's error is the group's own account (cancelled, group deleted), no host's.
+        if !actor.is_admin() && self.error.is_some() && self.kind != OpKind::Refresh {
             self.error = Some(format!(
                 "the {} operation failed on the host; try again, or quote reference {} to your provider",
                 self.kind, self.id

@@ -45,7 +45,10 @@ async fn build_and_boot(
         .step("write cloud-init seed", async {
             let keys = vm.ssh_keys();
             // The root password's hash lives only in memory until it is in the seed.
-            let hash = p.root_password_hashes.get(op);
+            let hash = match p.root_password_hashes.get(op) {
+                Some(h) => Some(h),
+                None => db::scale_groups::root_password_hash_of_vm(&p.db, &vm.id).await?,
+            };
             let seed = Seed {
                 instance_id: vm.id.as_str(),
                 hostname: &vm.name,

@@ -218,7 +218,7 @@ pub async fn audit(
         action: given(&q.action),
         tenant: given(&q.tenant),
         outcome: given(&q.outcome),
-        actor_id: None,
+        ..Default::default()
     };
     let found = audit::search(&app.db, actor, &filter, &q.page()?).await?;
     Ok(page(

@@ -1,0 +1,425 @@
+//! Keeps every scale group converging on what it wants, from the database alone: each pass
+//! reads a group's members, decides ([`super::decide`]), and creates or retires VMs through the
+//! normal operations. Nothing is held in memory between passes, so after a crash (or in
+//! another process) the next pass simply carries on: a member is recorded in the same
+//! transaction as its VM, so none is made twice or lost.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::decide::{self, Condition, Member, Reason, Rules};
+use super::tracking::{self, Tracking};
+use crate::db::scale_groups::{GroupRow, MemberFacts};
+use crate::db::{self, Scope};
+use crate::domain::ids::OperationId;
+use crate::domain::pool::{MemberStatus, RefreshState, TargetMetric};
+use crate::domain::vm_state::VmState;
+use crate::error::AppError;
+use crate::provision::{OpKind, OpState, Provisioner};
+use crate::tenancy::audit::{self, NewEntry};
+
+/// Who the audit log names for the groups' decisions.
+pub const ACTOR: &str = "scale group";
+/// Time between passes.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Most VMs one pass creates for one group (the rest follow in the next passes).
+const MAX_CREATES_PER_PASS: u32 = 10;
+
+/// One pass at a time in this process: two passes deciding at once could both create.
+static PASS: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
+
+/// Runs passes forever.
+pub async fn run_forever(p: Arc<Provisioner>) {
+    loop {
+        pass(&p).await;
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+/// Runs a pass now (after a change through the API), without waiting for it.
+pub fn wake(p: Arc<Provisioner>) {
+    tokio::spawn(async move { pass(&p).await });
+}
+
+/// One pass over every group; a failure is logged and retried next pass.
+pub async fn pass(p: &Arc<Provisioner>) {
+    let _one = PASS.lock().await;
+    let groups = match db::scale_groups::all(&p.db).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read scale groups; retrying");
+            return;
+        }
+    };
+    for g in groups {
+        if let Err(e) = converge(p, g.clone()).await {
+            tracing::warn!(pool = %g.pool_id, error = format!("{e:#}"), "scale group pass failed; retrying");
+        }
+    }
+}
+
+/// How the controller sees one member, and its health bookkeeping.
+fn classify(m: &MemberFacts) -> Condition {
+    if m.deleted || m.vm_state == VmState::Deleting {
+        return Condition::Gone;
+    }
+    match m.vm_state {
+        VmState::Creating => Condition::NotHealthy,
+        _ if m.busy => Condition::Busy,
+        VmState::Running if m.member_state == Some(MemberStatus::Healthy) => Condition::Healthy,
+        VmState::Running => Condition::NotHealthy,
+        VmState::Stopped | VmState::Crashed | VmState::Paused | VmState::Missing => Condition::Down,
+        _ => Condition::NotHealthy,
+    }
+}
+
+/// Moves one group a step towards what it wants.
+async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
+    db::scale_groups::forget_deleted(&p.db, &g.pool_id).await?;
+    let facts = db::scale_groups::member_facts(&p.db, &g.pool_id).await?;
+    let now = Utc::now();
+    let mut members = Vec::with_capacity(facts.len());
+    for f in &facts {
+        let condition = classify(f);
+        let (since, ever) = match condition {
+            Condition::Healthy => (None, true),
+            Condition::NotHealthy if f.vm_state == VmState::Running => {
+                (Some(f.unhealthy_since.unwrap_or(now)), f.ever_healthy)
+            }
+            _ => (f.unhealthy_since, f.ever_healthy),
+        };
+        if since != f.unhealthy_since || ever != f.ever_healthy {
+            db::scale_groups::set_member_health(&p.db, &g.pool_id, &f.vm_id, since, ever).await?;
+        }
+        members.push(Member {
+            id: f.vm_id.to_string(),
+            created_at: f.created_at,
+            template_version: f.template_version,
+            condition: if f.retiring && condition != Condition::Gone {
+                // Chosen to go already: its delete is on its way.
+                Condition::Gone
+            } else {
+                condition
+            },
+            unhealthy_since: since,
+            ever_healthy: ever,
+        });
+    }
+    if g.deleting {
+        return finish_deleting(p, &g, &facts, &members).await;
+    }
+    follow_load(p, &mut g).await?;
+    let rules = Rules {
+        desired: u32::try_from(g.desired).unwrap_or(0),
+        max_surge: u32::try_from(g.max_surge).unwrap_or(1),
+        min_healthy_percent: u32::try_from(g.min_healthy_percent).unwrap_or(100),
+        replace_after: Duration::from_secs(g.replace_after_s.max(0) as u64),
+        health_grace: Duration::from_secs(g.health_grace_s.max(0) as u64),
+        template_version: g.template_version,
+        refreshing: g.refresh == RefreshState::Running,
+    };
+    let decision = decide::decide(&members, &rules, now);
+    for (vm, reason) in &decision.retire {
+        let name = facts
+            .iter()
+            .find(|f| f.vm_id.as_str() == vm)
+            .map_or(vm.as_str(), |f| f.vm_name.as_str());
+        retire(p, &g, vm, name, *reason).await;
+    }
+    let mut made = 0;
+    let wanted = decision.create.min(MAX_CREATES_PER_PASS);
+    for _ in 0..wanted {
+        match create_member(p, &g).await {
+            Ok(name) => {
+                made += 1;
+                note(
+                    p,
+                    &g,
+                    &format!("created VM {name} from template v{}", g.template_version),
+                    "succeeded",
+                )
+                .await;
+                if rules.refreshing {
+                    step(
+                        p,
+                        &g,
+                        &format!("create {name} (template v{})", g.template_version),
+                    )
+                    .await;
+                }
+            }
+            Err(e) => {
+                let why = format!(
+                    "{} of the {} members wanted are missing: {}",
+                    decision.create - made,
+                    rules.desired,
+                    e.detail()
+                );
+                if g.shortfall.as_deref() != Some(why.as_str()) {
+                    note(p, &g, &format!("shortfall: {why}"), "failed").await;
+                    db::scale_groups::set_shortfall(&p.db, &g.pool_id, Some(&why)).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+    if g.shortfall.is_some() && made == decision.create {
+        db::scale_groups::set_shortfall(&p.db, &g.pool_id, None).await?;
+    }
+    if decision.refresh_done {
+        finish_refresh(p, &g).await?;
+    }
+    Ok(())
+}
+
+/// Target tracking: moves `desired` after the balancer's measure, within the cooldowns.
+async fn follow_load(p: &Provisioner, g: &mut GroupRow) -> anyhow::Result<()> {
+    let (Some(metric), Some(value)) = (g.target_metric, g.target_value) else {
+        return Ok(());
+    };
+    let Some(load) = db::scale_groups::load(&p.db, &g.pool_id).await? else {
+        return Ok(());
+    };
+    let (total, what) = match metric {
+        TargetMetric::Connections => (load.connections as f64, "open connections"),
+        TargetMetric::RequestsPerSecond => (load.requests_per_second, "requests per second"),
+    };
+    let t = Tracking {
+        target: value as f64,
+        min: u32::try_from(g.min_size).unwrap_or(0),
+        max: u32::try_from(g.max_size).unwrap_or(0),
+        desired: u32::try_from(g.desired).unwrap_or(0),
+        scale_out_cooldown: Duration::from_secs(g.scale_out_cooldown_s.max(0) as u64),
+        scale_in_cooldown: Duration::from_secs(g.scale_in_cooldown_s.max(0) as u64),
+        last_scaled_at: g.last_scaled_at,
+    };
+    let now = Utc::now();
+    if let Some(scale) = tracking::next(&t, total, what, load.at, now) {
+        let mut conn = p.db.acquire().await?;
+        db::scale_groups::set_desired(&mut conn, &g.pool_id, i64::from(scale.desired), Some(now))
+            .await?;
+        note(
+            p,
+            g,
+            &format!(
+                "desired {} -> {}: {}",
+                g.desired, scale.desired, scale.reason
+            ),
+            "succeeded",
+        )
+        .await;
+        g.desired = i64::from(scale.desired);
+        g.last_scaled_at = Some(now);
+    }
+    Ok(())
+}
+
+/// Drains and deletes a member through a normal delete operation.
+async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason: Reason) {
+    let Some(id) = crate::domain::ids::VmId::parse(vm) else {
+        return;
+    };
+    let row = match db::vms::get(&p.db, &Scope::All, &id).await {
+        Ok(Some(row)) => row,
+        _ => return,
+    };
+    match crate::provision::vms::begin_operation(
+        p,
+        &row,
+        OpKind::Delete,
+        VmState::Deleting,
+        serde_json::json!({}),
+        None,
+    )
+    .await
+    {
+        Ok(_) => {
+            if let Err(e) = db::scale_groups::set_retiring(&p.db, &g.pool_id, &id).await {
+                tracing::warn!(vm = %id, error = %e, "cannot mark a retiring member");
+            }
+            note(
+                p,
+                g,
+                &format!("retired VM {name}: {}", reason.says()),
+                "succeeded",
+            )
+            .await;
+            if reason == Reason::Refresh {
+                step(p, g, &format!("retire {name} (older template)")).await;
+            }
+        }
+        // Busy with another operation: tried again next pass.
+        Err(e) => tracing::info!(vm = %id, error = %e, "a member to retire is busy; retrying"),
+    }
+}
+
+/// Creates one member from the group's template; returns its name.
+async fn create_member(p: &Arc<Provisioner>, g: &GroupRow) -> Result<String, AppError> {
+    let (plan, image) =
+        crate::provision::vms::plan_and_image(&p.db, &g.plan_id, &g.image_id).await?;
+    let pool = db::pools::get(&p.db, &Scope::All, &g.pool_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("pool", g.pool_id.as_str()))?;
+    let port = u16::try_from(g.port).unwrap_or(0);
+    let ssh_keys = g.ssh_keys();
+    // A name the tenant already uses is skipped (a few tries, then reported).
+    for _ in 0..8 {
+        let mut tx = db::begin_write(&p.db).await?;
+        let index = db::scale_groups::take_index(&mut tx, &g.pool_id).await?;
+        let name = member_name(&pool.name, index);
+        let admitted = crate::provision::vms::admit(
+            p,
+            &mut tx,
+            crate::provision::vms::Admission {
+                tenant: &g.tenant_id,
+                name: &name,
+                plan: &plan,
+                image: &image,
+                ssh_keys: &ssh_keys,
+                user_data: g.user_data.as_deref(),
+                ports: &[port],
+            },
+        )
+        .await;
+        let (vm, op) = match admitted {
+            Ok(done) => done,
+            Err(AppError::Conflict(why)) if why.contains("already exists") => {
+                drop(tx);
+                let mut conn = p.db.acquire().await?;
+                db::scale_groups::take_index(&mut conn, &g.pool_id).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        crate::pools::members::join_new_vm(&mut tx, &g.pool_id, &vm, port).await?;
+        db::scale_groups::add_member(&mut tx, &g.pool_id, &vm, g.template_version).await?;
+        tx.commit().await?;
+        if let Some(hash) = &g.root_password_hash {
+            p.root_password_hashes.put(&op.id, hash.clone());
+        }
+        p.spawn_operation(op.id.clone(), None);
+        return Ok(name);
+    }
+    Err(AppError::Conflict(format!(
+        "VM names for pool {} are taken; rename the tenant's VMs named after the pool",
+        pool.name
+    )))
+}
+
+/// A member's name: the pool's name (as a DNS label) and an index.
+fn member_name(pool: &str, index: i64) -> String {
+    let suffix = format!("-{index}");
+    let mut base: String = pool
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    base.truncate(crate::domain::names::VmName::MAX_LEN - suffix.len());
+    let base = base.trim_matches('-');
+    let base = if base.is_empty() { "member" } else { base };
+    format!("{base}{suffix}")
+}
+
+/// A deleting group: every member goes, then the group.
+async fn finish_deleting(
+    p: &Arc<Provisioner>,
+    g: &GroupRow,
+    facts: &[MemberFacts],
+    members: &[Member],
+) -> anyhow::Result<()> {
+    let mut left = 0;
+    for m in members {
+        if m.condition == Condition::Gone {
+            if facts.iter().any(|f| f.vm_id.as_str() == m.id && !f.deleted) {
+                left += 1;
+            }
+            continue;
+        }
+        left += 1;
+        if m.condition != Condition::Busy {
+            let name = facts
+                .iter()
+                .find(|f| f.vm_id.as_str() == m.id)
+                .map_or(m.id.as_str(), |f| f.vm_name.as_str());
+            retire(p, g, &m.id, name, Reason::ScaleIn).await;
+        }
+    }
+    if left == 0 {
+        let mut tx = db::begin_write(&p.db).await?;
+        db::scale_groups::delete(&mut tx, &g.pool_id).await?;
+        tx.commit().await?;
+        note(p, g, "deleted: every member is gone", "succeeded").await;
+    }
+    Ok(())
+}
+
+/// Ends a refresh that has replaced every member.
+async fn finish_refresh(p: &Provisioner, g: &GroupRow) -> anyhow::Result<()> {
+    let mut tx = db::begin_write(&p.db).await?;
+    if let Some(op) = g.refresh_operation.as_deref().and_then(OperationId::parse) {
+        db::operations::finish(&mut tx, &op, OpState::Succeeded, None).await?;
+    }
+    db::scale_groups::set_refresh(&mut tx, &g.pool_id, RefreshState::None, None).await?;
+    tx.commit().await?;
+    note(
+        p,
+        g,
+        &format!(
+            "refresh done: every member is made of template v{}",
+            g.template_version
+        ),
+        "succeeded",
+    )
+    .await;
+    Ok(())
+}
+
+/// Adds a step to the group's refresh operation.
+async fn step(p: &Provisioner, g: &GroupRow, what: &str) {
+    let Some(op) = g.refresh_operation.as_deref().and_then(OperationId::parse) else {
+        return;
+    };
+    let result = async {
+        let mut conn = p.db.acquire().await?;
+        db::operations::push_step(&mut conn, &op, what).await
+    };
+    if let Err(e) = result.await {
+        tracing::warn!(op = %op, error = %e, "cannot record a refresh step");
+    }
+}
+
+/// Records a decision and its reason in the audit log, under the group's tenant.
+async fn note(p: &Provisioner, g: &GroupRow, what: &str, outcome: &str) {
+    tracing::info!(pool = %g.pool_id, "{ACTOR}: {what}");
+    audit::record(
+        &p.db,
+        &NewEntry {
+            actor_id: None,
+            actor: ACTOR.into(),
+            tenant_id: Some(g.tenant_id.to_string()),
+            action: format!("{ACTOR}: {what}"),
+            target: Some(g.pool_id.to_string()),
+            outcome: outcome.into(),
+            status: None,
+            client: None,
+        },
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_name;
+
+    #[test]
+    fn member_names_are_dns_labels_from_the_pool_name() {
+        assert_eq!(member_name("web", 3), "web-3");
+        assert_eq!(member_name("Web_Shop.1", 12), "web-shop-1-12");
+        assert_eq!(member_name("__", 1), "member-1");
+        let long = "a".repeat(64);
+        let name = member_name(&long, 100);
+        assert!(name.len() <= 63 && name.ends_with("-100"), "{name}");
+    }
+}
