@@ -9,7 +9,7 @@
   var open = document.getElementById("console-open");
   var watch = document.getElementById("console-watch");
   var close = document.getElementById("console-close");
-  var term = null, fit = null, ws = null;
+  var term = null, fit = null, ws = null, writer = false;
 
   function say(text, state) {
     status.textContent = text;
@@ -18,12 +18,19 @@
 
   function buttons(connected) {
     open.hidden = connected;
+    open.textContent = "Open console";
     watch.hidden = connected;
     close.hidden = !connected;
   }
 
   function connect(mode) {
-    if (ws) ws.close();
+    if (ws) {
+      // The old socket's events are ignored from here on (see `current`).
+      var old = ws;
+      ws = null;
+      writer = false;
+      old.close();
+    }
     say("Connecting…", "connecting");
     buttons(true);
     var body = new URLSearchParams({ csrf: card.dataset.csrf, mode: mode });
@@ -44,25 +51,38 @@
           box.hidden = false;
           term.open(box);
           fit.fit();
+          // Only the viewer that types sends anything (a watcher's terminal takes no input, and
+          // its answers to the guest's terminal queries would only be refused).
           term.onData(function (d) {
-            if (ws && ws.readyState === 1) ws.send(d);
+            if (ws && ws.readyState === 1 && writer) ws.send(d);
           });
           window.addEventListener("resize", function () { fit.fit(); });
         }
         var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-        ws = new WebSocket(scheme + location.host + t.url);
-        ws.binaryType = "arraybuffer";
-        ws.onmessage = function (e) {
+        var sock = new WebSocket(scheme + location.host + t.url);
+        ws = sock;
+        sock.binaryType = "arraybuffer";
+        // A socket replaced by a newer one says nothing more.
+        var current = function () { return ws === sock; };
+        sock.onmessage = function (e) {
+          if (!current()) return;
           if (typeof e.data === "string") {
             var s = JSON.parse(e.data);
             say(s.message, s.status);
-            if (s.status === "connected" && s.writer) term.focus();
+            writer = !!s.writer;
+            term.options.disableStdin = !writer;
+            // A watcher may take over typing at any time.
+            open.hidden = writer;
+            open.textContent = writer ? "Open console" : "Take over typing";
+            if (s.status === "connected" && writer) term.focus();
           } else {
             term.write(new Uint8Array(e.data));
           }
         };
-        ws.onclose = function (e) {
+        sock.onclose = function (e) {
+          if (!current()) return;
           ws = null;
+          writer = false;
           buttons(false);
           if (status.dataset.state === "connected" || status.dataset.state === "connecting") {
             say("Closed" + (e.reason ? ": " + e.reason : "") + ". Open the console again to reconnect.", "closed");
@@ -79,8 +99,12 @@
   watch.addEventListener("click", function () { connect("read"); });
   close.addEventListener("click", function () {
     if (ws) {
+      var old = ws;
+      ws = null;
+      writer = false;
+      buttons(false);
       say("Closed. Open the console again to reconnect.", "closed");
-      ws.close();
+      old.close();
     }
   });
 })();

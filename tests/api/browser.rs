@@ -141,6 +141,27 @@ async fn a_customer_logs_in_at_the_console_and_resets_the_root_password_in_the_p
 }
 
 #[tokio::test]
+async fn a_customer_runs_a_scale_group_from_the_pool_page() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let (tenant, _) = tenant_with_customer(&app, "groupco").await;
+    user(&app, "browser@groupco.example", "customer", Some(&tenant)).await;
+    run_browser(
+        "panel.py",
+        &[
+            "group",
+            &app.addr,
+            "browser@groupco.example",
+            "a browser password",
+        ],
+    )
+    .await;
+    let vms = app.call("GET", "/api/v1/vms", None).await;
+    assert_eq!(vms.body.as_array().map(Vec::len), Some(0), "{}", vms.text);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_admin_manages_tenants_users_and_plans_from_the_panel() {
     let app = spawn_app(Backend::TestDriver).await;
     user(&app, "root@example.com", "admin", None).await;

@@ -6,6 +6,7 @@ Usage:
   panel.py admin BASE EMAIL PASSWORD
   panel.py isolation BASE EMAIL PASSWORD VM_ID SFTP_ID TOKEN_ID
   panel.py console BASE EMAIL PASSWORD VM_ID ROOT_PASSWORD NEW_ROOT_PASSWORD
+  panel.py group BASE EMAIL PASSWORD
 Each prints "ok" or fails with a message. Screenshots (1280 and 375 px wide) go to
 $CARVETEST_SCREENSHOTS; axe-core ($CARVETEST_AXE) checks every main page.
 """
@@ -43,6 +44,7 @@ def browser(profile):
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     driver.implicitly_wait(5)
     return driver
@@ -367,8 +369,9 @@ def console_log_in(driver, password, what):
 
 def open_console(driver, button="console-open"):
     driver.find_element(By.ID, button).click()
-    wait(driver, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "connected",
-         "the console did not connect: " + text(driver, "#console-status"), 60)
+    if not until(60, lambda: driver.find_element(By.ID, "console-status").get_attribute("data-state") == "connected"):
+        raise AssertionError("the console did not connect: " + text(driver, "#console-status")
+                             + " / browser log: " + str(driver.get_log("browser")))
 
 
 def console(base, email, password, vm_id, root_password, new_root_password):
@@ -420,6 +423,68 @@ def console(base, email, password, vm_id, root_password, new_root_password):
             d.find_element(By.ID, "console-close").click()
             wait(d, lambda d: d.find_element(By.ID, "console-status").get_attribute("data-state") == "closed",
                  "closing the console did not say so", 10)
+            print("ok")
+        finally:
+            d.quit()
+
+
+def group(base, email, password):
+    """A pool's scale group from its page: set up, followed live, changed, refreshed, deleted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = browser(os.path.join(tmp, "profile"))
+        try:
+            log_in(d, base, email, password)
+            d.get(base + "/pools")
+            d.find_element(By.ID, "name").send_keys("shop")
+            submit(d, "form[action='/pools']")
+            wait_url(d, lambda u: "/pools/lb_" in u, "creating the pool did not open its page")
+            pool_url = d.current_url
+            assert d.find_elements(By.ID, "no-group"), "a new pool says it has no scale group"
+            count = lambda d: d.find_element(By.ID, "group-count").get_attribute("data-members")
+            # Set up: two members wanted.
+            for field, value in (("g-desired", "2"), ("g-min", "1"), ("g-max", "3"), ("g-port", "80")):
+                box = d.find_element(By.ID, field)
+                box.clear()
+                box.send_keys(value)
+            Select(d.find_element(By.ID, "g-image")).select_by_value("tiny")
+            post_then_mark(d, lambda: submit(d, "#group-form"))
+            assert "Saved" in text(d, "p.notice"), text(d, "main")
+            wait(d, lambda d: count(d) == "2", "the group's two members did not appear", 60)
+            not_reloaded(d)
+            check_page(d, "pool-scale-group")
+            # Bad input is said next to nothing made.
+            box = d.find_element(By.ID, "g-desired")
+            box.clear()
+            box.send_keys("9")
+            post_then_mark(d, lambda: submit(d, "#group-form"))
+            assert "min..max" in text(d, "p.error"), text(d, "main")
+            assert count(d) == "2", "a refused change changed the group"
+            # Down to one: the newest goes, live.
+            d.get(pool_url)
+            box = d.find_element(By.ID, "g-desired")
+            box.clear()
+            box.send_keys("1")
+            post_then_mark(d, lambda: submit(d, "#group-form"))
+            wait(d, lambda d: count(d) == "1", "the group did not shrink to one", 60)
+            not_reloaded(d)
+            history = text(d, "#group-history")
+            assert "created VM shop-1" in history and "retired VM shop-2" in history, history
+            # A refresh replaces the member (a new one first), followed live to its end.
+            post_then_mark(d, lambda: d.find_element(By.ID, "refresh-start").click())
+            assert "Refresh started" in text(d, "p.notice"), text(d, "main")
+            wait(d, lambda d: "refresh done" in text(d, "#group-history")
+                 and d.find_element(By.ID, "group-refresh").get_attribute("data-refresh") == "none"
+                 and count(d) == "1", "the refresh did not finish on the page", 60)
+            not_reloaded(d)
+            history = text(d, "#group-history")
+            assert "created VM shop-3" in history and "retired VM shop-1" in history, history
+            # Deleting the group (the pool's name typed) removes its VMs, live.
+            d.find_element(By.ID, "g-confirm").send_keys("shop")
+            post_then_mark(d, lambda: submit(d, "form[action$='/scale-group/delete']"))
+            wait(d, lambda d: d.find_elements(By.ID, "no-group"), "the group did not go", 60)
+            not_reloaded(d)
+            d.get(base + "/")
+            wait(d, lambda d: not d.find_elements(By.CSS_SELECTOR, "[id^='vm-vm_']"), "the group's VMs stayed", 60)
             print("ok")
         finally:
             d.quit()
@@ -522,4 +587,4 @@ def isolation(base, email, password, vm_id, sftp_id, token_id):
 
 if __name__ == "__main__":
     journey, args = sys.argv[1], sys.argv[2:]
-    {"customer": customer, "admin": admin, "isolation": isolation, "console": console}[journey](*args)
+    {"customer": customer, "admin": admin, "isolation": isolation, "console": console, "group": group}[journey](*args)
