@@ -306,6 +306,19 @@ pub async fn member_facts(db: &Db, pool: &PoolId) -> Result<Vec<MemberFacts>, sq
     .await
 }
 
+/// Members that are neither retiring nor going (counted inside the write transaction that
+/// adds one, so two deciders cannot both add the same member).
+pub async fn count_live(conn: &mut SqliteConnection, pool: &PoolId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM scale_group_members s JOIN vms v ON v.id = s.vm_id
+         WHERE s.pool_id = ?1 AND s.retiring = 0 AND v.deleted_at IS NULL
+           AND v.state <> 'deleting'",
+    )
+    .bind(pool)
+    .fetch_one(conn)
+    .await
+}
+
 /// Records a member's health as the controller sees it.
 pub async fn set_member_health(
     db: &Db,

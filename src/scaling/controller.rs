@@ -121,19 +121,30 @@ async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
         refreshing: g.refresh == RefreshState::Running,
     };
     let decision = decide::decide(&members, &rules, now);
+    let mut live = members
+        .iter()
+        .filter(|m| m.condition != Condition::Gone)
+        .count() as i64;
     for (vm, reason) in &decision.retire {
         let name = facts
             .iter()
             .find(|f| f.vm_id.as_str() == vm)
             .map_or(vm.as_str(), |f| f.vm_name.as_str());
-        retire(p, &g, vm, name, *reason).await;
+        if retire(p, &g, vm, name, *reason).await {
+            live -= 1;
+        }
     }
     let mut made = 0;
     let wanted = decision.create.min(MAX_CREATES_PER_PASS);
     for _ in 0..wanted {
-        match create_member(p, &g).await {
-            Ok(name) => {
+        match create_member(p, &g, live).await {
+            Ok(None) => {
+                tracing::info!(pool = %g.pool_id, "another pass added a member meanwhile; deciding again");
+                return Ok(());
+            }
+            Ok(Some(name)) => {
                 made += 1;
+                live += 1;
                 note(
                     p,
                     &g,
@@ -216,14 +227,15 @@ async fn follow_load(p: &Provisioner, g: &mut GroupRow) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drains and deletes a member through a normal delete operation.
-async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason: Reason) {
+/// Drains and deletes a member through a normal delete operation; false if it could not
+/// start (tried again next pass).
+async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason: Reason) -> bool {
     let Some(id) = crate::domain::ids::VmId::parse(vm) else {
-        return;
+        return false;
     };
     let row = match db::vms::get(&p.db, &Scope::All, &id).await {
         Ok(Some(row)) => row,
-        _ => return,
+        _ => return false,
     };
     match crate::provision::vms::begin_operation(
         p,
@@ -249,14 +261,23 @@ async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason
             if reason == Reason::Refresh {
                 step(p, g, &format!("retire {name} (older template)")).await;
             }
+            true
         }
         // Busy with another operation: tried again next pass.
-        Err(e) => tracing::info!(vm = %id, error = %e, "a member to retire is busy; retrying"),
+        Err(e) => {
+            tracing::info!(vm = %id, error = %e, "a member to retire is busy; retrying");
+            false
+        }
     }
 }
 
-/// Creates one member from the group's template; returns its name.
-async fn create_member(p: &Arc<Provisioner>, g: &GroupRow) -> Result<String, AppError> {
+/// Creates one member from the group's template if the group still has `live` members (else
+/// another decider added one meanwhile: None); returns its name.
+async fn create_member(
+    p: &Arc<Provisioner>,
+    g: &GroupRow,
+    live: i64,
+) -> Result<Option<String>, AppError> {
     let (plan, image) =
         crate::provision::vms::plan_and_image(&p.db, &g.plan_id, &g.image_id).await?;
     let pool = db::pools::get(&p.db, &Scope::All, &g.pool_id)
@@ -267,6 +288,9 @@ async fn create_member(p: &Arc<Provisioner>, g: &GroupRow) -> Result<String, App
     // A name the tenant already uses is skipped (a few tries, then reported).
     for _ in 0..8 {
         let mut tx = db::begin_write(&p.db).await?;
+        if db::scale_groups::count_live(&mut tx, &g.pool_id).await? != live {
+            return Ok(None);
+        }
         let index = db::scale_groups::take_index(&mut tx, &g.pool_id).await?;
         let name = member_name(&pool.name, index);
         let admitted = crate::provision::vms::admit(
@@ -300,7 +324,7 @@ async fn create_member(p: &Arc<Provisioner>, g: &GroupRow) -> Result<String, App
             p.root_password_hashes.put(&op.id, hash.clone());
         }
         p.spawn_operation(op.id.clone(), None);
-        return Ok(name);
+        return Ok(Some(name));
     }
     Err(AppError::Conflict(format!(
         "VM names for pool {} are taken; rename the tenant's VMs named after the pool",

@@ -137,6 +137,8 @@ async fn a_customer_logs_in_at_the_console_and_resets_the_root_password_in_the_p
         "the reset is audited: {actions:?}"
     );
     assert!(!audit.text.contains(first) && !audit.text.contains(second));
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
     app.stop().await;
 }
 

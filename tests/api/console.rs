@@ -341,6 +341,10 @@ async fn a_root_password_logs_in_at_the_console_and_one_writer_types_at_a_time()
             );
         }
     }
+    // The guest goes (a test leaves no domain behind).
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
 }
 
 /// Logs in as root at the getty prompt with `password` and checks a command's answer.
@@ -509,4 +513,7 @@ async fn consoles_close_when_idle_on_a_binary_frame_and_tickets_expire() {
         Some(403),
         "an expired ticket"
     );
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
 }
