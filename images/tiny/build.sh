@@ -75,6 +75,8 @@ chmod 0600 rootfs/etc/shadow
 mkfs.ext4 -q -F -L carve-root -d rootfs -E root_owner=0:0 root.raw 256M
 qemu-img convert -f raw -O qcow2 root.raw disk.qcow2
 
+bb_version=${busybox_ver#*:}
+bb_version=${bb_version%%-*}
 mkdir -p "$out.new"
 cp kernel/boot/vmlinuz-"$version" "$out.new/vmlinuz"
 cp initrd.img disk.qcow2 "$out.new/"
@@ -82,6 +84,8 @@ cat > "$out.new/image.toml" <<TOML
 # Made by images/tiny/build.sh; read by carve to register the image.
 name = "tiny"
 os = "busybox"
+version = "$bb_version"
+default_user = "root"
 description = "busybox on the Debian cloud kernel $version; NoCloud seed; boots in seconds under TCG"
 boot = "kernel"
 disk = "disk.qcow2"

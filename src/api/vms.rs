@@ -131,7 +131,17 @@ async fn vm_action(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> Result<Response, AppError> {
+    if req.image.is_some() && req.action != service::VmAction::Reinstall {
+        return Err(AppError::invalid(
+            "image",
+            "image goes only with the reinstall action",
+        ));
+    }
     let op = match (req.action, &req.root_password) {
+        (service::VmAction::Reinstall, pw) => match &req.image {
+            Some(image) => service::reinstall(&app.prov, &actor, &id, image, pw.as_ref()).await?,
+            None => service::act(&app.prov, &actor, &id, req.action).await?,
+        },
         (service::VmAction::ResetPassword, Some(pw)) => {
             service::reset_password(&app.prov, &actor, &id, pw).await?
         }
@@ -141,7 +151,7 @@ async fn vm_action(
         (_, Some(_)) => {
             return Err(AppError::invalid(
                 "root_password",
-                "root_password goes only with the reset_password action",
+                "root_password goes only with the reset_password and reinstall actions",
             ));
         }
         (action, None) => service::act(&app.prov, &actor, &id, action).await?,
@@ -266,6 +276,9 @@ impl From<UpdateVmRequest> for crate::provision::vms::UpdateVm {
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     pub action: service::VmAction,
+    /// For `reinstall`: the image (name or id) whose fresh disk replaces the VM's.
+    #[schema(max_length = 64)]
+    pub image: Option<String>,
     /// For `reset_password`: root's new password (10 to 1024 characters, no line breaks).
     #[serde(default)]
     #[schema(value_type = Option<String>, min_length = 10, max_length = 1024, format = Password)]

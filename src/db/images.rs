@@ -22,6 +22,9 @@ pub struct ImageRow {
     pub min_memory_mib: i64,
     pub available: bool,
     pub registered_at: DateTime<Utc>,
+    pub version: String,
+    pub default_user: String,
+    pub guest_agent: bool,
 }
 
 /// What a manifest says about an image.
@@ -37,13 +40,17 @@ pub struct ImageFacts {
     pub cmdline: Option<String>,
     pub virtual_size_bytes: i64,
     pub min_memory_mib: i64,
+    pub version: String,
+    pub default_user: String,
+    pub guest_agent: bool,
 }
 
 /// The columns every query of this table reads.
 macro_rules! image_columns {
     () => {
         "id, name, os, description, boot, disk_path, kernel_path, initrd_path, \
-    cmdline, virtual_size_bytes, min_memory_mib, available, registered_at"
+    cmdline, virtual_size_bytes, min_memory_mib, available, registered_at, version, default_user, \
+    guest_agent"
     };
 }
 
@@ -51,13 +58,15 @@ macro_rules! image_columns {
 pub async fn upsert(db: &Db, f: &ImageFacts) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
-            cmdline, virtual_size_bytes, min_memory_mib, available, registered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12)
+            cmdline, virtual_size_bytes, min_memory_mib, available, registered_at, version,
+            default_user, guest_agent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15)
          ON CONFLICT(name) DO UPDATE SET os = excluded.os, description = excluded.description,
             boot = excluded.boot, disk_path = excluded.disk_path,
             kernel_path = excluded.kernel_path, initrd_path = excluded.initrd_path,
             cmdline = excluded.cmdline, virtual_size_bytes = excluded.virtual_size_bytes,
-            min_memory_mib = excluded.min_memory_mib, available = 1",
+            min_memory_mib = excluded.min_memory_mib, available = 1, version = excluded.version,
+            default_user = excluded.default_user, guest_agent = excluded.guest_agent",
     )
     .bind(ImageId::generate())
     .bind(&f.name)
@@ -71,6 +80,9 @@ pub async fn upsert(db: &Db, f: &ImageFacts) -> Result<(), sqlx::Error> {
     .bind(f.virtual_size_bytes)
     .bind(f.min_memory_mib)
     .bind(now())
+    .bind(&f.version)
+    .bind(&f.default_user)
+    .bind(f.guest_agent)
     .execute(db)
     .await?;
     Ok(())

@@ -258,6 +258,39 @@ pub async fn set_refresh(
     Ok(())
 }
 
+/// Ends the refresh `operation` if it is still the group's and the template is still
+/// `version` (a change meanwhile started or keeps another); true if it did.
+pub async fn end_refresh_if(
+    conn: &mut SqliteConnection,
+    pool: &PoolId,
+    operation: &str,
+    version: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE scale_groups SET refresh = 'none', refresh_operation = NULL, updated_at = ?4
+         WHERE pool_id = ?1 AND refresh_operation = ?2 AND template_version = ?3",
+    )
+    .bind(pool)
+    .bind(operation)
+    .bind(version)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether the group's tenant is suspended (a suspended tenant's group makes nothing).
+pub async fn tenant_suspended(db: &Db, pool: &PoolId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT t.suspended FROM scale_groups g JOIN tenants t ON t.id = g.tenant_id
+         WHERE g.pool_id = ?1",
+    )
+    .bind(pool)
+    .fetch_optional(db)
+    .await
+    .map(|s: Option<bool>| s.unwrap_or(false))
+}
+
 /// Takes the next member index (for the member's name).
 pub async fn take_index(conn: &mut SqliteConnection, pool: &PoolId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(

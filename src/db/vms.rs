@@ -28,9 +28,15 @@ pub struct VmRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub instance_id: Option<String>,
 }
 
 impl VmRow {
+    /// The cloud-init instance id its seed carries (a new one after each reinstall).
+    pub fn instance_id(&self) -> &str {
+        self.instance_id.as_deref().unwrap_or(self.id.as_str())
+    }
+
     /// The resources this VM holds.
     pub fn resources(&self) -> Resources {
         Resources {
@@ -50,7 +56,7 @@ impl VmRow {
 macro_rules! vm_columns {
     () => {
         "id, tenant_id, name, host_id, plan_id, image_id, vcpus, memory_mib, disk_gib, state, \
-         ssh_keys, user_data, domain_name, created_at, updated_at, deleted_at"
+         ssh_keys, user_data, domain_name, created_at, updated_at, deleted_at, instance_id"
     };
 }
 
@@ -261,6 +267,23 @@ pub async fn set_resources(
     .bind(now())
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Records a reinstall: the VM's new image and cloud-init instance id.
+pub async fn set_image(
+    db: &Db,
+    id: &VmId,
+    image: &ImageId,
+    instance_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE vms SET image_id = ?2, instance_id = ?3, updated_at = ?4 WHERE id = ?1")
+        .bind(id)
+        .bind(image)
+        .bind(instance_id)
+        .bind(now())
+        .execute(db)
+        .await?;
     Ok(())
 }
 

@@ -23,6 +23,8 @@ pub enum OpKind {
     Resize,
     Delete,
     ResetPassword,
+    /// Replaces the VM's disk with a fresh one of an image.
+    Reinstall,
     /// A scale group's rolling replacement (its target is the pool; the group's controller
     /// drives it, not a worker).
     Refresh,
@@ -41,6 +43,7 @@ impl OpKind {
             OpKind::Delete => "delete",
             OpKind::ResetPassword => "reset_password",
             OpKind::Refresh => "refresh",
+            OpKind::Reinstall => "reinstall",
         }
     }
 

@@ -22,6 +22,8 @@ pub enum VmState {
     Stopped,
     Rebooting,
     Resizing,
+    /// Its disk is being replaced by a fresh one (reinstall).
+    Reinstalling,
     Deleting,
     Paused,
     Crashed,
@@ -41,6 +43,7 @@ impl VmState {
             VmState::Stopped => "stopped",
             VmState::Rebooting => "rebooting",
             VmState::Resizing => "resizing",
+            VmState::Reinstalling => "reinstalling",
             VmState::Deleting => "deleting",
             VmState::Paused => "paused",
             VmState::Crashed => "crashed",

@@ -45,6 +45,7 @@ pub async fn kvm_boots(
         seed: None,
         console_log: &console,
         network: Network::None,
+        guest_agent: false,
     });
     let started = hv.call(move |h| h.start_transient(&xml)).await;
     if let Err(e) = started {

@@ -97,6 +97,8 @@ pub struct DomainSpec<'a> {
     /// File the serial console is written to.
     pub console_log: &'a Path,
     pub network: Network<'a>,
+    /// Give the guest a channel for the QEMU guest agent.
+    pub guest_agent: bool,
 }
 
 /// A stable UUID for a domain name (SHA-256 of it, shaped as a version-8 UUID).
@@ -293,6 +295,18 @@ fn write_devices(w: &mut Writer<Vec<u8>>, s: &DomainSpec<'_>) -> io::Result<()> 
                 .write_empty()?;
             Ok(())
         })?;
+    if s.guest_agent {
+        // libvirt connects the host side itself (virDomainQemuAgentCommand and friends).
+        w.create_element("channel")
+            .with_attribute(("type", "unix"))
+            .write_inner_content(|w| {
+                w.create_element("target")
+                    .with_attribute(("type", "virtio"))
+                    .with_attribute(("name", "org.qemu.guest_agent.0"))
+                    .write_empty()?;
+                Ok(())
+            })?;
+    }
     w.create_element("memballoon")
         .with_attribute(("model", "none"))
         .write_empty()?;
@@ -363,6 +377,7 @@ mod tests {
             seed: Some(Path::new("/var/lib/carve/vms/vm_0123456789abcdef/seed.iso")),
             console_log: Path::new("/var/lib/carve/vms/vm_0123456789abcdef/console.log"),
             network,
+            guest_agent: false,
         }
     }
 

@@ -124,11 +124,13 @@ impl Control {
                 .sum();
             let healthy = members.iter().filter(|m| m.in_rotation()).count();
             let now = Instant::now();
+            // No rate without an earlier sample, nor when the count went down (a member left):
+            // a false zero would make the group scale in.
             let rate = match sent_before.insert(id.to_string(), (sent, now)) {
                 Some((before, at)) if sent >= before => {
                     (sent - before) as f64 / now.duration_since(at).as_secs_f64().max(0.001)
                 }
-                _ => 0.0,
+                _ => continue,
             };
             if let Err(e) =
                 db::scale_groups::put_load(&self.db, &id, open as i64, rate, healthy as i64).await

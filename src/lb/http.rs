@@ -150,7 +150,6 @@ async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
 /// A member's connection taken for one request, counted as its open work.
 struct Picked {
     stream: TcpStream,
-    reused: bool,
     active: Active,
 }
 
@@ -189,13 +188,14 @@ async fn forward(c: &mut Conn, request: &Request, pool: &Pool, sticky: Option<&s
         pool.stats.unavailable.fetch_add(1, Ordering::Relaxed);
         return refuse(c, request, 503).await;
     };
-    // A bodyless idempotent request can be sent again if a kept connection closed just as it
-    // went out (RFC 9110 9.2.2).
+    // A bodyless idempotent request that got no byte of answer (a kept connection closed just
+    // as it went out, or a member that died with it) is sent once more, to another member
+    // (RFC 9110 9.2.2; nginx's proxy_next_upstream does the same for idempotent methods).
     let resendable = request.framing == Framing::Empty && request.idempotent && !request.upgrade;
     let Some(mut up) = open(pool, first).await else {
         return refuse(c, request, 502).await;
     };
-    let mut resend = resendable && up.reused;
+    let mut resend = resendable;
     loop {
         let member = up.active.member().clone();
         let cookie = set_cookie.map(|name| (name, member.id.as_str()));
@@ -476,7 +476,6 @@ fn kept(member: &Arc<Member>) -> Option<Picked> {
         if open {
             return Some(Picked {
                 stream,
-                reused: true,
                 active: member.begin(),
             });
         }
@@ -493,7 +492,6 @@ async fn connect(member: &Arc<Member>) -> Option<Picked> {
     let _ = stream.set_nodelay(true);
     Some(Picked {
         stream,
-        reused: false,
         active: member.begin(),
     })
 }

@@ -64,6 +64,14 @@ pub struct ImageView {
     pub virtual_size_bytes: u64,
     /// Least memory a plan needs for this image, in MiB.
     pub min_memory_mib: u64,
+    /// Least disk a plan needs for this image (its base's size), in GiB.
+    pub min_disk_gib: u64,
+    /// The OS's version, e.g. `12.8`.
+    pub version: String,
+    /// The user to log in as by SSH with the VM's keys.
+    pub default_user: String,
+    /// Whether the image runs the QEMU guest agent (clean shutdown, addresses in the VM view).
+    pub guest_agent: bool,
     /// False when the image's files are gone from the image directory.
     pub available: bool,
 }
@@ -78,6 +86,10 @@ impl From<&ImageRow> for ImageView {
             boot: i.boot.clone(),
             virtual_size_bytes: i.virtual_size_bytes as u64,
             min_memory_mib: i.min_memory_mib as u64,
+            min_disk_gib: (i.virtual_size_bytes as u64).div_ceil(1 << 30),
+            version: i.version.clone(),
+            default_user: i.default_user.clone(),
+            guest_agent: i.guest_agent,
             available: i.available,
         }
     }

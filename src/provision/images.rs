@@ -26,6 +26,19 @@ struct Manifest {
     cmdline: Option<String>,
     #[serde(default = "default_min_memory")]
     min_memory_mib: i64,
+    /// The OS's version, e.g. `12.8`.
+    #[serde(default)]
+    version: String,
+    /// The user to log in as by SSH (`root` when left out).
+    #[serde(default = "default_user")]
+    default_user: String,
+    /// The image runs the QEMU guest agent.
+    #[serde(default)]
+    guest_agent: bool,
+}
+
+fn default_user() -> String {
+    "root".into()
 }
 
 fn default_min_memory() -> i64 {
@@ -107,5 +120,8 @@ async fn read_manifest(image_dir: &Path, manifest: &Path) -> anyhow::Result<Imag
         cmdline: m.cmdline,
         virtual_size_bytes,
         min_memory_mib: m.min_memory_mib,
+        version: m.version,
+        default_user: m.default_user,
+        guest_agent: m.guest_agent,
     })
 }

@@ -22,7 +22,7 @@ use crate::hypervisor::xml::{self, Boot, DomainSpec, DomainType, Network, PortFo
 mod steps;
 
 pub use steps::purge;
-use steps::{create, delete, reboot, reset_password, resize, start, stop};
+use steps::{create, delete, reboot, reinstall, reset_password, resize, start, stop};
 
 /// How often state is polled while waiting for the guest.
 const POLL: Duration = Duration::from_millis(100);
@@ -168,6 +168,7 @@ async fn execute(
         OpKind::Resize => resize(p, &vm, op, progress).await,
         OpKind::Delete => return delete(p, &vm, progress).await,
         OpKind::ResetPassword => reset_password(p, &vm, op, progress).await,
+        OpKind::Reinstall => reinstall(p, &vm, op, progress).await,
         OpKind::Refresh => anyhow::bail!("a refresh is driven by its scale group, not a worker"),
     };
     if kind != OpKind::Create || result.is_ok() {

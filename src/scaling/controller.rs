@@ -107,8 +107,17 @@ async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
             ever_healthy: ever,
         });
     }
+    // A member chosen to go whose delete did not finish (it failed, or carve died before it
+    // began) is sent on its way again.
+    for f in facts.iter().filter(|f| f.retiring && !f.deleted && !f.busy) {
+        delete_again(p, f).await;
+    }
     if g.deleting {
         return finish_deleting(p, &g, &facts, &members).await;
+    }
+    if db::scale_groups::tenant_suspended(&p.db, &g.pool_id).await? {
+        // Its VMs are stopped by the reconciler; the group waits for the tenant's return.
+        return Ok(());
     }
     follow_load(p, &mut g).await?;
     let rules = Rules {
@@ -271,6 +280,30 @@ async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason
     }
 }
 
+/// Starts the delete of a retiring member again (logged, not audited: its retirement was).
+async fn delete_again(p: &Arc<Provisioner>, f: &MemberFacts) {
+    let Ok(Some(row)) = db::vms::get(&p.db, &Scope::All, &f.vm_id).await else {
+        return;
+    };
+    match crate::provision::vms::begin_operation(
+        p,
+        &row,
+        OpKind::Delete,
+        VmState::Deleting,
+        serde_json::json!({}),
+        None,
+    )
+    .await
+    {
+        Ok(op) => {
+            tracing::warn!(vm = %f.vm_id, op = %op.id, "deleting a retired member again (its delete did not finish)")
+        }
+        Err(e) => {
+            tracing::info!(vm = %f.vm_id, error = %e, "a retired member cannot be deleted yet; retrying")
+        }
+    }
+}
+
 /// Creates one member from the group's template if the group still has `live` members (else
 /// another decider added one meanwhile: None); returns its name.
 async fn create_member(
@@ -379,13 +412,18 @@ async fn finish_deleting(
     Ok(())
 }
 
-/// Ends a refresh that has replaced every member.
+/// Ends a refresh that has replaced every member (unless the group changed meanwhile).
 async fn finish_refresh(p: &Provisioner, g: &GroupRow) -> anyhow::Result<()> {
+    let Some(op) = g.refresh_operation.as_deref() else {
+        return Ok(());
+    };
     let mut tx = db::begin_write(&p.db).await?;
-    if let Some(op) = g.refresh_operation.as_deref().and_then(OperationId::parse) {
+    if !db::scale_groups::end_refresh_if(&mut tx, &g.pool_id, op, g.template_version).await? {
+        return Ok(());
+    }
+    if let Some(op) = OperationId::parse(op) {
         db::operations::finish(&mut tx, &op, OpState::Succeeded, None).await?;
     }
-    db::scale_groups::set_refresh(&mut tx, &g.pool_id, RefreshState::None, None).await?;
     tx.commit().await?;
     note(
         p,

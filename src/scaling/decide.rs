@@ -117,25 +117,33 @@ pub fn decide(members: &[Member], rules: &Rules, now: DateTime<Utc>) -> Decision
         .iter()
         .filter(|m| m.condition == Condition::Healthy)
         .count();
-    // Replacing: a member that serves nothing goes now; one that still runs goes once the
-    // group has its desired count in service without it.
+    // Replacing: a member that serves nothing (down, or never healthy) goes now; one that
+    // served and still runs goes once the group has its desired count in service without it.
+    let mut kept_doomed = 0;
     for m in &doomed_ones {
         if m.condition == Condition::Down {
             out.retire.push((m.id.clone(), Reason::Down));
-        } else if healthy >= desired {
+        } else if !m.ever_healthy || healthy >= desired {
             out.retire.push((m.id.clone(), Reason::Unhealthy));
+        } else {
+            kept_doomed += 1;
         }
     }
+    // Never more members at once than desired and a surge (replacements that fail their
+    // checks too cannot pile up).
+    let ceiling = desired + (rules.max_surge as usize).max(1);
     let (current, outdated): (Vec<&Member>, Vec<&Member>) = serving
         .iter()
         .partition(|m| m.template_version >= rules.template_version);
+    let room = ceiling.saturating_sub(serving.len() + kept_doomed);
     if rules.refreshing && !outdated.is_empty() {
         refresh_step(&serving, &current, &outdated, healthy, rules, &mut out);
+        out.create = out.create.min(room as u32);
         return out;
     }
     out.refresh_done = rules.refreshing && outdated.is_empty();
     if serving.len() < desired {
-        out.create = (desired - serving.len()) as u32;
+        out.create = (desired - serving.len()).min(room) as u32;
     } else if serving.len() > desired {
         // The newest go first, those not in service before those that are.
         let mut by_age: Vec<&Member> = serving.clone();
@@ -167,13 +175,16 @@ fn refresh_step(
     let ceiling = desired + rules.max_surge as usize;
     let missing_current = desired.saturating_sub(current.len());
     out.create = missing_current.min(ceiling.saturating_sub(serving.len())) as u32;
-    let min_healthy = (desired * rules.min_healthy_percent as usize).div_ceil(100);
-    // Without surge one member may be missing while its replacement boots.
+    // Without surge one member may be missing while its replacement boots (whatever the
+    // healthy share says, or the refresh could never begin).
     let floor = if rules.max_surge == 0 {
         desired.saturating_sub(1)
     } else {
         desired
     };
+    let min_healthy = (desired * rules.min_healthy_percent as usize)
+        .div_ceil(100)
+        .min(floor);
     let mut remaining = serving.len();
     let mut in_service = healthy;
     let mut order: Vec<&Member> = outdated.to_vec();

@@ -296,6 +296,15 @@ pub async fn put(
         updated_at: at,
     };
     let mut tx = db::begin_write(&app.db).await?;
+    // Read again under the write lock: the controller or another request may have changed the
+    // group (ended a refresh, started deleting) since.
+    let existing = db::scale_groups::get(&mut *tx, &Scope::All, &pool.id).await?;
+    if existing.as_ref().is_some_and(|g| g.deleting) {
+        return Err(AppError::Conflict(format!(
+            "the scale group of pool {} is being deleted; wait until it is gone, then create it again",
+            pool.name
+        )));
+    }
     let created = match &existing {
         None => {
             if let Err(e) = db::scale_groups::insert(&mut tx, &row).await {
@@ -319,6 +328,10 @@ pub async fn put(
                 || req.template.root_password.is_some();
             row.template_version = old.template_version + i64::from(changed);
             row.created_at = old.created_at;
+            if old.target_metric.is_some() && req.desired.is_none() {
+                // Tracking moved it; a change that does not name desired keeps it.
+                row.desired = old.desired.clamp(row.min_size, row.max_size);
+            }
             db::scale_groups::update(&mut tx, &row).await?;
             if changed && old.refresh == RefreshState::None {
                 start_refresh(&mut tx, &row).await?;

@@ -210,6 +210,12 @@ fn check_numbers(req: &GroupInput, current: Option<u32>, errors: &mut Vec<Invali
         }
         None => current.unwrap_or(min).clamp(min, max.max(min)),
     };
+    if target.is_some() && min == 0 {
+        errors.push(Invalid::new(
+            "min",
+            "a group that follows load needs min >= 1 (with no member there is no load to measure)",
+        ));
+    }
     if max_surge == 0 && min_healthy_percent == 100 {
         errors.push(Invalid::new(
             "max_surge",

@@ -16,6 +16,7 @@ mod scale_groups;
 pub mod session;
 mod sftp;
 mod vm_live;
+mod vm_reinstall;
 mod vms;
 
 use axum::Router;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/vms/{id}/resize", post(vms::resize))
         .route("/vms/{id}/password", post(vms::reset_password))
         .route("/vms/{id}/delete", post(vms::delete))
+        .route("/vms/{id}/reinstall", post(vm_reinstall::reinstall))
         .route("/vms/{id}/live", get(vms::live))
         .route("/vms/{id}/console/ticket", post(vms::console_ticket))
         .route("/pools", get(pools::list).post(pools::create))

@@ -63,6 +63,8 @@ impl GroupPart {
 
 /// The group form's choices and values.
 pub struct GroupForm {
+    /// The group follows load (desired may be left empty).
+    pub tracking: bool,
     pub plans: Vec<(String, String)>,
     pub images: Vec<(String, String)>,
     pub plan: String,
@@ -89,7 +91,7 @@ pub async fn part(
     let healthy = group
         .members
         .iter()
-        .filter(|m| m.health == Some(crate::domain::pool::MemberStatus::Healthy))
+        .filter(|m| !m.retiring && m.health == Some(crate::domain::pool::MemberStatus::Healthy))
         .count();
     let steps = match &group.refresh.operation_id {
         Some(op) => crate::provision::vms::operation(&app.prov, &user.principal, op)
@@ -149,6 +151,7 @@ pub async fn form(app: &AppState, group: Option<&GroupPart>) -> Result<GroupForm
         .collect();
     let form = match group.map(|g| &g.group) {
         Some(g) => GroupForm {
+            tracking: g.target.is_some(),
             plans,
             images,
             plan: g.template.plan.clone(),
@@ -156,13 +159,19 @@ pub async fn form(app: &AppState, group: Option<&GroupPart>) -> Result<GroupForm
             port: g.template.port.to_string(),
             min: g.min.to_string(),
             max: g.max.to_string(),
-            desired: g.desired.to_string(),
+            // Following load: left empty, a save keeps what tracking set.
+            desired: if g.target.is_some() {
+                String::new()
+            } else {
+                g.desired.to_string()
+            },
             replace_after_s: g.replace_after_s.to_string(),
             max_surge: g.max_surge.to_string(),
             min_healthy_percent: g.min_healthy_percent.to_string(),
             user_data: g.template.user_data.clone().unwrap_or_default(),
         },
         None => GroupForm {
+            tracking: false,
             plans,
             images,
             plan: String::new(),

@@ -284,6 +284,8 @@ struct VmPage {
     chart: Chart,
     /// The pools the VM is in.
     pools: Vec<crate::pools::members::Membership>,
+    /// Images it can be reinstalled with.
+    images: Vec<ImageView>,
     message: Option<String>,
 }
 
@@ -303,7 +305,7 @@ impl VmPage {
 }
 
 /// The VM's page, with `message` (an error of the last form) at the top.
-async fn vm_page(
+pub(super) async fn vm_page(
     app: &AppState,
     user: &super::session::SessionUser,
     id: &str,
@@ -333,6 +335,12 @@ async fn vm_page(
     let console = service::console_since(&app.prov, actor, id, None, 64 * 1024).await?;
     let stats = stats::of_vm(&app.prov, actor, id).await?;
     let pools = crate::pools::members::of_vm(app, actor, &vm.id).await?;
+    let images = catalog::list_images(&app.db, &PageRequest::FIRST_MAX)
+        .await?
+        .items
+        .into_iter()
+        .filter(|i| i.available)
+        .collect();
     let mut response = page(
         status,
         &VmPage {
@@ -344,6 +352,7 @@ async fn vm_page(
             console_end: console.end,
             chart: Chart::of(&stats),
             pools,
+            images,
             vm,
             message,
         },
@@ -392,7 +401,7 @@ pub async fn show(
 }
 
 /// After a VM form: back to its page (303), or the page with the error.
-async fn after_action(
+pub(super) async fn after_action(
     app: &AppState,
     user: &super::session::SessionUser,
     id: &str,

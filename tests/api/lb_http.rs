@@ -372,3 +372,101 @@ async fn http_passes_bodies_upgrades_and_pipelines_through_and_refuses_bad_reque
         .unwrap();
     assert_eq!(read_answer(&mut s, &mut buf, false).await.status, 200);
 }
+
+/// A member that dies under every request: it accepts, reads the head, and closes without a
+/// byte of answer (as a guest powered off mid-request).
+async fn dying_member() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut b = [0u8; 4096];
+                let _ = stream.read(&mut b).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_a_member_dies_under_is_retried_elsewhere_only_when_idempotent() {
+    let good = member().await;
+    let dying = dying_member().await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (lb, _t) = Balancer::with_threads(2);
+    let spec = PoolSpec {
+        id: "pool".into(),
+        protocol: Protocol::Http,
+        listen,
+        algorithm: Algorithm::RoundRobin,
+        health: HealthSpec {
+            check: Check::Tcp,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 2,
+        },
+        drain_timeout: Duration::from_secs(5),
+        sticky_cookie: None,
+        proxy_v2: false,
+        max_connections: 100,
+        members: vec![
+            MemberSpec {
+                id: "good".into(),
+                addr: good,
+                weight: 1,
+            },
+            MemberSpec {
+                id: "dying".into(),
+                addr: dying,
+                weight: 1,
+            },
+        ],
+    };
+    assert!(lb.apply(std::slice::from_ref(&spec)).await.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lb
+        .pool("pool")
+        .unwrap()
+        .members()
+        .iter()
+        .all(|m| m.state() == MemberState::Healthy)
+    {
+        assert!(Instant::now() < deadline, "members never healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every GET is answered: one the dying member took is sent again to the other.
+    for i in 0..6 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        let mut buf = Vec::new();
+        s.write_all(format!("GET /g{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let a = read_answer(&mut s, &mut buf, false).await;
+        assert_eq!(a.status, 200, "GET {i}: {a:?}");
+    }
+    // A POST that reached the dying member is not sent twice: the client is told.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        let mut buf = Vec::new();
+        s.write_all(
+            format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\npost{i}")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        statuses.push(read_answer(&mut s, &mut buf, false).await.status);
+    }
+    assert!(
+        statuses.contains(&200) && statuses.contains(&502),
+        "{statuses:?}"
+    );
+}

@@ -5,6 +5,7 @@ mod bad_input;
 mod browser;
 mod capacity;
 mod console;
+mod debian_guest;
 mod hardening;
 mod helpers;
 mod lb;

@@ -144,6 +144,11 @@ async fn bad_scale_group_requests_say_what_to_fix_and_change_nothing() {
         .call_as(&alice, "PUT", &path, Some(group(1, 2, 3)))
         .await;
     assert!(a.status == 422 && a.text.contains("min..max"), "{}", a.text);
+    // Following load needs at least one member to measure.
+    let mut r = group(0, 2, 0);
+    r["target"] = json!({"metric": "connections", "value": 5});
+    let a = app.call_as(&alice, "PUT", &path, Some(r)).await;
+    assert!(a.status == 422 && a.text.contains("min >= 1"), "{}", a.text);
     // Another tenant's pool is not found, for reading and writing.
     for method in ["GET", "PUT", "DELETE"] {
         let body = (method == "PUT").then(|| group(1, 3, 1));
@@ -223,6 +228,21 @@ async fn a_group_follows_desired_reports_a_quota_shortfall_and_deletes_its_vms()
         .map(|m| m["vm_name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["web-1", "web-2", "web-3"], "{g}");
+    // A member is not stopped or resized on its own: the group owns it.
+    let member = g["members"][1]["vm_id"].as_str().unwrap();
+    let a = app
+        .call_as(
+            &alice,
+            "POST",
+            &format!("/api/v1/vms/{member}/actions"),
+            Some(json!({"action": "stop"})),
+        )
+        .await;
+    assert!(
+        a.status == 409 && a.text.contains("scale group"),
+        "{}",
+        a.text
+    );
     // Down to 1: the newest go, drained and deleted.
     let a = app
         .call_as(&alice, "PUT", &path, Some(group(1, 4, 1)))

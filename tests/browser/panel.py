@@ -77,6 +77,17 @@ def href(driver, css):
     return driver.find_element(By.CSS_SELECTOR, css).get_attribute("href")
 
 
+def click(driver, element_id):
+    """Clicks an element, found again if live updates replaced it meanwhile."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.ID, element_id).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    driver.find_element(By.ID, element_id).click()
+
+
 def log_in(driver, base, email, password):
     driver.get(base + "/login")
     driver.find_element(By.ID, "email").send_keys(email)
@@ -458,7 +469,7 @@ def group(base, email, password):
             box.send_keys("9")
             post_then_mark(d, lambda: submit(d, "#group-form"))
             assert "min..max" in text(d, "p.error"), text(d, "main")
-            assert count(d) == "2", "a refused change changed the group"
+            wait(d, lambda d: count(d) == "2", "a refused change changed the group", 5)
             # Down to one: the newest goes, live.
             d.get(pool_url)
             box = d.find_element(By.ID, "g-desired")
@@ -467,17 +478,17 @@ def group(base, email, password):
             post_then_mark(d, lambda: submit(d, "#group-form"))
             wait(d, lambda d: count(d) == "1", "the group did not shrink to one", 60)
             not_reloaded(d)
-            history = text(d, "#group-history")
-            assert "created VM shop-1" in history and "retired VM shop-2" in history, history
+            wait(d, lambda d: "created VM shop-1" in text(d, "#group-history")
+                 and "retired VM shop-2" in text(d, "#group-history"), "the scaling history", 10)
             # A refresh replaces the member (a new one first), followed live to its end.
-            post_then_mark(d, lambda: d.find_element(By.ID, "refresh-start").click())
+            post_then_mark(d, lambda: click(d, "refresh-start"))
             assert "Refresh started" in text(d, "p.notice"), text(d, "main")
             wait(d, lambda d: "refresh done" in text(d, "#group-history")
                  and d.find_element(By.ID, "group-refresh").get_attribute("data-refresh") == "none"
                  and count(d) == "1", "the refresh did not finish on the page", 60)
             not_reloaded(d)
-            history = text(d, "#group-history")
-            assert "created VM shop-3" in history and "retired VM shop-1" in history, history
+            wait(d, lambda d: "created VM shop-3" in text(d, "#group-history")
+                 and "retired VM shop-1" in text(d, "#group-history"), "the refresh's history", 10)
             # Deleting the group (the pool's name typed) removes its VMs, live.
             d.find_element(By.ID, "g-confirm").send_keys("shop")
             post_then_mark(d, lambda: submit(d, "form[action$='/scale-group/delete']"))

@@ -90,6 +90,9 @@ pub async fn act(
             vm.state.as_str()
         )));
     }
+    if matches!(action, VmAction::Stop | VmAction::ForceStop) {
+        refuse_for_group_member(p, &vm, "stopped").await?;
+    }
     let live = power_state(p, &vm).await?;
     let active = live.is_some_and(PowerState::is_active);
     let (kind, state) = match action {
@@ -119,6 +122,12 @@ pub async fn act(
             return Err(AppError::invalid(
                 "root_password",
                 "reset_password needs a root_password (10 to 1024 characters)",
+            ));
+        }
+        VmAction::Reinstall => {
+            return Err(AppError::invalid(
+                "image",
+                "reinstall needs the image to install (GET /api/v1/images lists them)",
             ));
         }
     };
@@ -170,6 +179,102 @@ pub async fn reset_password(
     .await
 }
 
+/// Replaces a VM's disk with a fresh one of `image` (its files are gone; id, plan, forwards
+/// and pool memberships stay). A running VM is drained and shut down first and started again
+/// after. With a `root_password`, root gets it on the fresh system.
+pub async fn reinstall(
+    p: &Arc<Provisioner>,
+    actor: &Principal,
+    id: &str,
+    image: &str,
+    root_password: Option<&crate::domain::secret::Secret>,
+) -> Result<OperationView, AppError> {
+    if let Some(pw) = root_password {
+        let errors = super::create::check_root_password(pw);
+        if !errors.is_empty() {
+            return Err(AppError::Invalid(errors));
+        }
+    }
+    let vm = load(p, &actor.scope(), id).await?;
+    if matches!(vm.state, VmState::Creating | VmState::Deleting) {
+        return Err(AppError::Conflict(format!(
+            "VM {} is {}; wait until that finishes",
+            vm.id,
+            vm.state.as_str()
+        )));
+    }
+    refuse_for_group_member(p, &vm, "reinstalled").await?;
+    let image = db::images::find(&p.db, image)
+        .await?
+        .filter(|i| i.available)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "image",
+                format!("no image is named {image:?}; GET /api/v1/images lists them"),
+            )
+        })?;
+    let image_gib = (image.virtual_size_bytes as u64).div_ceil(1 << 30);
+    if (vm.disk_gib as u64) < image_gib {
+        return Err(AppError::invalid(
+            "image",
+            format!(
+                "VM {} has a {} GiB disk but image {} needs {image_gib} GiB; resize it to a bigger plan first",
+                vm.name, vm.disk_gib, image.name
+            ),
+        ));
+    }
+    if vm.memory_mib < image.min_memory_mib {
+        return Err(AppError::invalid(
+            "image",
+            format!(
+                "VM {} has {} MiB of memory but image {} needs {} MiB; resize it to a bigger plan first",
+                vm.name, vm.memory_mib, image.name, image.min_memory_mib
+            ),
+        ));
+    }
+    let was_running = power_state(p, &vm)
+        .await?
+        .is_some_and(PowerState::is_active);
+    let hash = match root_password {
+        Some(pw) => {
+            let pw = pw.clone();
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    crate::provision::crypt::hash_root_password(pw.expose())
+                })
+                .await
+                .map_err(|e| {
+                    AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}"))
+                })?,
+            )
+        }
+        None => None,
+    };
+    let params = ReinstallParams {
+        image_id: image.id.to_string(),
+        was_running,
+    };
+    let params = serde_json::to_value(&params).map_err(anyhow::Error::from)?;
+    begin_operation_with_hash(
+        p,
+        &vm,
+        OpKind::Reinstall,
+        VmState::Reinstalling,
+        params,
+        None,
+        hash,
+    )
+    .await
+}
+
+/// What a reinstall installs, kept in its operation so a resumed one does the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReinstallParams {
+    pub image_id: String,
+    /// Whether the VM ran when the reinstall was asked for (it is started again).
+    pub was_running: bool,
+}
+
 /// The sizes a resize moves between, kept in the operation so a failure can undo it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResizeParams {
@@ -181,6 +286,18 @@ pub struct ResizeParams {
     pub was_running: bool,
 }
 
+/// A scale group's member is not stopped or resized on its own: the group would replace a
+/// stopped one, and a resized one would no longer match its template.
+async fn refuse_for_group_member(p: &Provisioner, vm: &VmRow, what: &str) -> Result<(), AppError> {
+    if let Some(pool) = db::scale_groups::group_of_vm(&p.db, &vm.id).await? {
+        return Err(AppError::Conflict(format!(
+            "VM {} belongs to the scale group of pool {pool} and cannot be {what} on its own: change the group's desired count or template (PUT /api/v1/pools/{pool}/scale-group), or delete the VM to have it replaced",
+            vm.name
+        )));
+    }
+    Ok(())
+}
+
 /// Resizes a VM to another plan: vCPUs and memory change, the disk grows (never shrinks).
 /// A running VM is shut down, resized and started again.
 pub async fn update(
@@ -190,6 +307,7 @@ pub async fn update(
     req: UpdateVm,
 ) -> Result<OperationView, AppError> {
     let vm = load(p, &actor.scope(), id).await?;
+    refuse_for_group_member(p, &vm, "resized").await?;
     let Some(plan_ref) = req.plan else {
         return Err(AppError::invalid(
             "plan",

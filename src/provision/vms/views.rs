@@ -43,6 +43,9 @@ pub enum VmAction {
     ForceStop,
     /// Sets root's password (needs `root_password`); a running VM reboots to take it.
     ResetPassword,
+    /// Replaces the disk with a fresh one of `image` (optionally with a new `root_password`);
+    /// id, plan, forwards and pools stay.
+    Reinstall,
 }
 
 /// A request to change a VM: today, its plan (resize).

@@ -50,7 +50,7 @@ async fn build_and_boot(
                 None => db::scale_groups::root_password_hash_of_vm(&p.db, &vm.id).await?,
             };
             let seed = Seed {
-                instance_id: vm.id.as_str(),
+                instance_id: vm.instance_id(),
                 hostname: &vm.name,
                 ssh_keys: &keys,
                 user_data: vm.user_data.as_deref(),
@@ -127,6 +127,7 @@ async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Re
         seed: Some(&files.seed),
         console_log: &files.console,
         network,
+        guest_agent: image.guest_agent,
     }))
 }
 
@@ -329,7 +330,7 @@ pub(super) async fn reset_password(
             let keys = vm.ssh_keys();
             let fresh = files.seed.with_extension("iso.new");
             let seed = Seed {
-                instance_id: vm.id.as_str(),
+                instance_id: vm.instance_id(),
                 hostname: &vm.name,
                 ssh_keys: &keys,
                 user_data: vm.user_data.as_deref(),
@@ -346,6 +347,76 @@ pub(super) async fn reset_password(
     written?;
     if reboot_after {
         reboot(p, vm, progress).await?;
+    }
+    Ok(())
+}
+
+/// Reinstalls a VM: drain and shut down, a fresh overlay of the new image in place of the
+/// disk, a seed with a new instance id (cloud-init's first boot runs again), the new image
+/// recorded, the domain redefined (its kernel or agent channel may differ), and started again
+/// if it ran. Every step is safe to repeat: a resumed reinstall makes the disk fresh again.
+pub(super) async fn reinstall(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    op: &OperationRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let result = reinstall_steps(p, vm, op, progress).await;
+    p.root_password_hashes.forget(&op.id);
+    result
+}
+
+async fn reinstall_steps(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    op: &OperationRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let params: super::super::vms::ReinstallParams =
+        serde_json::from_str(&op.params).context("reinstall parameters are unreadable")?;
+    let image = db::images::find(&p.db, &params.image_id)
+        .await?
+        .ok_or_else(|| anyhow!("image {} is gone", params.image_id))?;
+    stop(p, vm, progress, false).await?;
+    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    progress
+        .step("replace disk", async {
+            let fresh = files.disk.with_extension("qcow2.new");
+            let _ = tokio::fs::remove_file(&fresh).await;
+            storage::create_overlay(image.disk_path.as_ref(), &fresh, vm.disk_gib as u64).await?;
+            tokio::fs::rename(&fresh, &files.disk)
+                .await
+                .context("putting the fresh disk in place")?;
+            Ok(())
+        })
+        .await?;
+    let instance = format!("{}.{}", vm.id, op.id);
+    progress
+        .step("write cloud-init seed", async {
+            let keys = vm.ssh_keys();
+            let hash = p.root_password_hashes.get(&op.id);
+            let seed = Seed {
+                instance_id: &instance,
+                hostname: &vm.name,
+                ssh_keys: &keys,
+                user_data: vm.user_data.as_deref(),
+                root_password_hash: hash.as_deref(),
+            };
+            storage::write_seed(&files.seed, &seed).await?;
+            Ok(())
+        })
+        .await?;
+    progress
+        .step("record the image", async {
+            Ok(db::vms::set_image(&p.db, &vm.id, &image.id, &instance).await?)
+        })
+        .await?;
+    let vm = db::vms::get_any(&p.db, &vm.id)
+        .await?
+        .ok_or_else(|| anyhow!("VM {} is gone", vm.id))?;
+    define(p, &vm, &image, progress).await?;
+    if params.was_running {
+        boot(p, &vm, progress).await?;
     }
     Ok(())
 }

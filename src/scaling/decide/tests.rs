@@ -197,3 +197,38 @@ fn outdated_members_that_do_not_serve_go_first_in_a_refresh() {
     let d = decide(&m, &r, at(10));
     assert_eq!(retired(&d), vec![("b", Reason::Refresh)]);
 }
+
+#[test]
+fn replacements_that_never_pass_their_check_do_not_pile_up() {
+    let r = rules(2);
+    // Two members, both past their grace without ever being healthy: both go, two come.
+    let mut a = member("a", 0, 1, Condition::NotHealthy);
+    a.unhealthy_since = Some(at(0));
+    let mut b = member("b", 1, 1, Condition::NotHealthy);
+    b.unhealthy_since = Some(at(0));
+    let d = decide(&[a, b], &r, at(400));
+    assert_eq!(d.create, 2);
+    assert_eq!(d.retire.len(), 2);
+    // A member that served and fails now stays while its replacement boots, but no more
+    // than desired + surge are kept.
+    let mut sick = member("c", 0, 1, Condition::NotHealthy);
+    sick.ever_healthy = true;
+    sick.unhealthy_since = Some(at(0));
+    let mut sick2 = sick.clone();
+    sick2.id = "d".into();
+    let booting = member("e", 100, 1, Condition::NotHealthy);
+    let d = decide(&[sick, sick2, booting], &r, at(400));
+    assert_eq!(d.create, 0, "2 kept failing + 1 booting = desired + surge");
+    assert!(d.retire.is_empty());
+}
+
+#[test]
+fn without_surge_a_refresh_of_one_member_can_begin() {
+    let mut r = rules(1);
+    r.template_version = 2;
+    r.refreshing = true;
+    r.max_surge = 0;
+    r.min_healthy_percent = 50;
+    let d = decide(&[member("a", 0, 1, Condition::Healthy)], &r, at(10));
+    assert_eq!(retired(&d), vec![("a", Reason::Refresh)]);
+}

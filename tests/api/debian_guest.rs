@@ -1,0 +1,272 @@
+//! A real Debian guest (the `debian-12` image built by `images/debian-12/build.sh`): created
+//! with an SSH key and port 22 forwarded, it answers OpenSSH's `ssh` as root and as the image's
+//! default user, says Debian in `/etc/os-release`, has the VM's name, and its root filesystem
+//! fills the plan's disk. Under software emulation this takes a while, so one VM serves every
+//! check. The catalogue describes the image, a plan too small for it is refused, and a
+//! reinstall brings back a clean disk with the same forward.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{Backend, spawn_app};
+use crate::sftp::keypair;
+
+/// Runs `command` on the guest by ssh as `user`; None until it answers.
+fn ssh(key: &std::path::Path, port: u16, user: &str, command: &str) -> Option<String> {
+    let out = Command::new("ssh")
+        .args(["-p", &port.to_string(), "-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            &format!("{user}@127.0.0.1"),
+            command,
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
+    let app = spawn_app(Backend::Qemu).await;
+    // The catalogue says what the image is.
+    let images = app.call("GET", "/api/v1/images", None).await;
+    let debian = images
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "debian-12")
+        .unwrap_or_else(|| {
+            panic!(
+                "no debian-12 image (images/build.sh builds it): {}",
+                images.text
+            )
+        })
+        .clone();
+    assert_eq!(debian["os"], "debian", "{debian}");
+    assert_eq!(debian["default_user"], "debian", "{debian}");
+    assert!(
+        debian["version"].as_str().unwrap().starts_with("12."),
+        "{debian}"
+    );
+    assert_eq!(debian["guest_agent"], true, "{debian}");
+    let min_disk = debian["min_disk_gib"].as_u64().unwrap();
+    // A plan with less memory than the image needs is refused, saying so.
+    let min_memory = debian["min_memory_mib"].as_u64().unwrap();
+    app.plan("wee", 1, min_memory / 2, min_disk).await;
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "wee", "plan": "wee", "image": "debian-12"})),
+        )
+        .await;
+    assert!(
+        a.status == 422 && a.text.contains("MiB of memory but image debian-12 needs"),
+        "{}",
+        a.text
+    );
+    let disk_gib = min_disk + 2;
+    app.plan("deb", 1, 512, disk_gib).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(dir.path(), "debkey");
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": "deb1", "plan": "deb", "image": "debian-12",
+                "ssh_keys": [public], "ports": [22]})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(240))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let got = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+    let port = got.body["forwards"][0]["host_port"].as_u64().unwrap() as u16;
+
+    // systemd, cloud-init and sshd under software emulation: give it minutes.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(900);
+    let facts = loop {
+        let key = key.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            ssh(
+                &key,
+                port,
+                "root",
+                "cat /etc/os-release; hostname; df -B1 --output=size / | tail -1; cloud-init status --wait >/dev/null; echo done",
+            )
+        })
+        .await
+        .unwrap();
+        if let Some(out) = answer.filter(|o| o.trim_end().ends_with("done")) {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ssh answer after {:?}; console:\n{}",
+            started.elapsed(),
+            app.call("GET", &format!("/api/v1/vms/{vm}/console"), None)
+                .await
+                .text
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    eprintln!("ssh answered {:?} after the create", started.elapsed());
+    assert!(facts.contains("Debian GNU/Linux 12"), "{facts}");
+    let lines: Vec<&str> = facts.lines().collect();
+    assert!(
+        lines.contains(&"deb1"),
+        "the hostname is the VM's name: {facts}"
+    );
+    let size: u64 = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        size > (disk_gib << 30) * 9 / 10,
+        "the root filesystem ({size} bytes) fills the plan's {disk_gib} GiB disk: {facts}"
+    );
+    // The image's default user has the key too, with sudo.
+    let key2 = key.clone();
+    let user = tokio::task::spawn_blocking(move || ssh(&key2, port, "debian", "sudo -n id -u"))
+        .await
+        .unwrap();
+    assert_eq!(
+        user.as_deref().map(str::trim),
+        Some("0"),
+        "debian with sudo"
+    );
+
+    // Reinstall: a file written before is gone, the forward is the same, ssh answers again.
+    let key3 = key.clone();
+    let marked = tokio::task::spawn_blocking(move || {
+        ssh(
+            &key3,
+            port,
+            "root",
+            "echo before > /root/mark && sync && cat /root/mark",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(marked.as_deref().map(str::trim), Some("before"));
+    let actions = format!("/api/v1/vms/{vm}/actions");
+    let a = app
+        .call(
+            "POST",
+            &actions,
+            Some(json!({"action": "reinstall", "image": "windows-11"})),
+        )
+        .await;
+    assert!(
+        a.status == 422 && a.text.contains("no image is named"),
+        "{}",
+        a.text
+    );
+    let a = app
+        .call("POST", &actions, Some(json!({"action": "reinstall"})))
+        .await;
+    assert!(
+        a.status == 422 && a.text.contains("needs the image"),
+        "{}",
+        a.text
+    );
+    let a = app
+        .call(
+            "POST",
+            &actions,
+            Some(json!({"action": "start", "image": "debian-12"})),
+        )
+        .await;
+    assert!(
+        a.status == 422 && a.text.contains("only with the reinstall"),
+        "{}",
+        a.text
+    );
+    let (_, mallory) = crate::tenancy::tenant_with_customer(&app, "mallory").await;
+    let a = app
+        .call_as(
+            &mallory,
+            "POST",
+            &actions,
+            Some(json!({"action": "reinstall", "image": "debian-12"})),
+        )
+        .await;
+    assert_eq!(a.status, 404, "another tenant's VM: {}", a.text);
+    let op = app
+        .run_op(
+            "POST",
+            &actions,
+            Some(json!({"action": "reinstall", "image": "debian-12"})),
+        )
+        .await;
+    for step in [
+        "shut down",
+        "replace disk",
+        "write cloud-init seed",
+        "define domain",
+        "start domain",
+    ] {
+        assert!(
+            op["steps"].to_string().contains(step),
+            "{step} missing: {op}"
+        );
+    }
+    let after = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+    assert_eq!(
+        after.body["forwards"], got.body["forwards"],
+        "the forwards stay"
+    );
+    assert_eq!(after.body["state"], "running", "{}", after.text);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(900);
+    let mark = loop {
+        let key = key.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            ssh(
+                &key,
+                port,
+                "root",
+                "cloud-init status --wait >/dev/null; cat /root/mark 2>&1; echo done",
+            )
+        })
+        .await
+        .unwrap();
+        if let Some(out) = answer.filter(|o| o.trim_end().ends_with("done")) {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ssh answer after the reinstall"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    eprintln!("ssh answered {:?} after the reinstall", started.elapsed());
+    assert!(
+        mark.contains("No such file"),
+        "the fresh disk has no file from before: {mark}"
+    );
+
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
+}
