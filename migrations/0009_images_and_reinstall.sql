@@ -7,3 +7,11 @@ ALTER TABLE images ADD COLUMN guest_agent INTEGER NOT NULL DEFAULT 0;
 -- The cloud-init instance id a VM's seed carries: its id until a reinstall gives it a new one
 -- (so cloud-init runs its first-boot work again on the fresh disk, and only then).
 ALTER TABLE vms ADD COLUMN instance_id TEXT;
+
+-- What a running guest's agent last reported (sampled with the VM's statistics).
+CREATE TABLE vm_guest_info (
+    vm_id      TEXT PRIMARY KEY REFERENCES vms(id),
+    hostname   TEXT,
+    addresses  TEXT NOT NULL DEFAULT '[]',
+    at         TEXT NOT NULL
+);

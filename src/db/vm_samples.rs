@@ -67,3 +67,42 @@ pub async fn purge(db: &Db, before_slot: i64) -> Result<u64, sqlx::Error> {
         .await?;
     Ok(done.rows_affected())
 }
+
+/// What a guest's agent last said: hostname, addresses (JSON list) and when.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GuestInfoRow {
+    pub hostname: Option<String>,
+    pub addresses: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Records what a guest's agent said.
+pub async fn put_guest_info(
+    db: &Db,
+    vm: &crate::domain::ids::VmId,
+    hostname: Option<&str>,
+    addresses: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO vm_guest_info (vm_id, hostname, addresses, at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (vm_id) DO UPDATE SET hostname = ?2, addresses = ?3, at = ?4",
+    )
+    .bind(vm)
+    .bind(hostname)
+    .bind(serde_json::to_string(addresses).unwrap_or_else(|_| "[]".into()))
+    .bind(super::now())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What a guest's agent last said, if it ever did.
+pub async fn guest_info(
+    db: &Db,
+    vm: &crate::domain::ids::VmId,
+) -> Result<Option<GuestInfoRow>, sqlx::Error> {
+    sqlx::query_as("SELECT hostname, addresses, at FROM vm_guest_info WHERE vm_id = ?1")
+        .bind(vm)
+        .fetch_optional(db)
+        .await
+}

@@ -8,7 +8,9 @@ use virt::domain::{Domain, DomainState};
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use super::{DomainStats, DomainSummary, Hypervisor, HypervisorError, NodeFacts, PowerState};
+use super::{
+    DomainStats, DomainSummary, GuestInfo, Hypervisor, HypervisorError, NodeFacts, PowerState,
+};
 
 /// libvirt through one shared connection.
 pub struct Libvirt {
@@ -199,6 +201,38 @@ impl Hypervisor for Libvirt {
         }
         let xml = d.xml_desc(0).map_err(|e| lv(&e))?;
         Ok(super::xml::serial_pty(&xml))
+    }
+
+    fn guest_info(&self, name: &str) -> Result<Option<GuestInfo>, HypervisorError> {
+        let Some(d) = self.lookup(name)? else {
+            return Ok(None);
+        };
+        if !d.is_active().map_err(|e| lv(&e))? {
+            return Ok(None);
+        }
+        // Without an agent (or before it answers) both calls fail: nothing to report.
+        let Ok(interfaces) =
+            d.interface_addresses(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+        else {
+            return Ok(None);
+        };
+        let addresses = interfaces
+            .iter()
+            .filter(|i| i.name != "lo")
+            .flat_map(|i| i.addrs.iter())
+            .map(|a| format!("{}/{}", a.addr, a.prefix))
+            .collect();
+        let hostname = d.hostname(sys::VIR_DOMAIN_GET_HOSTNAME_AGENT).ok();
+        Ok(Some(GuestInfo {
+            hostname,
+            addresses,
+        }))
+    }
+
+    fn set_password_hash(&self, name: &str, user: &str, hash: &str) -> Result<(), HypervisorError> {
+        self.domain(name)?
+            .set_user_password(user, hash, sys::VIR_DOMAIN_PASSWORD_ENCRYPTED)
+            .map_err(|e| lv(&e))
     }
 
     fn stats(&self, name: &str) -> Result<Option<DomainStats>, HypervisorError> {

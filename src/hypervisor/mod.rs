@@ -103,6 +103,18 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn stats(&self, name: &str) -> Result<Option<DomainStats>, HypervisorError>;
     /// The host pty of a running domain's serial console (`None`: not running or no pty).
     fn serial_pty(&self, name: &str) -> Result<Option<String>, HypervisorError>;
+    /// What the guest agent of a running domain says (`None`: no agent answers).
+    fn guest_info(&self, name: &str) -> Result<Option<GuestInfo>, HypervisorError>;
+    /// Sets a guest user's password to a crypt hash through the guest agent.
+    fn set_password_hash(&self, name: &str, user: &str, hash: &str) -> Result<(), HypervisorError>;
+}
+
+/// What a guest's agent reports about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GuestInfo {
+    pub hostname: Option<String>,
+    /// Addresses with their prefix length (`10.0.2.15/24`), loopback left out.
+    pub addresses: Vec<String>,
 }
 
 /// A cloneable handle that runs hypervisor calls on the blocking pool.

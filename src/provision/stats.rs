@@ -58,6 +58,12 @@ pub async fn run_forever(p: Arc<Provisioner>) {
 /// One sampling pass over the host's running VMs; old samples are removed.
 pub async fn sample_once(p: &Provisioner) -> anyhow::Result<()> {
     let slot = Utc::now().timestamp() / SLOT_SECS * SLOT_SECS;
+    let with_agent: std::collections::HashSet<String> = db::images::list(&p.db)
+        .await?
+        .into_iter()
+        .filter(|i| i.guest_agent)
+        .map(|i| i.id.to_string())
+        .collect();
     for vm in db::vms::list_on_host(&p.db, &p.host_id).await? {
         if vm.state != VmState::Running {
             continue;
@@ -68,6 +74,19 @@ pub async fn sample_once(p: &Provisioner) -> anyhow::Result<()> {
         };
         let previous = db::vm_samples::previous(&p.db, &vm.id, slot).await?;
         db::vm_samples::insert(&p.db, &vm.id, &sample(slot, stats, previous.as_ref())).await?;
+        if with_agent.contains(vm.image_id.as_str()) {
+            // The guest's own view: its hostname and addresses (when its agent answers).
+            let name = vm.domain_name.clone();
+            if let Ok(Some(info)) = p.hv.call(move |h| h.guest_info(&name)).await {
+                db::vm_samples::put_guest_info(
+                    &p.db,
+                    &vm.id,
+                    info.hostname.as_deref(),
+                    &info.addresses,
+                )
+                .await?;
+            }
+        }
     }
     db::vm_samples::purge(&p.db, slot - 20 * 60).await?;
     Ok(())

@@ -156,6 +156,58 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
         "debian with sudo"
     );
 
+    // The guest agent: the VM's view shows the guest's hostname and addresses.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let guest = loop {
+        let v = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+        if v.body["guest"]["hostname"] == "deb1"
+            && v.body["guest"]["addresses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|x| x.contains('.')))
+            })
+        {
+            break v.body["guest"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest agent report: {}",
+            v.text
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    eprintln!("guest agent: {guest}");
+    // A new root password reaches the running guest through its agent, without a reboot.
+    let key4 = key.clone();
+    let before = tokio::task::spawn_blocking(move || {
+        ssh(&key4, port, "root", "grep ^root: /etc/shadow | cut -d: -f2")
+    })
+    .await
+    .unwrap()
+    .unwrap_or_default();
+    let op = app
+        .run_op(
+            "POST",
+            &format!("/api/v1/vms/{vm}/actions"),
+            Some(json!({"action": "reset_password", "root_password": "a debian console password"})),
+        )
+        .await;
+    let steps = op["steps"].to_string();
+    assert!(
+        steps.contains("set password (guest agent)") && !steps.contains("reboot"),
+        "{op}"
+    );
+    let key5 = key.clone();
+    let after = tokio::task::spawn_blocking(move || {
+        ssh(&key5, port, "root", "grep ^root: /etc/shadow | cut -d: -f2")
+    })
+    .await
+    .unwrap()
+    .unwrap_or_default();
+    assert!(
+        after.starts_with("$6$") && after != before,
+        "root's hash changed in place: {before:?} -> {after:?}"
+    );
+
     // Reinstall: a file written before is gone, the forward is the same, ssh answers again.
     let key3 = key.clone();
     let marked = tokio::task::spawn_blocking(move || {

@@ -14,7 +14,18 @@ pub(crate) async fn load(p: &Provisioner, scope: &Scope, id: &str) -> Result<VmR
 pub async fn get(p: &Provisioner, actor: &Principal, id: &str) -> Result<VmView, AppError> {
     let vm = load(p, &actor.scope(), id).await?;
     let forwards = db::ports::for_vm(&p.db, &vm.id).await?;
-    Ok(Names::load(p).await?.view(p, &vm, &forwards))
+    let mut view = Names::load(p).await?.view(p, &vm, &forwards);
+    if vm.state == VmState::Running {
+        view.guest = db::vm_samples::guest_info(&p.db, &vm.id)
+            .await?
+            .filter(|g| g.at >= vm.updated_at)
+            .map(|g| GuestView {
+                hostname: g.hostname,
+                addresses: serde_json::from_str(&g.addresses).unwrap_or_default(),
+                at: g.at,
+            });
+    }
+    Ok(view)
 }
 
 /// Every VM the actor may see, newest first.

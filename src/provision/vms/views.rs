@@ -83,8 +83,22 @@ pub struct VmView {
     pub disk_gib: u64,
     pub ssh_keys: Vec<String>,
     pub forwards: Vec<ForwardView>,
+    /// What the guest's agent last reported (images with the QEMU guest agent; in the view
+    /// of one VM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The guest's own view of itself, from its agent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GuestView {
+    pub hostname: Option<String>,
+    /// Its addresses with prefix length, e.g. `10.0.2.15/24`.
+    pub addresses: Vec<String>,
+    /// When the agent said so.
+    pub at: DateTime<Utc>,
 }
 
 /// An operation as clients see it.
@@ -193,6 +207,7 @@ impl Names {
                     host_port: f.host_port as u16,
                 })
                 .collect(),
+            guest: None,
             created_at: vm.created_at,
             updated_at: vm.updated_at,
         }

@@ -322,9 +322,10 @@ pub(super) async fn reset_password(
         .and_then(|v| v["reboot"].as_bool())
         .unwrap_or(false);
     let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let hash = p.root_password_hashes.get(&op.id);
     let written = progress
         .step("write cloud-init seed", async {
-            let hash = p.root_password_hashes.get(&op.id).ok_or_else(|| {
+            let hash = hash.clone().ok_or_else(|| {
                 anyhow!("the new root password was lost (carve restarted before it reached the VM); ask for the reset again")
             })?;
             let keys = vm.ssh_keys();
@@ -345,10 +346,30 @@ pub(super) async fn reset_password(
         .await;
     p.root_password_hashes.forget(&op.id);
     written?;
-    if reboot_after {
-        reboot(p, vm, progress).await?;
+    if !reboot_after {
+        return Ok(());
     }
-    Ok(())
+    // A running guest with an agent takes the password at once; others reboot for it.
+    let agent = db::images::find(&p.db, vm.image_id.as_str())
+        .await?
+        .is_some_and(|i| i.guest_agent);
+    if let (true, Some(hash)) = (agent, hash) {
+        let name = vm.domain_name.clone();
+        let set = progress
+            .step("set password (guest agent)", async move {
+                Ok(p.hv
+                    .call(move |h| h.set_password_hash(&name, "root", &hash))
+                    .await?)
+            })
+            .await;
+        match set {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::info!(vm = %vm.id, error = %e, "the guest agent did not set the password; rebooting for it")
+            }
+        }
+    }
+    reboot(p, vm, progress).await
 }
 
 /// Reinstalls a VM: drain and shut down, a fresh overlay of the new image in place of the
