@@ -132,6 +132,7 @@ impl Application {
             list_cache: Default::default(),
             reconcile_now: reconcile_now.clone(),
             root_password_hashes: Default::default(),
+            uploads: provision::custom_images::Uploads::from_config(&config),
         });
 
         let openapi_json = crate::api::router()
@@ -282,12 +283,29 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            std::time::Duration::from_secs(state.config.http.request_timeout_secs),
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answers 408 to a request not answered within `http.request_timeout_secs`. An image upload
+/// is exempt: it may take longer, and is bounded by its own size limit and idle timeout.
+async fn deadline(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/images" {
+        return next.run(req).await;
+    }
+    let limit = std::time::Duration::from_secs(app.config.http.request_timeout_secs);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// The OpenAPI document.

@@ -28,6 +28,9 @@ pub enum AppError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The request's body is larger than carve takes (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// Too many attempts; retry after the given seconds (429).
     #[error("{detail}")]
     TooManyRequests {

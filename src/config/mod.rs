@@ -29,6 +29,7 @@ pub struct Config {
     pub reconciler: ReconcilerConfig,
     pub lb: LbConfig,
     pub console: ConsoleConfig,
+    pub images: ImagesConfig,
     pub quota: QuotaConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
@@ -48,6 +49,7 @@ impl Default for Config {
             reconciler: ReconcilerConfig::default(),
             lb: LbConfig::default(),
             console: ConsoleConfig::default(),
+            images: ImagesConfig::default(),
             quota: QuotaConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -159,6 +161,16 @@ impl Config {
                 "console.idle_timeout_secs must be 1 to 604800 (a week), console.max_open and max_open_per_user at least 1".into(),
             ));
         }
+        let i = &self.images;
+        if i.max_upload_mib == 0
+            || i.max_virtual_gib == 0
+            || i.uploads_at_once == 0
+            || i.upload_idle_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "images.max_upload_mib, max_virtual_gib, uploads_at_once and upload_idle_secs must be at least 1".into(),
+            ));
+        }
         if self.lb.threads > 256 {
             return Err(ConfigError::Invalid(
                 "lb.threads must be at most 256 (0 runs one per core)".into(),
@@ -189,6 +201,11 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("images"))
     }
 
+    /// Where images admins upload are kept.
+    pub fn upload_dir(&self) -> PathBuf {
+        self.data_dir.join("uploaded-images")
+    }
+
     /// Where VM disks, seeds and console logs live.
     pub fn vm_dir(&self) -> PathBuf {
         self.data_dir.join("vms")
@@ -205,6 +222,7 @@ const SECTIONS: &[&str] = &[
     "reconciler",
     "lb",
     "console",
+    "images",
     "quota",
     "auth",
     "log",

@@ -263,6 +263,31 @@ impl Default for ConsoleConfig {
     }
 }
 
+/// Images admins upload.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Largest upload accepted, in MiB (the qcow2 file as sent).
+    pub max_upload_mib: u64,
+    /// Largest virtual size of an uploaded image, in GiB.
+    pub max_virtual_gib: u64,
+    /// Uploads received at once; more are refused with 429 until one ends.
+    pub uploads_at_once: usize,
+    /// An upload that sends nothing for this long is abandoned.
+    pub upload_idle_secs: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_mib: 51200,
+            max_virtual_gib: 2048,
+            uploads_at_once: 2,
+            upload_idle_secs: 60,
+        }
+    }
+}
+
 /// The quota of a tenant that has none of its own.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -3,6 +3,7 @@
 
 pub mod libvirt;
 pub mod probe;
+pub mod qcow2;
 pub mod storage;
 pub mod xml;
 

@@ -74,6 +74,12 @@ pub struct ImageView {
     pub guest_agent: bool,
     /// False when the image's files are gone from the image directory.
     pub available: bool,
+    /// `built` (from carve's image directory) or `uploaded` (by an admin).
+    pub source: String,
+    /// Offered to customers; a hidden image is for admins only.
+    pub visible: bool,
+    /// SHA-256 of an uploaded image's qcow2 file, as received.
+    pub sha256: Option<String>,
 }
 
 impl From<&ImageRow> for ImageView {
@@ -91,6 +97,9 @@ impl From<&ImageRow> for ImageView {
             default_user: i.default_user.clone(),
             guest_agent: i.guest_agent,
             available: i.available,
+            source: i.source.clone(),
+            visible: i.visible,
+            sha256: i.sha256.clone(),
         }
     }
 }
@@ -144,12 +153,22 @@ pub async fn delete_plan(db: &Db, actor: &Principal, id: &str) -> Result<(), App
     }
 }
 
-/// One page of images, by name.
+/// One image by id or name; a hidden one only for admins.
+pub async fn get_image(db: &Db, actor: &Principal, id: &str) -> Result<ImageView, AppError> {
+    db::images::find(db, id)
+        .await?
+        .filter(|i| i.removed_at.is_none() && (i.visible || actor.is_admin()))
+        .map(|i| ImageView::from(&i))
+        .ok_or_else(|| AppError::not_found("image", id))
+}
+
+/// One page of images, by name: all of them for admins, the visible ones for others.
 pub async fn list_images(
     db: &Db,
+    actor: &Principal,
     page: &db::page::PageRequest,
 ) -> Result<db::page::Page<ImageView>, AppError> {
-    Ok(db::images::page(db, page)
+    Ok(db::images::page(db, page, !actor.is_admin())
         .await?
         .map(|i| ImageView::from(&i)))
 }

@@ -72,8 +72,11 @@ pub async fn register_all(db: &Db, dir: &Path) -> anyhow::Result<Vec<String>> {
         }
         match read_manifest(&image_dir, &manifest).await {
             Ok(facts) => {
-                db::images::upsert(db, &facts).await?;
-                names.push(facts.name);
+                if db::images::upsert(db, &facts).await? {
+                    names.push(facts.name);
+                } else {
+                    tracing::warn!(manifest = %manifest.display(), name = %facts.name, "image skipped: an uploaded image has its name; rename one of them");
+                }
             }
             Err(e) => tracing::warn!(manifest = %manifest.display(), error = %e, "image skipped"),
         }

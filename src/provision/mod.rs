@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod crypt;
+pub mod custom_images;
 pub mod host;
 pub mod images;
 pub mod owner;
@@ -80,6 +81,8 @@ pub struct Provisioner {
     pub reconcile_now: Arc<tokio::sync::Notify>,
     /// Root password hashes of VMs being created, until their seed holds them.
     pub root_password_hashes: PendingHashes,
+    /// Where images admins upload go, and their limits.
+    pub uploads: custom_images::Uploads,
 }
 
 /// Root password hashes on their way into seeds, by the operation that writes them: in memory

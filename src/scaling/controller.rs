@@ -312,7 +312,7 @@ async fn create_member(
     live: i64,
 ) -> Result<Option<String>, AppError> {
     let (plan, image) =
-        crate::provision::vms::plan_and_image(&p.db, &g.plan_id, &g.image_id).await?;
+        crate::provision::vms::plan_and_image(&p.db, &g.plan_id, &g.image_id, true).await?;
     let pool = db::pools::get(&p.db, &Scope::All, &g.pool_id)
         .await?
         .ok_or_else(|| AppError::not_found("pool", g.pool_id.as_str()))?;

@@ -235,22 +235,26 @@ pub async fn put(
         .as_ref()
         .map(|g| u32::try_from(g.desired).unwrap_or(0));
     let (template, numbers) = settings::check(&req, current).map_err(AppError::Invalid)?;
-    let (plan, image) =
-        crate::provision::vms::plan_and_image(&app.db, &req.template.plan, &req.template.image)
-            .await
-            .map_err(|e| match e {
-                AppError::Invalid(mut errors) => {
-                    for err in &mut errors {
-                        err.field = match err.field {
-                            "plan" => "template.plan",
-                            "image" => "template.image",
-                            other => other,
-                        };
-                    }
-                    AppError::Invalid(errors)
-                }
-                other => other,
-            })?;
+    let (plan, image) = crate::provision::vms::plan_and_image(
+        &app.db,
+        &req.template.plan,
+        &req.template.image,
+        actor.is_admin(),
+    )
+    .await
+    .map_err(|e| match e {
+        AppError::Invalid(mut errors) => {
+            for err in &mut errors {
+                err.field = match err.field {
+                    "plan" => "template.plan",
+                    "image" => "template.image",
+                    other => other,
+                };
+            }
+            AppError::Invalid(errors)
+        }
+        other => other,
+    })?;
     let hash = match req.template.root_password.clone() {
         Some(pw) => Some(
             tokio::task::spawn_blocking(move || {

@@ -45,6 +45,7 @@ pub fn describe(e: &AppError) -> (&'static str, String) {
         }
         AppError::Conflict(_) => "That clashes with the current state",
         AppError::TooManyRequests { .. } => "Too many requests",
+        AppError::TooLarge(_) => "Too large",
         AppError::Invalid(_) => "Please check what you entered",
         AppError::BadRequest(_) => "The request could not be read",
         AppError::Internal(_) => "Something went wrong in carve",

@@ -203,7 +203,7 @@ pub(super) async fn pool_page(
         })
         .collect();
     let group = super::scale_groups::part(app, user, id).await?;
-    let form = super::scale_groups::form(app, group.as_ref()).await?;
+    let form = super::scale_groups::form(app, &user.principal, group.as_ref()).await?;
     Ok(page(
         status,
         &PoolPage {

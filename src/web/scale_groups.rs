@@ -127,7 +127,11 @@ pub async fn part(
 }
 
 /// The form's choices, filled with the group's values (or defaults for a new one).
-pub async fn form(app: &AppState, group: Option<&GroupPart>) -> Result<GroupForm, AppError> {
+pub async fn form(
+    app: &AppState,
+    actor: &crate::auth::Principal,
+    group: Option<&GroupPart>,
+) -> Result<GroupForm, AppError> {
     let plans = catalog::list_plans(&app.db, &PageRequest::FIRST_MAX)
         .await?
         .items
@@ -140,7 +144,7 @@ pub async fn form(app: &AppState, group: Option<&GroupPart>) -> Result<GroupForm
             (p.name, label)
         })
         .collect();
-    let images = catalog::list_images(&app.db, &PageRequest::FIRST_MAX)
+    let images = catalog::list_images(&app.db, actor, &PageRequest::FIRST_MAX)
         .await?
         .items
         .into_iter()

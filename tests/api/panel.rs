@@ -220,7 +220,7 @@ async fn a_change_made_by_another_process_reaches_the_stream() {
 }
 
 /// A cookie-keeping client logged in to the panel.
-async fn panel_client(app: &TestApp, email: &str, password: &str) -> reqwest::Client {
+pub async fn panel_client(app: &TestApp, email: &str, password: &str) -> reqwest::Client {
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -244,7 +244,7 @@ async fn panel_client(app: &TestApp, email: &str, password: &str) -> reqwest::Cl
 }
 
 /// The value of the first hidden input named `name`.
-fn field(html: &str, name: &str) -> String {
+pub fn field(html: &str, name: &str) -> String {
     let at = html
         .find(&format!("name=\"{name}\" value=\""))
         .unwrap_or_else(|| panic!("no {name} field in {html}"));

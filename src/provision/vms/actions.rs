@@ -204,15 +204,7 @@ pub async fn reinstall(
         )));
     }
     refuse_for_group_member(p, &vm, "reinstalled").await?;
-    let image = db::images::find(&p.db, image)
-        .await?
-        .filter(|i| i.available)
-        .ok_or_else(|| {
-            AppError::invalid(
-                "image",
-                format!("no image is named {image:?}; GET /api/v1/images lists them"),
-            )
-        })?;
+    let image = super::create::offered_image(&p.db, image, actor.is_admin()).await?;
     let image_gib = (image.virtual_size_bytes as u64).div_ceil(1 << 30);
     if (vm.disk_gib as u64) < image_gib {
         return Err(AppError::invalid(

@@ -165,7 +165,7 @@ pub async fn create(
     let tenant =
         crate::tenancy::principal::owning_tenant(&p.db, actor, req.tenant_id.as_deref(), "VMs")
             .await?;
-    let (plan, image) = plan_and_image(&p.db, &req.plan, &req.image).await?;
+    let (plan, image) = plan_and_image(&p.db, &req.plan, &req.image, actor.is_admin()).await?;
     let mut tx = db::begin_write(&p.db).await?;
     let (vm_id, op) = admit(
         p,
@@ -202,11 +202,30 @@ pub async fn create(
     Ok((view, OperationView::from(&op)))
 }
 
-/// The plan and image a create names, checked to fit each other.
+/// The image with this name or id, if it is usable and offered: hidden images only to admins.
+pub(crate) async fn offered_image(
+    db: &db::Db,
+    image: &str,
+    admin: bool,
+) -> Result<db::images::ImageRow, AppError> {
+    db::images::find(db, image)
+        .await?
+        .filter(|i| i.available && i.removed_at.is_none() && (i.visible || admin))
+        .ok_or_else(|| {
+            AppError::invalid(
+                "image",
+                format!("no image is named {image:?}; GET /api/v1/images lists them"),
+            )
+        })
+}
+
+/// The plan and image a create names, checked to fit each other; `admin` may use hidden
+/// images.
 pub(crate) async fn plan_and_image(
     db: &db::Db,
     plan: &str,
     image: &str,
+    admin: bool,
 ) -> Result<(db::plans::PlanRow, db::images::ImageRow), AppError> {
     let plan_row = db::plans::find(db, plan).await?.ok_or_else(|| {
         AppError::invalid(
@@ -214,15 +233,7 @@ pub(crate) async fn plan_and_image(
             format!("no plan is named {plan:?}; GET /api/v1/plans lists them"),
         )
     })?;
-    let image_row = db::images::find(db, image)
-        .await?
-        .filter(|i| i.available)
-        .ok_or_else(|| {
-            AppError::invalid(
-                "image",
-                format!("no image is named {image:?}; GET /api/v1/images lists them"),
-            )
-        })?;
+    let image_row = offered_image(db, image, admin).await?;
     let need = plan_row.resources();
     let image_gib = (image_row.virtual_size_bytes as u64).div_ceil(1 << 30);
     if need.disk_gib < image_gib {
@@ -274,6 +285,12 @@ pub(crate) async fn admit(
         disk_gib: need.disk_gib as i64,
         ..Usage::default()
     };
+    if !db::images::is_usable(&mut **tx, &a.image.id).await? {
+        return Err(AppError::Conflict(format!(
+            "image {} was removed a moment ago; choose another image",
+            a.image.name
+        )));
+    }
     check_quota(tx, &p.settings.default_quota, a.tenant, wanted).await?;
     let host_id = place(tx, need).await?;
     let inserted = db::vms::insert(

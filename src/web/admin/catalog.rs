@@ -3,13 +3,14 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::app::AppState;
 use crate::db::page::PageRequest;
 use crate::error::AppError;
 use crate::provision::catalog::{self, CreatePlan, ImageView, PlanView};
+use crate::provision::custom_images;
 use crate::provision::host::{self, HostView, UpdateHost};
 use crate::request::{AuditNote, with_note};
 use crate::web::errors::{WebError, describe};
@@ -125,6 +126,9 @@ pub async fn delete_plan(
 struct ImagesPage {
     nav: Nav,
     images: Vec<ImageView>,
+    errors: FieldErrors,
+    /// Where carve answers, for the upload command shown.
+    origin: String,
 }
 
 impl ImagesPage {
@@ -133,19 +137,96 @@ impl ImagesPage {
     }
 }
 
-/// `GET /admin/images`.
-pub async fn images(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
+/// The images page, with `errors` above the list.
+async fn images_page(
+    app: &AppState,
+    user: &SessionUser,
+    headers: &HeaderMap,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<Response, WebError> {
     user.principal.require_admin()?;
-    let images = catalog::list_images(&app.db, &PageRequest::FIRST_MAX)
+    let images = catalog::list_images(&app.db, &user.principal, &PageRequest::FIRST_MAX)
         .await?
         .items;
     Ok(page(
-        StatusCode::OK,
+        status,
         &ImagesPage {
-            nav: Nav::of(&user, "/admin"),
+            nav: Nav::of(user, "/admin").at("/admin/images"),
             images,
+            errors,
+            origin: format!(
+                "http://{}",
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1:8080")
+            ),
         },
     ))
+}
+
+/// `GET /admin/images`.
+pub async fn images(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Panel(user): Panel,
+) -> Result<Response, WebError> {
+    images_page(
+        &app,
+        &user,
+        &headers,
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The images page again after a change, or with the refusal above the list.
+async fn after_image_change(
+    app: &AppState,
+    user: &SessionUser,
+    headers: &HeaderMap,
+    result: Result<(), AppError>,
+) -> Result<Response, WebError> {
+    match result {
+        Ok(()) => Ok(Redirect::to("/admin/images").into_response()),
+        Err(e @ (AppError::Conflict(_) | AppError::Invalid(_))) => {
+            let status = e.status();
+            let errors = FieldErrors::general(describe(&e).1);
+            images_page(app, user, headers, errors, status).await
+        }
+        Err(e) => Err(WebError(e)),
+    }
+}
+
+/// `POST /admin/images/{id}/visibility`: `visible` = `1` offers the image to customers, `0`
+/// hides it.
+pub async fn set_image_visibility(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let changes = custom_images::ImageChanges {
+        visible: Some(fields.get("visible") == "1"),
+        ..Default::default()
+    };
+    let result = custom_images::update(&app.db, &user.principal, &id, changes)
+        .await
+        .map(|_| ());
+    after_image_change(&app, &user, &headers, result).await
+}
+
+/// `POST /admin/images/{id}/delete`: removes an uploaded image nothing uses.
+pub async fn delete_image(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Posted { user, .. }: Posted,
+) -> Result<Response, WebError> {
+    let result = custom_images::remove(&app.prov, &user.principal, &id).await;
+    after_image_change(&app, &user, &headers, result).await
 }
 
 /// One resource of a host: allocated against sellable.

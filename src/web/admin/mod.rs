@@ -39,6 +39,11 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin/plans/{id}/delete", post(catalog::delete_plan))
         .route("/admin/images", get(catalog::images))
+        .route(
+            "/admin/images/{id}/visibility",
+            post(catalog::set_image_visibility),
+        )
+        .route("/admin/images/{id}/delete", post(catalog::delete_image))
         .route("/admin/hosts", get(catalog::hosts))
         .route("/admin/hosts/{id}", post(catalog::update_host))
         .route("/admin/vms", get(lists::vms))
