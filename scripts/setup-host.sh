@@ -15,7 +15,7 @@ fi
 
 packages=(libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 libvirt-dev
   libvirt-clients pkg-config passt kmod cpio busybox-static genisoimage e2fsprogs
-  qemu-utils curl sqlite3 openssh-client rclone mmdebstrap)
+  qemu-utils curl xz-utils sqlite3 openssh-client rclone mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

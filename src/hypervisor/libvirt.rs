@@ -124,8 +124,18 @@ impl Hypervisor for Libvirt {
         d.create().map_err(|e| lv(&e))
     }
 
-    fn shutdown(&self, name: &str) -> Result<(), HypervisorError> {
-        self.domain(name)?.shutdown().map_err(|e| lv(&e))
+    fn shutdown(&self, name: &str, agent: bool) -> Result<(), HypervisorError> {
+        let d = self.domain(name)?;
+        if agent {
+            match d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(domain = name, error = %e, "the guest agent did not take the shutdown; pressing the power button")
+                }
+            }
+        }
+        // No flags: the power button (the test driver takes no flags at all).
+        d.shutdown().map_err(|e| lv(&e))
     }
 
     fn reboot(&self, name: &str) -> Result<(), HypervisorError> {
@@ -292,7 +302,7 @@ mod tests {
         hv.undefine(&name).unwrap(); // idempotent
         assert_eq!(hv.state(&name).unwrap(), None);
         assert!(matches!(
-            hv.shutdown(&name),
+            hv.shutdown(&name, false),
             Err(HypervisorError::NoDomain(_))
         ));
         let node = hv.node().unwrap();

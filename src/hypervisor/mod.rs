@@ -86,8 +86,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn start_transient(&self, xml: &str) -> Result<(), HypervisorError>;
     /// Starts a defined domain; does nothing if it is running.
     fn start(&self, name: &str) -> Result<(), HypervisorError>;
-    /// Asks the guest to shut down (ACPI power button).
-    fn shutdown(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Asks the guest to shut down: through its QEMU guest agent when `agent` (falling back to
+    /// the ACPI power button if the agent does not answer), else by the ACPI power button.
+    fn shutdown(&self, name: &str, agent: bool) -> Result<(), HypervisorError>;
     /// Asks the guest to reboot.
     fn reboot(&self, name: &str) -> Result<(), HypervisorError>;
     /// Resets the guest at once, like the reset button.

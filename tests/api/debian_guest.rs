@@ -2,8 +2,9 @@
 //! with an SSH key and port 22 forwarded, it answers OpenSSH's `ssh` as root and as the image's
 //! default user, says Debian in `/etc/os-release`, has the VM's name, and its root filesystem
 //! fills the plan's disk. Under software emulation this takes a while, so one VM serves every
-//! check. The catalogue describes the image, a plan too small for it is refused, and a
-//! reinstall brings back a clean disk with the same forward.
+//! check. The catalogue describes the image, a plan too small for it is refused, a reinstall
+//! brings back a clean disk with the same forward, a stop goes through the guest agent, and a
+//! disk grown by a resize is seen after the next start.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -316,6 +317,61 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
     assert!(
         mark.contains("No such file"),
         "the fresh disk has no file from before: {mark}"
+    );
+
+    // A stop goes through the guest agent: with the power button ignored by the guest, the
+    // guest still shuts down cleanly, without being powered off.
+    let key6 = key.clone();
+    let ignored = tokio::task::spawn_blocking(move || {
+        ssh(
+            &key6,
+            port,
+            "root",
+            "mkdir -p /etc/systemd/logind.conf.d && printf '[Login]\\nHandlePowerKey=ignore\\n' > /etc/systemd/logind.conf.d/ignore-power-key.conf && systemctl restart systemd-logind; echo ok",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ignored.as_deref().map(str::trim), Some("ok"));
+    let op = app
+        .run_op("POST", &actions, Some(json!({"action": "stop"})))
+        .await;
+    let steps = op["steps"].to_string();
+    assert!(
+        steps.contains("shut down (guest agent)") && !steps.contains("power off"),
+        "{op}"
+    );
+
+    // A resize that grows the disk is seen by the guest when it starts again.
+    app.plan("deb-big", 1, 512, disk_gib + 2).await;
+    app.run_op(
+        "PATCH",
+        &format!("/api/v1/vms/{vm}"),
+        Some(json!({"plan": "deb-big"})),
+    )
+    .await;
+    app.run_op("POST", &actions, Some(json!({"action": "start"})))
+        .await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(900);
+    let grown = loop {
+        let key = key.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            ssh(&key, port, "root", "df -B1 --output=size / | tail -1")
+        })
+        .await
+        .unwrap();
+        if let Some(size) = answer.and_then(|o| o.trim().parse::<u64>().ok()) {
+            break size;
+        }
+        assert!(Instant::now() < deadline, "no ssh answer after the resize");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    eprintln!("ssh answered {:?} after the resize", started.elapsed());
+    assert!(
+        grown > ((disk_gib + 2) << 30) * 9 / 10 && grown > size,
+        "the root filesystem ({grown} bytes, {size} before) fills the grown {} GiB disk",
+        disk_gib + 2
     );
 
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)

@@ -202,9 +202,15 @@ pub(super) async fn stop(
     }
     if !force {
         drain_from_pools(p, vm, progress).await?;
-        let graceful = progress
-            .step("shut down (ACPI)", shutdown_and_wait(p, vm))
-            .await;
+        let agent = db::images::find(&p.db, vm.image_id.as_str())
+            .await?
+            .is_some_and(|i| i.guest_agent);
+        let how = if agent {
+            "shut down (guest agent)"
+        } else {
+            "shut down (ACPI)"
+        };
+        let graceful = progress.step(how, shutdown_and_wait(p, vm, agent)).await;
         if graceful.is_ok() {
             return Ok(());
         }
@@ -245,12 +251,13 @@ async fn drain_from_pools(
         .await
 }
 
-/// Sends ACPI shutdowns until the guest is off or `stop_timeout` passes.
-async fn shutdown_and_wait(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
+/// Asks the guest to shut down (through its agent when it has one) until it is off or
+/// `stop_timeout` passes.
+async fn shutdown_and_wait(p: &Provisioner, vm: &VmRow, agent: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + p.settings.stop_timeout;
     loop {
         let name = vm.domain_name.clone();
-        match p.hv.call(move |h| h.shutdown(&name)).await {
+        match p.hv.call(move |h| h.shutdown(&name, agent)).await {
             Ok(()) => {}
             // It went off between our check and the call.
             Err(_) if !is_active(p, vm).await? => return Ok(()),
