@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Real OS images: POST /api/v1/vms of a debian-12 VM with an SSH key until `ssh` runs a command
+# Real OS images: POST /api/v1/vms of a Debian VM (debian-12, or the image named) with an SSH key until `ssh` runs a command
 # in it, against the same image started by hand in the same run: a fresh overlay and a NoCloud
 # seed made with qemu-img and genisoimage, carve's own domain XML (renamed, new paths and port)
 # defined and started with virsh, until `ssh` answers. The guest's boot is the same; what
 # differs is carve's work. Real libvirt, software emulation here.
-# Usage: bench/debian.sh [carve-binary] [rounds]
+# Usage: bench/debian.sh [carve-binary] [rounds] [image]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 carve=${1:-target/release/carve}
 rounds=${2:-2}
+export CARVE_BENCH_IMAGE=${3:-debian-12}
 [ -x "$carve" ] || cargo build --release
-[ -f "${CARVE_IMAGE_DIR:-/var/lib/carve/images}/debian-12/image.toml" ] || ./images/build.sh
+[ -f "${CARVE_IMAGE_DIR:-/var/lib/carve/images}/$CARVE_BENCH_IMAGE/image.toml" ] || ./images/build.sh
 work=$(mktemp -d /var/tmp/carve-bench-debian.XXXXXX)
 chmod 0711 "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

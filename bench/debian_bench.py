@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""POST /vms to SSH for debian-12 against virsh define + start of the same image (bench/debian.sh)."""
+"""POST /vms to SSH for a Debian image (debian-12 unless told) against virsh define + start of the same image (bench/debian.sh)."""
 import json
 import os
 import statistics
@@ -101,8 +101,9 @@ def run(base, token, work, rounds):
     pub = open(key + ".pub").read().strip()
     api(base, token, "POST", "/plans", {"name": "deb", "vcpus": 1, "memory_mib": 512, "disk_gib": 3})
     status, images = api(base, token, "GET", "/images")
-    img = next(i for i in images if i["name"] == "debian-12")
-    manifest = os.path.join(os.environ["CARVE_IMAGE_DIR"], "debian-12")
+    name = os.environ.get("CARVE_BENCH_IMAGE", "debian-12")
+    img = next(i for i in images if i["name"] == name)
+    manifest = os.path.join(os.environ["CARVE_IMAGE_DIR"], name)
     image = {"disk": os.path.join(manifest, "disk.qcow2")}
     carve_times, raw_times = [], []
     for i in range(rounds):

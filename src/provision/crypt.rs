@@ -18,6 +18,20 @@ pub fn hash_root_password(password: &str) -> String {
     sha512_crypt(password.as_bytes(), salt.as_bytes())
 }
 
+/// [`hash_root_password`] off the async threads (thousands of SHA-512 rounds).
+pub async fn hash_off_thread(
+    password: &crate::domain::secret::Secret,
+) -> Result<String, crate::error::AppError> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || hash_root_password(password.expose()))
+        .await
+        .map_err(|e| {
+            crate::error::AppError::Internal(anyhow::anyhow!(
+                "hashing the root password failed: {e}"
+            ))
+        })
+}
+
 /// SHA-512 crypt of `password` with `salt` (at most 16 bytes used), default rounds.
 pub fn sha512_crypt(password: &[u8], salt: &[u8]) -> String {
     let salt = &salt[..salt.len().min(16)];

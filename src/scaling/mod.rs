@@ -255,16 +255,8 @@ pub async fn put(
         }
         other => other,
     })?;
-    let hash = match req.template.root_password.clone() {
-        Some(pw) => Some(
-            tokio::task::spawn_blocking(move || {
-                crate::provision::crypt::hash_root_password(pw.expose())
-            })
-            .await
-            .map_err(|e| {
-                AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}"))
-            })?,
-        ),
+    let hash = match &req.template.root_password {
+        Some(pw) => Some(crate::provision::crypt::hash_off_thread(pw).await?),
         None => existing.as_ref().and_then(|g| g.root_password_hash.clone()),
     };
     let at = db::now();

@@ -6,12 +6,13 @@
 //! brings back a clean disk with the same forward, a stop goes through the guest agent, and a
 //! disk grown by a resize is seen after the next start.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::sftp::keypair;
 
 /// Runs `command` on the guest by ssh as `user`; None until it answers.
@@ -40,24 +41,66 @@ fn ssh(key: &std::path::Path, port: u16, user: &str, command: &str) -> Option<St
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `command` by ssh as `user` until its output passes `done` (a guest under software
+/// emulation takes minutes to boot); on timeout, fails with the VM's console.
+async fn ssh_until(
+    app: &TestApp,
+    vm: &str,
+    key: &Path,
+    port: u16,
+    user: &str,
+    command: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(900);
+    loop {
+        let (key, user, command) = (key.to_path_buf(), user.to_string(), command.to_string());
+        let answer = tokio::task::spawn_blocking(move || ssh(&key, port, &user, &command))
+            .await
+            .unwrap();
+        if let Some(out) = answer.filter(|o| done(o)) {
+            eprintln!("{vm}: ssh answered after {:?}", started.elapsed());
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ssh answer after {:?}; console:\n{}",
+            started.elapsed(),
+            app.call("GET", &format!("/api/v1/vms/{vm}/console"), None)
+                .await
+                .text
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+/// The catalogue entry of `name`.
+async fn image(app: &TestApp, name: &str) -> Value {
+    let a = app
+        .call("GET", &format!("/api/v1/images/{name}"), None)
+        .await;
+    assert_eq!(
+        a.status, 200,
+        "no {name} image (images/build.sh builds it): {}",
+        a.text
+    );
+    a.body
+}
+
+/// The root filesystem's size, from the last number in `df` output.
+fn root_size(out: &str) -> u64 {
+    out.lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
     let app = spawn_app(Backend::Qemu).await;
     // The catalogue says what the image is.
-    let images = app.call("GET", "/api/v1/images", None).await;
-    let debian = images
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "debian-12")
-        .unwrap_or_else(|| {
-            panic!(
-                "no debian-12 image (images/build.sh builds it): {}",
-                images.text
-            )
-        })
-        .clone();
+    let debian = image(&app, "debian-12").await;
     assert_eq!(debian["os"], "debian", "{debian}");
     assert_eq!(debian["default_user"], "debian", "{debian}");
     assert!(
@@ -103,45 +146,23 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
     let port = got.body["forwards"][0]["host_port"].as_u64().unwrap() as u16;
 
     // systemd, cloud-init and sshd under software emulation: give it minutes.
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(900);
-    let facts = loop {
-        let key = key.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            ssh(
-                &key,
-                port,
-                "root",
-                "cat /etc/os-release; hostname; df -B1 --output=size / | tail -1; cloud-init status --wait >/dev/null; echo done",
-            )
-        })
-        .await
-        .unwrap();
-        if let Some(out) = answer.filter(|o| o.trim_end().ends_with("done")) {
-            break out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ssh answer after {:?}; console:\n{}",
-            started.elapsed(),
-            app.call("GET", &format!("/api/v1/vms/{vm}/console"), None)
-                .await
-                .text
-        );
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    };
-    eprintln!("ssh answered {:?} after the create", started.elapsed());
+    let facts = ssh_until(
+        &app,
+        &vm,
+        &key,
+        port,
+        "root",
+        "cat /etc/os-release; hostname; df -B1 --output=size / | tail -1; cloud-init status --wait >/dev/null; echo done",
+        |o| o.trim_end().ends_with("done"),
+    )
+    .await;
     assert!(facts.contains("Debian GNU/Linux 12"), "{facts}");
     let lines: Vec<&str> = facts.lines().collect();
     assert!(
         lines.contains(&"deb1"),
         "the hostname is the VM's name: {facts}"
     );
-    let size: u64 = lines
-        .iter()
-        .rev()
-        .find_map(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+    let size = root_size(&facts);
     assert!(
         size > (disk_gib << 30) * 9 / 10,
         "the root filesystem ({size} bytes) fills the plan's {disk_gib} GiB disk: {facts}"
@@ -290,30 +311,16 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
         "the forwards stay"
     );
     assert_eq!(after.body["state"], "running", "{}", after.text);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(900);
-    let mark = loop {
-        let key = key.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            ssh(
-                &key,
-                port,
-                "root",
-                "cloud-init status --wait >/dev/null; cat /root/mark 2>&1; echo done",
-            )
-        })
-        .await
-        .unwrap();
-        if let Some(out) = answer.filter(|o| o.trim_end().ends_with("done")) {
-            break out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ssh answer after the reinstall"
-        );
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    };
-    eprintln!("ssh answered {:?} after the reinstall", started.elapsed());
+    let mark = ssh_until(
+        &app,
+        &vm,
+        &key,
+        port,
+        "root",
+        "cloud-init status --wait >/dev/null; cat /root/mark 2>&1; echo done",
+        |o| o.trim_end().ends_with("done"),
+    )
+    .await;
     assert!(
         mark.contains("No such file"),
         "the fresh disk has no file from before: {mark}"
@@ -352,28 +359,103 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
     .await;
     app.run_op("POST", &actions, Some(json!({"action": "start"})))
         .await;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(900);
-    let grown = loop {
-        let key = key.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            ssh(&key, port, "root", "df -B1 --output=size / | tail -1")
-        })
-        .await
-        .unwrap();
-        if let Some(size) = answer.and_then(|o| o.trim().parse::<u64>().ok()) {
-            break size;
-        }
-        assert!(Instant::now() < deadline, "no ssh answer after the resize");
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    };
-    eprintln!("ssh answered {:?} after the resize", started.elapsed());
+    let grown = root_size(
+        &ssh_until(
+            &app,
+            &vm,
+            &key,
+            port,
+            "root",
+            "df -B1 --output=size / | tail -1",
+            |o| o.trim().parse::<u64>().is_ok(),
+        )
+        .await,
+    );
     assert!(
         grown > ((disk_gib + 2) << 30) * 9 / 10 && grown > size,
         "the root filesystem ({grown} bytes, {size} before) fills the grown {} GiB disk",
         disk_gib + 2
     );
 
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debian_13_vm_answers_ssh_and_reports_through_its_agent() {
+    let app = spawn_app(Backend::Qemu).await;
+    let debian = image(&app, "debian-13").await;
+    assert_eq!(debian["os"], "debian", "{debian}");
+    assert!(
+        debian["version"].as_str().unwrap().starts_with("13."),
+        "{debian}"
+    );
+    let disk_gib = debian["min_disk_gib"].as_u64().unwrap() + 1;
+    app.plan("deb", 1, 512, disk_gib).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(dir.path(), "trixiekey");
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(
+                json!({"name": "trixie1", "plan": "deb", "image": "debian-13",
+                "ssh_keys": [public], "ports": [22]}),
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(240))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let got = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+    let port = got.body["forwards"][0]["host_port"].as_u64().unwrap() as u16;
+    let facts = ssh_until(
+        &app,
+        &vm,
+        &key,
+        port,
+        "debian",
+        "cat /etc/os-release; hostname; sudo -n df -B1 --output=size / | tail -1; cloud-init status --wait >/dev/null; echo done",
+        |o| o.trim_end().ends_with("done"),
+    )
+    .await;
+    assert!(facts.contains("Debian GNU/Linux 13"), "{facts}");
+    assert!(facts.lines().any(|l| l == "trixie1"), "{facts}");
+    let size = root_size(&facts);
+    assert!(
+        size > (disk_gib << 30) * 9 / 10,
+        "the root filesystem ({size} bytes) fills the {disk_gib} GiB disk: {facts}"
+    );
+    // The agent answers: the view has the guest's hostname; a stop goes through it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+        if v.body["guest"]["hostname"] == "trixie1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest agent report: {}",
+            v.text
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let op = app
+        .run_op(
+            "POST",
+            &format!("/api/v1/vms/{vm}/actions"),
+            Some(json!({"action": "stop"})),
+        )
+        .await;
+    let steps = op["steps"].to_string();
+    assert!(
+        steps.contains("shut down (guest agent)") && !steps.contains("power off"),
+        "{op}"
+    );
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
         .await;
     app.stop().await;

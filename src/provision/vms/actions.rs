@@ -155,12 +155,7 @@ pub async fn reset_password(
         )));
     }
     let running = power_state(p, &vm).await? == Some(PowerState::Running);
-    let pw = password.clone();
-    let hash = tokio::task::spawn_blocking(move || {
-        crate::provision::crypt::hash_root_password(pw.expose())
-    })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}")))?;
+    let hash = crate::provision::crypt::hash_off_thread(password).await?;
     let state = if running {
         VmState::Rebooting
     } else {
@@ -228,18 +223,7 @@ pub async fn reinstall(
         .await?
         .is_some_and(PowerState::is_active);
     let hash = match root_password {
-        Some(pw) => {
-            let pw = pw.clone();
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    crate::provision::crypt::hash_root_password(pw.expose())
-                })
-                .await
-                .map_err(|e| {
-                    AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}"))
-                })?,
-            )
-        }
+        Some(pw) => Some(crate::provision::crypt::hash_off_thread(pw).await?),
         None => None,
     };
     let params = ReinstallParams {

@@ -150,16 +150,8 @@ pub async fn create(
 ) -> Result<(VmView, OperationView), AppError> {
     let checked = check_create_fields(p, &req)?;
     // Hashed off the async threads, and before the write transaction holds the database.
-    let root_password_hash = match checked.root_password.clone() {
-        Some(pw) => Some(
-            tokio::task::spawn_blocking(move || {
-                crate::provision::crypt::hash_root_password(pw.expose())
-            })
-            .await
-            .map_err(|e| {
-                AppError::Internal(anyhow::anyhow!("hashing the root password failed: {e}"))
-            })?,
-        ),
+    let root_password_hash = match &checked.root_password {
+        Some(pw) => Some(crate::provision::crypt::hash_off_thread(pw).await?),
         None => None,
     };
     let tenant =
