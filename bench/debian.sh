@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 carve=${1:-target/release/carve}
 rounds=${2:-2}
-export CARVE_BENCH_IMAGE=${3:-debian-12}
+export BENCH_IMAGE=${3:-debian-12}
 [ -x "$carve" ] || cargo build --release
-[ -f "${CARVE_IMAGE_DIR:-/var/lib/carve/images}/$CARVE_BENCH_IMAGE/image.toml" ] || ./images/build.sh
+[ -f "${CARVE_IMAGE_DIR:-/var/lib/carve/images}/$BENCH_IMAGE/image.toml" ] || ./images/build.sh
 work=$(mktemp -d /var/tmp/carve-bench-debian.XXXXXX)
 chmod 0711 "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -101,7 +101,7 @@ def run(base, token, work, rounds):
     pub = open(key + ".pub").read().strip()
     api(base, token, "POST", "/plans", {"name": "deb", "vcpus": 1, "memory_mib": 512, "disk_gib": 3})
     status, images = api(base, token, "GET", "/images")
-    name = os.environ.get("CARVE_BENCH_IMAGE", "debian-12")
+    name = os.environ.get("BENCH_IMAGE", "debian-12")
     img = next(i for i in images if i["name"] == name)
     manifest = os.path.join(os.environ["CARVE_IMAGE_DIR"], name)
     image = {"disk": os.path.join(manifest, "disk.qcow2")}

@@ -134,6 +134,7 @@ impl Application {
             root_password_hashes: Default::default(),
             uploads: provision::custom_images::Uploads::from_config(&config),
         });
+        provision::custom_images::sweep(&prov).await;
 
         let openapi_json = crate::api::router()
             .into_openapi()

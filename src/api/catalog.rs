@@ -106,7 +106,7 @@ async fn upload_image(
     if content_type.is_some_and(|t| !t.starts_with("application/octet-stream")) {
         return Ok(super::problem_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the qcow2 file as the body with Content-Type: application/octet-stream (curl -T FILE or --data-binary @FILE)".into(),
+            "send the qcow2 file as the body with Content-Type: application/octet-stream (curl -X POST -T FILE -H 'Content-Type: application/octet-stream')".into(),
             Vec::new(),
         ));
     }

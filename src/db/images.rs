@@ -237,7 +237,8 @@ pub async fn update(db: &Db, id: &ImageId, c: &ImageChanges) -> Result<bool, sql
     Ok(done.rows_affected() == 1)
 }
 
-/// What still uses an image, if anything: a VM not deleted, or a scale group's template.
+/// What still uses an image, if anything: a VM not deleted, a reinstall under way, or a scale
+/// group's template.
 pub async fn user_of<'e, E>(db: E, id: &ImageId) -> Result<Option<String>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
@@ -247,6 +248,10 @@ where
          UNION ALL
          SELECT 'the scale group of pool ' || p.name FROM scale_groups g
            JOIN pools p ON p.id = g.pool_id WHERE g.image_id = ?1
+         UNION ALL
+         SELECT 'a reinstall of VM ' || v.name FROM operations o JOIN vms v ON v.id = o.target_id
+           WHERE o.kind = 'reinstall' AND o.state IN ('pending', 'running')
+             AND json_extract(o.params, '$.image_id') = ?1
          LIMIT 1",
     )
     .bind(id)
@@ -288,7 +293,7 @@ pub async fn remove_uploaded(db: &Db, id: &ImageId) -> Result<Result<(), String>
 
 /// Whether the image can still be used (inside an admission's write transaction, so a
 /// removal cannot slip between the check and the new VM).
-pub async fn is_usable<'e, E>(db: E, id: &ImageId) -> Result<bool, sqlx::Error>
+pub async fn is_usable<'e, E>(db: E, id: &str) -> Result<bool, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {

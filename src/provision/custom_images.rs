@@ -83,7 +83,7 @@ where
 {
     actor.require_admin()?;
     let u = &p.uploads;
-    let mut facts = check_new(&p.db, &req).await?;
+    let facts = check_new(&p.db, &req).await?;
     if let Some(len) = declared_len
         && len > u.max_bytes
     {
@@ -110,38 +110,88 @@ where
         armed: true,
     };
     make_dir(&home.dir, 0o711).await?;
-    let disk = home.dir.join("disk.qcow2");
-    let part = home.dir.join("disk.qcow2.part");
-    let sha256 = receive(u, body, &part).await?;
-    let virtual_size = qcow2::check_base(&part, u.max_virtual_bytes)
-        .await
-        .map_err(|r| AppError::invalid("file", r.0))?;
-    let gib = virtual_size.div_ceil(1 << 30);
-    tokio::fs::rename(&part, &disk)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-    tokio::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o644))
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-    facts.disk_path = disk.to_string_lossy().into_owned();
-    facts.virtual_size_bytes = virtual_size as i64;
+    let sha256 = receive(u, body, &home.dir.join("disk.qcow2.part")).await?;
+    // From here the work finishes even if the client goes away: the row and the files are
+    // kept together or removed together.
     let row = UploadedImage {
-        id: id.clone(),
+        id,
         facts,
         sha256,
         visible: req.visible,
     };
-    match db::images::insert_uploaded(&p.db, &row).await {
+    let (db, max_virtual) = (p.db.clone(), u.max_virtual_bytes);
+    tokio::spawn(async move { register(&db, home, row, max_virtual).await })
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("registering an upload failed: {e}")))?
+}
+
+/// Checks a received upload, gives it its own copy of the kernel it boots with, and records it.
+async fn register(
+    db: &Db,
+    home: Leftover,
+    mut row: UploadedImage,
+    max_virtual_bytes: u64,
+) -> Result<ImageView, AppError> {
+    let part = home.dir.join("disk.qcow2.part");
+    let disk = home.dir.join("disk.qcow2");
+    let virtual_size = qcow2::check_base(&part, max_virtual_bytes)
+        .await
+        .map_err(|e| match e {
+            qcow2::CheckError::Refused(r) => AppError::invalid("file", r.0),
+            qcow2::CheckError::Tool(t) => AppError::Internal(anyhow::anyhow!(t)),
+        })?;
+    let internal = |e: std::io::Error| AppError::Internal(e.into());
+    tokio::fs::rename(&part, &disk).await.map_err(internal)?;
+    tokio::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o644))
+        .await
+        .map_err(internal)?;
+    // The kernel and initramfs are copied, so the image boots even when the image it took them
+    // from is rebuilt or removed.
+    for (path, name) in [
+        (&mut row.facts.kernel_path, "vmlinuz"),
+        (&mut row.facts.initrd_path, "initrd.img"),
+    ] {
+        if let Some(from) = path.as_deref() {
+            let to = home.dir.join(name);
+            tokio::fs::copy(from, &to).await.map_err(write_failed)?;
+            tokio::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))
+                .await
+                .map_err(internal)?;
+            *path = Some(to.to_string_lossy().into_owned());
+        }
+    }
+    row.facts.disk_path = disk.to_string_lossy().into_owned();
+    row.facts.virtual_size_bytes = virtual_size as i64;
+    match db::images::insert_uploaded(db, &row).await {
         Ok(()) => {}
-        Err(e) if db::is_unique_violation(&e) => return Err(name_taken(&req.name)),
+        Err(e) if db::is_unique_violation(&e) => return Err(name_taken(&row.facts.name)),
         Err(e) => return Err(e.into()),
     }
     home.keep();
-    tracing::info!(image = %id, name = %req.name, virtual_gib = gib, "image uploaded");
-    let image = db::images::find(&p.db, id.as_str())
+    tracing::info!(image = %row.id, name = %row.facts.name, virtual_gib = virtual_size.div_ceil(1 << 30), "image uploaded");
+    let image = db::images::find(db, row.id.as_str())
         .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("uploaded image {id} vanished")))?;
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("uploaded image {} vanished", row.id)))?;
     Ok(ImageView::from(&image))
+}
+
+/// At start-up: removes files of uploads that never became an image (carve stopped
+/// mid-upload) and of removed images.
+pub async fn sweep(p: &Provisioner) {
+    let Ok(mut entries) = tokio::fs::read_dir(&p.uploads.dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let live = match db::images::find(&p.db, &name).await {
+            Ok(found) => found.is_some_and(|i| i.removed_at.is_none() && i.is_uploaded()),
+            Err(_) => true,
+        };
+        if !live && ImageId::parse(&name).is_some() {
+            tracing::info!(dir = %entry.path().display(), "removing the files of an unfinished or removed upload");
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
 }
 
 /// Changes what the catalogue says about an image or whether customers see it (admins). A
@@ -155,6 +205,18 @@ pub async fn update(
     actor.require_admin()?;
     let image = find_live(db, id).await?;
     let mut errors = Vec::new();
+    if changes.os.as_deref() == Some("") {
+        errors.push(Invalid::new(
+            "os",
+            "say which OS the image holds, e.g. debian",
+        ));
+    }
+    if changes.default_user.as_deref() == Some("") {
+        errors.push(Invalid::new(
+            "default_user",
+            "give the user to log in as, e.g. root",
+        ));
+    }
     if !image.is_uploaded() {
         let set = [
             ("os", changes.os.is_some()),
@@ -232,6 +294,11 @@ async fn check_new(db: &Db, req: &NewImage) -> Result<ImageFacts, AppError> {
     let mut errors = Vec::new();
     if let Err(e) = ResourceName::parse(&req.name, "name") {
         errors.push(e);
+    } else if ImageId::parse(&req.name).is_some() {
+        errors.push(Invalid::new(
+            "name",
+            "names shaped like an image id (im_…) are reserved; choose another",
+        ));
     }
     if req.os.is_empty() {
         errors.push(Invalid::new(

@@ -235,11 +235,18 @@ pub async fn put(
         .as_ref()
         .map(|g| u32::try_from(g.desired).unwrap_or(0));
     let (template, numbers) = settings::check(&req, current).map_err(AppError::Invalid)?;
+    // A group keeps its image after an admin hides it; only a new choice must be offered.
+    let keeps_image = match &existing {
+        Some(g) => db::images::find(&app.db, &req.template.image)
+            .await?
+            .is_some_and(|i| i.id.as_str() == g.image_id),
+        None => false,
+    };
     let (plan, image) = crate::provision::vms::plan_and_image(
         &app.db,
         &req.template.plan,
         &req.template.image,
-        actor.is_admin(),
+        actor.is_admin() || keeps_image,
     )
     .await
     .map_err(|e| match e {
@@ -295,6 +302,12 @@ pub async fn put(
     // Read again under the write lock: the controller or another request may have changed the
     // group (ended a refresh, started deleting) since.
     let existing = db::scale_groups::get(&mut *tx, &Scope::All, &pool.id).await?;
+    if !db::images::is_usable(&mut *tx, image.id.as_str()).await? {
+        return Err(AppError::Conflict(format!(
+            "image {} was removed a moment ago; choose another image",
+            image.name
+        )));
+    }
     if existing.as_ref().is_some_and(|g| g.deleting) {
         return Err(AppError::Conflict(format!(
             "the scale group of pool {} is being deleted; wait until it is gone, then create it again",

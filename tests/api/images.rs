@@ -158,6 +158,8 @@ async fn an_uploaded_image_is_checked_boots_hides_and_is_removed() {
     )
     .await;
     refused(&a, 422, "description", "500");
+    let a = upload(&app, None, "name=im_0123456789abcdef&os=x", small.clone()).await;
+    refused(&a, 422, "name", "reserved");
     let a = upload(&app, None, "name=bad&os=x&colour=red", small.clone()).await;
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.text.contains("colour"), "{}", a.text);
@@ -198,6 +200,12 @@ async fn an_uploaded_image_is_checked_boots_hides_and_is_removed() {
         std::fs::read(&stored).unwrap(),
         tiny,
         "the stored file is the one sent"
+    );
+    let kernel = stored.with_file_name("vmlinuz");
+    assert_eq!(
+        std::fs::read(&kernel).unwrap(),
+        std::fs::read(image_dir().join("tiny/vmlinuz")).unwrap(),
+        "the upload boots with its own copy of tiny's kernel"
     );
     let a = upload(&app, None, good, tiny.clone()).await;
     assert_eq!(a.status, 409, "{}", a.text);
@@ -248,6 +256,15 @@ async fn an_uploaded_image_is_checked_boots_hides_and_is_removed() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["visible"], false);
     assert_eq!(a.body["description"], "tiny, uploaded");
+    let a = app
+        .call(
+            "PATCH",
+            "/api/v1/images/tiny-copy",
+            Some(json!({"default_user": "", "os": ""})),
+        )
+        .await;
+    refused(&a, 422, "default_user", "log in as");
+    refused(&a, 422, "os", "which OS");
     let seen = app.call_as(&customer, "GET", "/api/v1/images", None).await;
     assert!(!seen.text.contains("tiny-copy"), "{}", seen.text);
     let a = app
@@ -374,10 +391,19 @@ async fn uploads_are_bounded_in_size_and_number_and_leave_nothing_when_cut_off()
     let tiny = std::fs::read(tiny_base()).expect("tiny's base");
     assert!(tiny.len() > 1 << 20);
 
-    // Declared too large: refused before a byte is stored.
-    let a = upload(&app, None, "name=big&os=x", tiny.clone()).await;
-    assert_eq!(a.status, 413, "{}", a.text);
-    assert!(a.text.contains("max_upload_mib"), "{}", a.text);
+    // Declared too large: refused before a byte is read (the answer comes while the client
+    // would still be sending, so this one is sent by hand).
+    let addr = app.addr.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/images?name=big&os=x HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        app.admin_token,
+        tiny.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let line = status_line(&mut s).await;
+    assert!(line.contains("413"), "{line}");
+    drop(s);
 
     // Streamed without a length past the limit: refused as it crosses it.
     let mut s = chunked_upload(&app, "name=big&os=x", &vec![7u8; 600 << 10]).await;
@@ -405,6 +431,19 @@ async fn uploads_are_bounded_in_size_and_number_and_leave_nothing_when_cut_off()
     until_no_uploads_left(&app).await;
     let a = upload(&app, None, "name=second&os=x", b"x".to_vec()).await;
     assert_eq!(a.status, 422, "the permit came back: {}", a.text);
+
+    // Files of an upload that never finished (carve was killed) go at the next start.
+    let orphan = app
+        .data_dir
+        .path()
+        .join("uploaded-images/im_0123456789abcdef");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("disk.qcow2.part"), b"half").unwrap();
+    let app = app.restart().await;
+    assert!(
+        !orphan.exists(),
+        "the unfinished upload's files are removed"
+    );
     app.stop().await;
 }
 

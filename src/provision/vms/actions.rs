@@ -35,6 +35,14 @@ async fn begin_operation_with_hash(
     root_password_hash: Option<String>,
 ) -> Result<OperationView, AppError> {
     let mut tx = db::begin_write(&p.db).await?;
+    // A reinstall's image must still be there under the write lock (a removal cannot slip in).
+    if let Some(image) = params.get("image_id").and_then(|v| v.as_str())
+        && !db::images::is_usable(&mut *tx, image).await?
+    {
+        return Err(AppError::Conflict(
+            "the image was removed a moment ago; choose another image".into(),
+        ));
+    }
     if let Some((plan_id, to)) = reserve {
         let from = vm.resources();
         let growth = Usage {

@@ -277,7 +277,7 @@ pub(crate) async fn admit(
         disk_gib: need.disk_gib as i64,
         ..Usage::default()
     };
-    if !db::images::is_usable(&mut **tx, &a.image.id).await? {
+    if !db::images::is_usable(&mut **tx, a.image.id.as_str()).await? {
         return Err(AppError::Conflict(format!(
             "image {} was removed a moment ago; choose another image",
             a.image.name
