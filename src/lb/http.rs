@@ -16,11 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::body::{Cursor, Framing, RelayError, fill, relay};
 use super::h1::{self, Request};
-use super::member::{Active, Member, until_killed, until_set};
+use super::member::{Member, until_killed, until_set};
 use super::pool::Pool;
+use super::upstream::{Picked, connect, open};
 
-/// How long a connection to a member may take before another member is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a member may take to start answering a request without a body.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The same for a request with a body, whose upload runs inside the wait (a slow client's
@@ -145,12 +144,6 @@ async fn speak(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>) {
             return;
         }
     }
-}
-
-/// A member's connection taken for one request, counted as its open work.
-struct Picked {
-    stream: TcpStream,
-    active: Active,
 }
 
 /// How one try at a request ended.
@@ -444,56 +437,6 @@ async fn send_all<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> bool {
 /// Time left until `deadline`.
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
-}
-
-/// A connection to `first` (a kept one if there is one), or else to another member in
-/// rotation.
-async fn open(pool: &Pool, first: Arc<Member>) -> Option<Picked> {
-    if let Some(up) = kept(&first) {
-        return Some(up);
-    }
-    if let Some(up) = connect(&first).await {
-        return Some(up);
-    }
-    // Nothing was sent: another member may take the request.
-    first.stats.failed();
-    let second = pool.pick(Some(&first))?;
-    if let Some(up) = kept(&second) {
-        return Some(up);
-    }
-    let up = connect(&second).await;
-    if up.is_none() {
-        second.stats.failed();
-    }
-    up
-}
-
-/// A kept connection to `member` that the member has not closed and that holds no stray
-/// bytes (which would be read as the next answer).
-fn kept(member: &Arc<Member>) -> Option<Picked> {
-    while let Some(stream) = member.take_idle() {
-        let open = matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-        if open {
-            return Some(Picked {
-                stream,
-                active: member.begin(),
-            });
-        }
-    }
-    None
-}
-
-/// A new connection to `member`.
-async fn connect(member: &Arc<Member>) -> Option<Picked> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr))
-        .await
-        .ok()?
-        .ok()?;
-    let _ = stream.set_nodelay(true);
-    Some(Picked {
-        stream,
-        active: member.begin(),
-    })
 }
 
 /// Copies a switched connection (e.g. a WebSocket) both ways until either side closes or

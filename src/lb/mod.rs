@@ -16,6 +16,7 @@ pub mod shards;
 pub mod spec;
 pub mod stats;
 pub mod tcp;
+mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -19,10 +19,12 @@ use crate::hypervisor::PowerState;
 use crate::hypervisor::storage::{self, Seed, VmFiles};
 use crate::hypervisor::xml::{self, Boot, DomainSpec, DomainType, Network, PortForward};
 
+mod rebuild;
 mod steps;
 
+use rebuild::{reinstall, reset_password, resize};
 pub use steps::purge;
-use steps::{create, delete, reboot, reinstall, reset_password, resize, start, stop};
+use steps::{create, delete, reboot, start, stop};
 
 /// How often state is polled while waiting for the guest.
 const POLL: Duration = Duration::from_millis(100);

@@ -16,6 +16,7 @@ mod scale_groups;
 pub mod session;
 mod sftp;
 mod vm_live;
+mod vm_page;
 mod vm_reinstall;
 mod vms;
 

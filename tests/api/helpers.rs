@@ -28,6 +28,8 @@ pub enum Backend {
 
 /// A running carve and an admin token for it.
 pub struct TestApp {
+    /// Declared first, so it runs before the data directory goes.
+    sweeper: Sweeper,
     pub addr: String,
     pub client: reqwest::Client,
     pub admin_token: String,
@@ -144,6 +146,10 @@ async fn start_in(
             .await;
     });
     TestApp {
+        sweeper: Sweeper {
+            vm_dir: data_dir.path().join("vms"),
+            armed: backend == Backend::Qemu,
+        },
         addr,
         client: reqwest::Client::new(),
         admin_token: String::new(),
@@ -313,7 +319,12 @@ impl TestApp {
         self.halt().await;
         let token = self.admin_token.clone();
         let backend = self.backend;
-        let TestApp { data_dir, .. } = self;
+        let TestApp {
+            data_dir,
+            mut sweeper,
+            ..
+        } = self;
+        sweeper.armed = false;
         let app = start_in(backend, data_dir, &[]).await;
         TestApp {
             admin_token: token,
@@ -414,6 +425,35 @@ pub fn free_port() -> u16 {
 pub struct ChildServer {
     pub child: std::process::Child,
     pub base: String,
+}
+
+/// When a test fails, removes the libvirt domains of its app's VMs, so a failed run does not
+/// leave guests running that load every later run. A passing test cleans up itself (or hands
+/// its VMs to another process on purpose), so this does nothing then.
+struct Sweeper {
+    vm_dir: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if !self.armed || !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.vm_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let domain = format!("carve-{}", entry.file_name().to_string_lossy());
+            for action in ["destroy", "undefine"] {
+                let _ = std::process::Command::new("virsh")
+                    .args(["-q", "-c", "qemu:///system", action, &domain])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
 }
 
 impl Drop for ChildServer {
