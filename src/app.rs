@@ -293,13 +293,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Answers 408 to a request not answered within `http.request_timeout_secs`. An image upload
-/// is exempt: it may take longer, and is bounded by its own size limit and idle timeout.
+/// (API or panel) is exempt: it may take longer, and is bounded by its own size limit and idle
+/// timeout.
 async fn deadline(
     State(app): State<AppState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/images" {
+    let path = req.uri().path();
+    if req.method() == axum::http::Method::POST
+        && (path == "/api/v1/images" || path == "/admin/images")
+    {
         return next.run(req).await;
     }
     let limit = std::time::Duration::from_secs(app.config.http.request_timeout_secs);

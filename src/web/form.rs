@@ -18,6 +18,11 @@ use crate::error::AppError;
 pub struct Fields(Vec<(String, String)>);
 
 impl Fields {
+    /// Fields from name and value pairs, in order.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs)
+    }
+
     /// Parses an `application/x-www-form-urlencoded` body.
     pub fn parse(body: &[u8]) -> Self {
         Self(

@@ -187,6 +187,9 @@ async fn an_admin_manages_tenants_users_and_plans_from_the_panel() {
         .call("GET", &format!("/api/v1/tenants/{id}/quota"), None)
         .await;
     assert_eq!(quota.body["max_vms"], 2, "{}", quota.text);
+    let uploaded = app.call("GET", "/api/v1/images/tiny-upload", None).await;
+    assert_eq!(uploaded.body["source"], "uploaded", "{}", uploaded.text);
+    assert_eq!(uploaded.body["visible"], true, "{}", uploaded.text);
     // The admin's actions are attributed to the admin and filed under the tenant acted on.
     let audit = app.call("GET", "/api/v1/audit?limit=500", None).await;
     let suspension = audit

@@ -514,6 +514,34 @@ async fn admins_hide_offer_and_delete_images_in_the_panel() {
     assert_eq!(r.status(), 409);
     let html = r.text().await.unwrap();
     assert!(html.contains("hide it"), "{html}");
+    // Upload from the browser's form (multipart, the file last).
+    let tiny_bytes = std::fs::read(tiny_base()).expect("tiny's base");
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", "tiny-panel"),
+        ("os", "busybox"),
+        ("boot", "kernel"),
+        ("kernel_from", "tiny"),
+        ("visible", "on"),
+    ];
+    let r = multipart(&client, &addr, &fields, b"not a disk image at all").await;
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("not qcow2"), "{html}");
+    assert!(
+        html.contains("value=\"tiny-panel\""),
+        "the form keeps what was typed"
+    );
+    let r = multipart(&client, &addr, &fields, &tiny_bytes).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let a = app.call("GET", "/api/v1/images/tiny-panel", None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["sha256"], hex::encode(Sha256::digest(&tiny_bytes)));
+    assert_eq!(a.body["boot"], "kernel");
+    let r = multipart(&client, &addr, &fields[1..], b"QFI").await;
+    assert_eq!(r.status(), 403, "no CSRF token first");
+    assert_eq!(uploads_left(&app).len(), 1);
+
     // Without the form's token nothing changes.
     let r = post(
         format!("/admin/images/{id}/visibility"),
@@ -526,4 +554,39 @@ async fn admins_hide_offer_and_delete_images_in_the_panel() {
         true
     );
     app.stop().await;
+}
+
+/// Posts the panel's upload form: `fields`, then `file` as the file part.
+async fn multipart(
+    client: &reqwest::Client,
+    addr: &str,
+    fields: &[(&str, &str)],
+    file: &[u8],
+) -> reqwest::Response {
+    let boundary = "carve-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"disk.qcow2\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    client
+        .post(format!("{addr}/admin/images"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }

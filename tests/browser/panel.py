@@ -539,6 +539,17 @@ def admin(base, email, password):
             wait(a, lambda d: "suspended" in text(d, "[role=status]"), "the tenant was not suspended")
             c.get(base + "/")
             wait_url(c, lambda u: u.endswith("/login"), "a suspended tenant's customer was not signed out")
+            # An image uploaded through the form (tiny's base, booted with tiny's kernel).
+            image_dir = os.environ.get("CARVETEST_IMAGE_DIR", "/var/lib/carve/images")
+            a.get(base + "/admin/images")
+            a.find_element(By.ID, "img-name").send_keys("tiny-upload")
+            a.find_element(By.ID, "img-os").send_keys("busybox")
+            Select(a.find_element(By.ID, "img-boot")).select_by_value("kernel")
+            Select(a.find_element(By.ID, "img-kernel")).select_by_value("tiny")
+            a.find_element(By.ID, "img-file").send_keys(os.path.join(image_dir, "tiny", "disk.qcow2"))
+            submit(a, "form[action='/admin/images']")
+            wait(a, lambda d: "tiny-upload" in text(d, "main table"), "the uploaded image is not listed")
+            assert "uploaded" in text(a, "main table"), text(a, "main table")
             for path, name in (("/admin/tenants", "admin-tenants"), ("/admin/users", "admin-users"),
                                ("/admin/images", "admin-images"), ("/admin/hosts", "admin-hosts"),
                                ("/admin/vms", "admin-vms"), ("/admin/operations", "admin-operations"),

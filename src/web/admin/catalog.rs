@@ -126,6 +126,8 @@ pub async fn delete_plan(
 struct ImagesPage {
     nav: Nav,
     images: Vec<ImageView>,
+    /// The upload form as typed (after a refusal).
+    form: Fields,
     errors: FieldErrors,
     /// Where carve answers, for the upload command shown.
     origin: String,
@@ -135,13 +137,21 @@ impl ImagesPage {
     fn size(&self, i: &ImageView) -> String {
         human_bytes(i64::try_from(i.virtual_size_bytes).unwrap_or(i64::MAX))
     }
+
+    /// Images whose kernel an upload may boot with.
+    fn kernels(&self) -> impl Iterator<Item = &ImageView> {
+        self.images
+            .iter()
+            .filter(|i| i.boot == "kernel" && i.source == "built")
+    }
 }
 
-/// The images page, with `errors` above the list.
-async fn images_page(
+/// The images page, with `errors` above the list and the upload form as typed.
+pub(super) async fn images_page(
     app: &AppState,
     user: &SessionUser,
     headers: &HeaderMap,
+    form: Fields,
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, WebError> {
@@ -154,6 +164,7 @@ async fn images_page(
         &ImagesPage {
             nav: Nav::of(user, "/admin").at("/admin/images"),
             images,
+            form,
             errors,
             origin: format!(
                 "http://{}",
@@ -176,6 +187,7 @@ pub async fn images(
         &app,
         &user,
         &headers,
+        Fields::default(),
         FieldErrors::default(),
         StatusCode::OK,
     )
@@ -194,7 +206,7 @@ async fn after_image_change(
         Err(e @ (AppError::Conflict(_) | AppError::Invalid(_))) => {
             let status = e.status();
             let errors = FieldErrors::general(describe(&e).1);
-            images_page(app, user, headers, errors, status).await
+            images_page(app, user, headers, Fields::default(), errors, status).await
         }
         Err(e) => Err(WebError(e)),
     }

@@ -3,6 +3,7 @@
 //! through the same services the API uses.
 
 mod catalog;
+mod image_upload;
 mod lists;
 mod tenants;
 mod users;
@@ -38,7 +39,13 @@ pub fn router() -> Router<AppState> {
             get(catalog::plans).post(catalog::create_plan),
         )
         .route("/admin/plans/{id}/delete", post(catalog::delete_plan))
-        .route("/admin/images", get(catalog::images))
+        .route(
+            "/admin/images",
+            get(catalog::images).post(image_upload::upload).layer(
+                // The upload's own limits hold (images.max_upload_mib), not the form limit.
+                axum::extract::DefaultBodyLimit::disable(),
+            ),
+        )
         .route(
             "/admin/images/{id}/visibility",
             post(catalog::set_image_visibility),
