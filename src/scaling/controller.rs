@@ -2,7 +2,8 @@
 //! reads a group's members, decides ([`super::decide`]), and creates or retires VMs through the
 //! normal operations. Nothing is held in memory between passes, so after a crash (or in
 //! another process) the next pass simply carries on: a member is recorded in the same
-//! transaction as its VM, so none is made twice or lost.
+//! transaction as its VM, so none is made twice or lost. With several processes on one
+//! database, each group is driven by the one holding its lease.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::tenancy::audit::{self, NewEntry};
 pub const ACTOR: &str = "scale group";
 /// Time between passes.
 const INTERVAL: Duration = Duration::from_secs(1);
+/// How long a process's lease on driving a group lasts without renewal (each pass renews it).
+const LEASE: Duration = Duration::from_secs(10);
 /// Most VMs one pass creates for one group (the rest follow in the next passes).
 const MAX_CREATES_PER_PASS: u32 = 10;
 
@@ -75,8 +78,26 @@ fn classify(m: &MemberFacts) -> Condition {
     }
 }
 
-/// Moves one group a step towards what it wants.
+/// Moves one group a step towards what it wants, if this process holds its lease.
 async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
+    let now_ms = Utc::now().timestamp_millis();
+    let until_ms = now_ms + LEASE.as_millis() as i64;
+    if !db::scale_groups::take_lease(&p.db, &g.pool_id, &p.owner.id, now_ms, until_ms).await? {
+        // Another carve process drives this group: taken over at once if it died on this
+        // host, else when its lease runs out.
+        let holder = db::scale_groups::lease_holder(&p.db, &g.pool_id).await?;
+        let dead = holder.filter(|h| crate::provision::owner::Owner::is_dead(h));
+        let taken = match dead {
+            Some(dead) => {
+                db::scale_groups::take_lease_from(&p.db, &g.pool_id, &dead, &p.owner.id, until_ms)
+                    .await?
+            }
+            None => false,
+        };
+        if !taken {
+            return Ok(());
+        }
+    }
     db::scale_groups::forget_deleted(&p.db, &g.pool_id).await?;
     let facts = db::scale_groups::member_facts(&p.db, &g.pool_id).await?;
     let now = Utc::now();

@@ -417,3 +417,72 @@ async fn a_refresh_starts_pauses_resumes_and_cancels_as_an_operation() {
     assert!(op.text.contains("cancelled by"), "{}", op.text);
     app.stop().await;
 }
+
+/// Sets the lease on driving the group of `pool` in the database.
+async fn set_lease(app: &TestApp, pool: &str, holder: &str, until_ms: i64) {
+    sqlx::query(
+        "UPDATE scale_groups SET controller = ?2, controller_until_ms = ?3 WHERE pool_id = ?1",
+    )
+    .bind(pool)
+    .bind(holder)
+    .bind(until_ms)
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn only_the_process_holding_a_groups_lease_drives_it() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let (_t, alice) = tenant_with_customer(&app, "acme").await;
+    let pool = pool(&app, &alice, "web").await;
+    let path = format!("/api/v1/pools/{pool}/scale-group");
+    let a = app
+        .call_as(&alice, "PUT", &path, Some(group(0, 5, 1)))
+        .await;
+    assert!(a.status == 201 || a.status == 200, "{}", a.text);
+    until_group(&app, &alice, &pool, "one member", |g| staying(g).len() == 1).await;
+
+    // Another machine's carve holds the lease: this process leaves the group alone.
+    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    set_lease(&app, &pool, "another-machine/4242/1", far).await;
+    let a = app
+        .call_as(&alice, "PUT", &path, Some(group(0, 5, 3)))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        live_vms(&app, &alice).await.len(),
+        1,
+        "the lease holder decides, not us"
+    );
+
+    // Its lease runs out: this process takes over and converges.
+    set_lease(&app, &pool, "another-machine/4242/1", 0).await;
+    until_group(&app, &alice, &pool, "three members", |g| {
+        staying(g).len() == 3
+    })
+    .await;
+
+    // A holder on this machine that died is taken over at once, whatever its lease says.
+    let host = app
+        .state
+        .prov
+        .owner
+        .id
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    set_lease(&app, &pool, &format!("{host}/4194303/1"), far).await;
+    let a = app
+        .call_as(&alice, "PUT", &path, Some(group(0, 5, 2)))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    until_group(&app, &alice, &pool, "two members", |g| {
+        staying(g).len() == 2
+    })
+    .await;
+    app.stop().await;
+}
