@@ -71,7 +71,9 @@ macro_rules! image_columns {
 /// Inserts or refreshes the built image with this name, marking it available. Returns false
 /// when an uploaded image already has the name (it is left alone).
 pub async fn upsert(db: &Db, f: &ImageFacts) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let id = ImageId::generate();
+    let done = bind_facts(
+        sqlx::query(
         "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
             cmdline, virtual_size_bytes, min_memory_mib, available, registered_at, version,
             default_user, guest_agent)
@@ -83,25 +85,36 @@ pub async fn upsert(db: &Db, f: &ImageFacts) -> Result<bool, sqlx::Error> {
             min_memory_mib = excluded.min_memory_mib, available = 1, version = excluded.version,
             default_user = excluded.default_user, guest_agent = excluded.guest_agent
          WHERE images.source = 'built'",
+        ),
+        &id,
+        f,
     )
-    .bind(ImageId::generate())
-    .bind(&f.name)
-    .bind(&f.os)
-    .bind(&f.description)
-    .bind(&f.boot)
-    .bind(&f.disk_path)
-    .bind(&f.kernel_path)
-    .bind(&f.initrd_path)
-    .bind(&f.cmdline)
-    .bind(f.virtual_size_bytes)
-    .bind(f.min_memory_mib)
-    .bind(now())
-    .bind(&f.version)
-    .bind(&f.default_user)
-    .bind(f.guest_agent)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Binds an image's id and facts as ?1 to ?15 (?12: the time of registration).
+fn bind_facts<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    id: &'q ImageId,
+    f: &'q ImageFacts,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(id)
+        .bind(&f.name)
+        .bind(&f.os)
+        .bind(&f.description)
+        .bind(&f.boot)
+        .bind(&f.disk_path)
+        .bind(&f.kernel_path)
+        .bind(&f.initrd_path)
+        .bind(&f.cmdline)
+        .bind(f.virtual_size_bytes)
+        .bind(f.min_memory_mib)
+        .bind(now())
+        .bind(&f.version)
+        .bind(&f.default_user)
+        .bind(f.guest_agent)
 }
 
 /// Marks every built image not named here unavailable (its files are gone); rows stay for
@@ -172,29 +185,17 @@ pub struct UploadedImage {
 
 /// Records an uploaded image (its file is in place).
 pub async fn insert_uploaded(db: &Db, u: &UploadedImage) -> Result<(), sqlx::Error> {
-    let f = &u.facts;
-    sqlx::query(
+    bind_facts(
+        sqlx::query(
         "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
             cmdline, virtual_size_bytes, min_memory_mib, available, registered_at, version,
             default_user, guest_agent, source, visible, sha256)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15, 'uploaded',
             ?16, ?17)",
+        ),
+        &u.id,
+        &u.facts,
     )
-    .bind(&u.id)
-    .bind(&f.name)
-    .bind(&f.os)
-    .bind(&f.description)
-    .bind(&f.boot)
-    .bind(&f.disk_path)
-    .bind(&f.kernel_path)
-    .bind(&f.initrd_path)
-    .bind(&f.cmdline)
-    .bind(f.virtual_size_bytes)
-    .bind(f.min_memory_mib)
-    .bind(now())
-    .bind(&f.version)
-    .bind(&f.default_user)
-    .bind(f.guest_agent)
     .bind(u.visible)
     .bind(&u.sha256)
     .execute(db)

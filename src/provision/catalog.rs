@@ -162,6 +162,17 @@ pub async fn get_image(db: &Db, actor: &Principal, id: &str) -> Result<ImageView
         .ok_or_else(|| AppError::not_found("image", id))
 }
 
+/// Every image a VM can be made from now by this actor (files present; hidden ones for
+/// admins only), by name.
+pub async fn usable_images(db: &Db, actor: &Principal) -> Result<Vec<ImageView>, AppError> {
+    Ok(list_images(db, actor, &db::page::PageRequest::FIRST_MAX)
+        .await?
+        .items
+        .into_iter()
+        .filter(|i| i.available)
+        .collect())
+}
+
 /// One page of images, by name: all of them for admins, the visible ones for others.
 pub async fn list_images(
     db: &Db,

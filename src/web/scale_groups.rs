@@ -144,9 +144,8 @@ pub async fn form(
             (p.name, label)
         })
         .collect();
-    let images = catalog::list_images(&app.db, actor, &PageRequest::FIRST_MAX)
+    let images = catalog::usable_images(&app.db, actor)
         .await?
-        .items
         .into_iter()
         .map(|i| {
             let label = format!("{} ({})", i.name, i.os);

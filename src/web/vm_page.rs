@@ -81,12 +81,7 @@ pub(super) async fn vm_page(
     let console = service::console_since(&app.prov, actor, id, None, 64 * 1024).await?;
     let stats = stats::of_vm(&app.prov, actor, id).await?;
     let pools = crate::pools::members::of_vm(app, actor, &vm.id).await?;
-    let images = catalog::list_images(&app.db, actor, &PageRequest::FIRST_MAX)
-        .await?
-        .items
-        .into_iter()
-        .filter(|i| i.available)
-        .collect();
+    let images = catalog::usable_images(&app.db, actor).await?;
     let mut response = page(
         status,
         &VmPage {

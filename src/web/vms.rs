@@ -110,12 +110,7 @@ async fn new_page(
             },
         })
         .collect();
-    let images = catalog::list_images(&app.db, actor, &PageRequest::FIRST_MAX)
-        .await?
-        .items
-        .into_iter()
-        .filter(|i| i.available)
-        .collect();
+    let images = catalog::usable_images(&app.db, actor).await?;
     let tenants = if actor.is_admin() {
         crate::tenancy::accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
             .await?

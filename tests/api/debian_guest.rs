@@ -75,6 +75,29 @@ async fn ssh_until(
     }
 }
 
+/// The guest agent's report in the VM's view once it names `hostname` and an IPv4 address.
+async fn agent_report(app: &TestApp, vm: &str, hostname: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+        let guest = &v.body["guest"];
+        if guest["hostname"] == hostname
+            && guest["addresses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|x| x.contains('.')))
+            })
+        {
+            return guest.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest agent report: {}",
+            v.text
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// The catalogue entry of `name`.
 async fn image(app: &TestApp, name: &str) -> Value {
     let a = app
@@ -179,24 +202,7 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
     );
 
     // The guest agent: the VM's view shows the guest's hostname and addresses.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let guest = loop {
-        let v = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
-        if v.body["guest"]["hostname"] == "deb1"
-            && v.body["guest"]["addresses"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|x| x.as_str().is_some_and(|x| x.contains('.')))
-            })
-        {
-            break v.body["guest"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no guest agent report: {}",
-            v.text
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let guest = agent_report(&app, &vm, "deb1").await;
     eprintln!("guest agent: {guest}");
     // A new root password reaches the running guest through its agent, without a reboot.
     let key4 = key.clone();
@@ -431,19 +437,7 @@ async fn a_debian_13_vm_answers_ssh_and_reports_through_its_agent() {
         "the root filesystem ({size} bytes) fills the {disk_gib} GiB disk: {facts}"
     );
     // The agent answers: the view has the guest's hostname; a stop goes through it.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
-        if v.body["guest"]["hostname"] == "trixie1" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no guest agent report: {}",
-            v.text
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    agent_report(&app, &vm, "trixie1").await;
     let op = app
         .run_op(
             "POST",
