@@ -16,7 +16,7 @@ file=$images/debian-12/disk.qcow2
 work=$(mktemp -d /var/tmp/carve-bench-upload.XXXXXX)
 chmod 0711 "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export CARVE_DATA_DIR=$work/data CARVE_IMAGE_DIR=$images CARVE_LIBVIRT_URI=test:///default
+export CARVE_DATA_DIR=$work/data CARVE_IMAGE_DIR=$images CARVE_LIBVIRT_URI=test:///default CARVE_LIBVIRT_DOMAIN_TYPE=qemu
 export CARVE_HTTP_LISTEN=127.0.0.1:$port CARVE_SFTP_LISTEN=127.0.0.1:0 RUST_LOG=warn
 export CARVE_NETWORK_FORWARD_PORTS=38400-38499 CARVE_LB_PORTS=38500-38599
 echo "bench admin password" | "$carve" admin create-user --email admin@example.com --role admin >/dev/null
@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 base=http://127.0.0.1:$port
-for _ in $(seq 1 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 mkdir -p "$work/pool" "$work/hand"
 virsh -q -c qemu:///system pool-create-as "$pool" dir --target "$work/pool" >/dev/null
 size=$(stat -c %s "$file")
