@@ -10,6 +10,12 @@
   var watch = document.getElementById("console-watch");
   var close = document.getElementById("console-close");
   var term = null, fit = null, ws = null, writer = false;
+  // Fits the terminal to its box, but never narrower than the 80 columns a serial console
+  // assumes (a narrow screen scrolls sideways instead of cutting lines).
+  function fill() {
+    fit.fit();
+    if (term.cols < 80) term.resize(80, term.rows);
+  }
 
   function say(text, state) {
     status.textContent = text;
@@ -50,13 +56,13 @@
           term.loadAddon(fit);
           box.hidden = false;
           term.open(box);
-          fit.fit();
+          fill();
           // Only the viewer that types sends anything (a watcher's terminal takes no input, and
           // its answers to the guest's terminal queries would only be refused).
           term.onData(function (d) {
             if (ws && ws.readyState === 1 && writer) ws.send(d);
           });
-          window.addEventListener("resize", function () { fit.fit(); });
+          window.addEventListener("resize", fill);
         }
         var scheme = location.protocol === "https:" ? "wss://" : "ws://";
         var sock = new WebSocket(scheme + location.host + t.url);
