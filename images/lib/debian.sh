@@ -17,23 +17,43 @@ packages=(linux-image-cloud-amd64 systemd-sysv udev dbus cloud-init openssh-serv
           ifupdown isc-dhcp-client netbase e2fsprogs sudo ca-certificates less procps iproute2)
 
 command -v mmdebstrap >/dev/null || { echo "$name: mmdebstrap is not installed (run scripts/setup-host.sh)" >&2; exit 1; }
-# The versions the suite offers now, read from the mirror's indexes (the host's apt knows only
-# its own release): main, then updates, then security, the last one seen winning.
+# The cache key: the recipe's files and the versions the suite offers now of every package
+# the image holds (named in the last build's .packages; the requested ones before a first
+# build), read from the mirror's indexes (the host's apt knows only its own release): main,
+# then updates, then security, the last one seen winning.
 index=$(mktemp -d /var/tmp/carve-index.XXXXXX)
 trap 'rm -rf "$index"' EXIT
-versions=""
-if curl -fsS --max-time 120 "$mirror/dists/$suite/main/binary-amd64/Packages.xz" -o "$index/1.xz"; then
-  curl -fsS --max-time 120 "$mirror/dists/$suite-updates/main/binary-amd64/Packages.xz" -o "$index/2.xz" || true
-  curl -fsS --max-time 120 "$security/dists/$suite-security/main/binary-amd64/Packages.xz" -o "$index/3.xz" || true
-  versions=$(for f in "$index"/*.xz; do xz -dc "$f"; done | awk -v want=" ${packages[*]} " '
-    $1 == "Package:" { p = $2 } $1 == "Version:" && index(want, " " p " ") { v[p] = $2 }
-    END { for (p in v) print p, v[p] }' | sort)
-fi
-if [ -z "$versions" ] && [ -f "$out/image.toml" ]; then
+indexes_read=true
+for part in "$suite/main" "$suite-updates/main" "$suite-security/main"; do
+  from=$mirror
+  [ "${part%%/*}" = "$suite-security" ] && from=$security
+  if ! curl -fsS --max-time 120 "$from/dists/$part/binary-amd64/Packages.xz" -o "$index/part.xz" \
+     || ! xz -dc "$index/part.xz" >> "$index/all"; then
+    indexes_read=false
+    break
+  fi
+done
+if [ "$indexes_read" = false ] && [ -f "$out/image.toml" ]; then
   echo "$name: cannot read the package indexes of $suite; keeping the image built in $out"
   exit 0
 fi
-key=$( { cd "$lib/.." && find "lib" "$name" -type f -print0 | sort -z | xargs -0 sha256sum; echo "$suite $mirror $security"; echo "$versions"; } | sha256sum | cut -c1-16)
+# key_for NAMES_FILE: the key of the recipe with the indexed versions of those packages.
+key_for() {
+  local versions=""
+  if [ "$indexes_read" = true ]; then
+    versions=$(awk 'NR == FNR { want[$1] = 1; next }
+      $1 == "Package:" { p = $2 } $1 == "Version:" && (p in want) { v[p] = $2 }
+      END { for (p in v) print p, v[p] }' "$1" "$index/all" | sort)
+  fi
+  { cd "$lib/.." && find "lib" "$name" -type f -print0 | sort -z | xargs -0 sha256sum
+    echo "$suite $mirror $security"; echo "$versions"; } | sha256sum | cut -c1-16
+}
+if [ -f "$out/.packages" ]; then
+  cp "$out/.packages" "$index/names"
+else
+  printf '%s\n' "${packages[@]}" > "$index/names"
+fi
+key=$(key_for "$index/names")
 if [ -f "$out/image.toml" ] && [ "$(cat "$out/.recipe-key" 2>/dev/null)" = "$key" ]; then
   echo "$name: up to date in $out"
   exit 0
@@ -81,7 +101,9 @@ cmdline = "console=ttyS0 root=/dev/vda rw"
 min_memory_mib = 256
 guest_agent = true
 TOML
-echo "$key" > "$out.new/.recipe-key"
+# Every package the image holds, so a later update of any of them (a library too) rebuilds it.
+dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Package}\n' | sort > "$out.new/.packages"
+key_for "$out.new/.packages" > "$out.new/.recipe-key"
 chmod 0755 "$out.new"
 chmod 0644 "$out.new"/*
 rm -rf "$out"

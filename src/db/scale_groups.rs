@@ -248,6 +248,28 @@ pub async fn take_lease(
     Ok(done.rows_affected() == 1)
 }
 
+/// Whether `owner` still holds the group's lease at `now_ms` (checked inside a write
+/// transaction before acting, so a pass that outlived its lease stops).
+pub async fn holds_lease<'e, E>(
+    db: E,
+    pool: &PoolId,
+    owner: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM scale_groups WHERE pool_id = ?1 AND controller = ?2 AND controller_until_ms >= ?3",
+    )
+    .bind(pool)
+    .bind(owner)
+    .bind(now_ms)
+    .fetch_optional(db)
+    .await?;
+    Ok(held.is_some())
+}
+
 /// Takes the lease from `dead`, a holder known to have died; false if it changed hands.
 pub async fn take_lease_from(
     db: &Db,

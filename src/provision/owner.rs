@@ -1,10 +1,11 @@
-//! Who runs an operation: `host/pid/start-time`, so a restarted carve can tell at once that
-//! the process holding a lease is dead (pid gone, or reused by another process).
+//! Who runs an operation: `host/pid/start-time/pid-namespace`, so a restarted carve can tell
+//! at once that the process holding a lease is dead (pid gone, or reused by another process).
+//! Only a process that sees the same pids (same host name and pid namespace) judges.
 
 /// This process's identity in operation leases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// `host/pid/start-time`.
+    /// `host/pid/start-time/pid-namespace`.
     pub id: String,
 }
 
@@ -14,7 +15,7 @@ impl Owner {
         let pid = std::process::id();
         let start = process_start(pid).unwrap_or(0);
         Self {
-            id: format!("{}/{pid}/{start}", hostname()),
+            id: format!("{}/{pid}/{start}/{}", hostname(), pid_namespace()),
         }
     }
 
@@ -26,7 +27,9 @@ impl Owner {
         else {
             return false;
         };
-        if host != hostname() {
+        // Another machine, or a container with the same host name but its own pids: the
+        // lease's expiry decides.
+        if host != hostname() || parts.next().is_some_and(|ns| ns != pid_namespace()) {
             return false;
         }
         let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
@@ -34,6 +37,18 @@ impl Owner {
         };
         process_start(pid) != Some(start)
     }
+}
+
+/// This process's pid namespace (the inode in `/proc/self/ns/pid`).
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|l| {
+            l.to_string_lossy()
+                .trim_start_matches("pid:[")
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .unwrap_or_else(|_| "0".into())
 }
 
 /// The host's name.
@@ -61,9 +76,18 @@ mod tests {
         assert!(!Owner::is_dead(&me.id));
         let pid = std::process::id();
         let host = me.id.split('/').next().unwrap();
-        assert!(Owner::is_dead(&format!("{host}/{pid}/1")));
-        assert!(Owner::is_dead(&format!("{host}/4194304/1")));
-        assert!(!Owner::is_dead(&format!("other-host/{pid}/1")));
+        let ns = pid_namespace();
+        assert!(Owner::is_dead(&format!("{host}/{pid}/1/{ns}")));
+        assert!(Owner::is_dead(&format!("{host}/4194304/1/{ns}")));
+        assert!(
+            Owner::is_dead(&format!("{host}/4194304/1")),
+            "an id from before namespaces"
+        );
+        assert!(!Owner::is_dead(&format!("other-host/{pid}/1/{ns}")));
+        assert!(
+            !Owner::is_dead(&format!("{host}/4194304/1/1")),
+            "another pid namespace is not judged"
+        );
         assert!(!Owner::is_dead("garbage"));
     }
 }

@@ -169,7 +169,7 @@ async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
     for _ in 0..wanted {
         match create_member(p, &g, live).await {
             Ok(None) => {
-                tracing::info!(pool = %g.pool_id, "another pass added a member meanwhile; deciding again");
+                tracing::info!(pool = %g.pool_id, "another pass added a member meanwhile, or the lease moved; deciding again");
                 return Ok(());
             }
             Ok(Some(name)) => {
@@ -263,6 +263,14 @@ async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason
     let Some(id) = crate::domain::ids::VmId::parse(vm) else {
         return false;
     };
+    // A pass that outlived its lease leaves the choice to the new holder.
+    let now_ms = Utc::now().timestamp_millis();
+    if !matches!(
+        db::scale_groups::holds_lease(&p.db, &g.pool_id, &p.owner.id, now_ms).await,
+        Ok(true)
+    ) {
+        return false;
+    }
     let row = match db::vms::get(&p.db, &Scope::All, &id).await {
         Ok(Some(row)) => row,
         _ => return false,
@@ -342,7 +350,10 @@ async fn create_member(
     // A name the tenant already uses is skipped (a few tries, then reported).
     for _ in 0..8 {
         let mut tx = db::begin_write(&p.db).await?;
-        if db::scale_groups::count_live(&mut tx, &g.pool_id).await? != live {
+        let now_ms = Utc::now().timestamp_millis();
+        if !db::scale_groups::holds_lease(&mut *tx, &g.pool_id, &p.owner.id, now_ms).await?
+            || db::scale_groups::count_live(&mut tx, &g.pool_id).await? != live
+        {
             return Ok(None);
         }
         let index = db::scale_groups::take_index(&mut tx, &g.pool_id).await?;

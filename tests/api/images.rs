@@ -540,6 +540,22 @@ async fn admins_hide_offer_and_delete_images_in_the_panel() {
     assert_eq!(a.body["boot"], "kernel");
     let r = multipart(&client, &addr, &fields[1..], b"QFI").await;
     assert_eq!(r.status(), 403, "no CSRF token first");
+    // A refused upload is read to its end, so the browser sees the answer, not a reset.
+    let mut misnamed = fields;
+    misnamed[1] = ("name", "../bad");
+    let r = multipart(&client, &addr, &misnamed, &tiny_bytes).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("not allowed"));
+    // Another site's page cannot make an admin's browser upload.
+    let r = client
+        .post(format!("{addr}/admin/images"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x--\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     assert_eq!(uploads_left(&app).len(), 1);
 
     // Without the form's token nothing changes.

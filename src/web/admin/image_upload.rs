@@ -4,7 +4,7 @@
 //! into the same service as `POST /api/v1/images`, never held in memory.
 
 use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::catalog::images_page;
@@ -29,6 +29,10 @@ pub async fn upload(
     mut form: Multipart,
 ) -> Result<Response, WebError> {
     user.principal.require_admin()?;
+    // Before a byte of the body is parsed: the form must come from this server's own page (a
+    // page of another site on this host cannot make an admin's browser send a huge body).
+    same_origin(&headers)?;
+    let most = app.config.images.max_upload_mib.saturating_mul(1 << 20);
     let mut pairs: Vec<(String, String)> = Vec::new();
     let unreadable = |e: axum::extract::multipart::MultipartError| {
         AppError::BadRequest(format!("the form could not be read: {}", e.body_text()))
@@ -66,8 +70,19 @@ pub async fn upload(
         if field.file_name().is_none_or(str::is_empty) {
             break Err(AppError::invalid("file", "choose a qcow2 file to upload"));
         }
-        break custom_images::upload(&app.prov, &user.principal, new_image(&typed), None, field)
-            .await;
+        let uploaded = custom_images::upload(
+            &app.prov,
+            &user.principal,
+            new_image(&typed),
+            None,
+            &mut field,
+        )
+        .await;
+        if uploaded.is_err() {
+            // The browser shows an answer only once it has sent the whole body: read the rest.
+            drain(&mut field, most).await;
+        }
+        break uploaded;
     };
     let typed = Fields::from_pairs(pairs);
     match result {
@@ -85,6 +100,30 @@ pub async fn upload(
             let errors = FieldErrors::from_error(&e);
             images_page(&app, &user, &headers, typed, errors, status).await
         }
+    }
+}
+
+/// Reads and drops the rest of a refused file (at most `most` bytes, giving up on a stall),
+/// so the browser shows the answer rather than a reset connection.
+async fn drain(field: &mut axum::extract::multipart::Field<'_>, most: u64) {
+    let mut read: u64 = 0;
+    while read <= most {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), field.chunk()).await {
+            Ok(Ok(Some(chunk))) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
+/// Refuses a form whose `Origin` is not this server (as the browser reached it).
+fn same_origin(headers: &HeaderMap) -> Result<(), WebError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        // Not from a browser page (browsers send Origin with every form post).
+        (None, _) => Ok(()),
+        (Some(o), Some(h)) if o == format!("http://{h}") || o == format!("https://{h}") => Ok(()),
+        _ => Err(expired()),
     }
 }
 
