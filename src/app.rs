@@ -294,7 +294,8 @@ pub fn router(state: AppState) -> Router {
 
 /// Answers 408 to a request not answered within `http.request_timeout_secs`. An image upload
 /// (API or panel) is exempt: it may take longer, and is bounded by its own size limit and idle
-/// timeout.
+/// timeout. A refused upload may leave its body unread, so its answer closes the connection
+/// (else the client could send its next request on a connection the server is dropping).
 async fn deadline(
     State(app): State<AppState>,
     req: axum::extract::Request,
@@ -304,7 +305,14 @@ async fn deadline(
     if req.method() == axum::http::Method::POST
         && (path == "/api/v1/images" || path == "/admin/images")
     {
-        return next.run(req).await;
+        let mut response = next.run(req).await;
+        if response.status().is_client_error() || response.status().is_server_error() {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        return response;
     }
     let limit = std::time::Duration::from_secs(app.config.http.request_timeout_secs);
     match tokio::time::timeout(limit, next.run(req)).await {

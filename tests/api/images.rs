@@ -207,9 +207,15 @@ async fn an_uploaded_image_is_checked_boots_hides_and_is_removed() {
         std::fs::read(image_dir().join("tiny/vmlinuz")).unwrap(),
         "the upload boots with its own copy of tiny's kernel"
     );
-    let a = upload(&app, None, good, tiny.clone()).await;
+    // (A small body: the refusal comes before the body is read.)
+    let a = upload(&app, None, good, small.clone()).await;
     assert_eq!(a.status, 409, "{}", a.text);
     assert!(a.text.contains("already exists"), "{}", a.text);
+    assert_eq!(
+        a.headers.get("connection").and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "a refusal that left the body unread closes the connection"
+    );
 
     // A customer sees it and boots a VM from it, which serves HTTP on its forward.
     let seen = app.call_as(&customer, "GET", "/api/v1/images", None).await;
