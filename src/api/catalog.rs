@@ -90,7 +90,7 @@ async fn get_image(
 /// checked with `qemu-img` (qcow2, consistent, no backing or external data file, bounded
 /// virtual size) before it is offered.
 #[utoipa::path(post, path = "/images", tag = "catalog", security(("bearer" = [])), params(UploadImageParams),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The qcow2 file"),
+    request_body(content = Qcow2File, content_type = "application/octet-stream", description = "The qcow2 file"),
     responses((status = 201, description = "The image, registered", body = ImageView), WriteErrors))]
 async fn upload_image(
     State(app): State<AppState>,
@@ -152,6 +152,12 @@ async fn delete_image(
     custom_images::remove(&app.prov, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A qcow2 file, sent as the raw body.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct Qcow2File(Vec<u8>);
 
 /// What an admin says about an image they upload, in the query string.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
