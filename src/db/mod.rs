@@ -13,6 +13,7 @@ pub mod plans;
 pub mod pools;
 pub mod ports;
 pub mod quotas;
+pub mod scale_group_leases;
 pub mod scale_groups;
 pub mod sessions;
 pub mod sftp_accounts;

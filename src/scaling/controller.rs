@@ -25,8 +25,6 @@ use crate::tenancy::audit::{self, NewEntry};
 pub const ACTOR: &str = "scale group";
 /// Time between passes.
 const INTERVAL: Duration = Duration::from_secs(1);
-/// How long a process's lease on driving a group lasts without renewal (each pass renews it).
-const LEASE: Duration = Duration::from_secs(10);
 /// Most VMs one pass creates for one group (the rest follow in the next passes).
 const MAX_CREATES_PER_PASS: u32 = 10;
 
@@ -80,23 +78,8 @@ fn classify(m: &MemberFacts) -> Condition {
 
 /// Moves one group a step towards what it wants, if this process holds its lease.
 async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
-    let now_ms = Utc::now().timestamp_millis();
-    let until_ms = now_ms + LEASE.as_millis() as i64;
-    if !db::scale_groups::take_lease(&p.db, &g.pool_id, &p.owner.id, now_ms, until_ms).await? {
-        // Another carve process drives this group: taken over at once if it died on this
-        // host, else when its lease runs out.
-        let holder = db::scale_groups::lease_holder(&p.db, &g.pool_id).await?;
-        let dead = holder.filter(|h| crate::provision::owner::Owner::is_dead(h));
-        let taken = match dead {
-            Some(dead) => {
-                db::scale_groups::take_lease_from(&p.db, &g.pool_id, &dead, &p.owner.id, until_ms)
-                    .await?
-            }
-            None => false,
-        };
-        if !taken {
-            return Ok(());
-        }
+    if !super::lease::take(p, &g.pool_id).await? {
+        return Ok(());
     }
     db::scale_groups::forget_deleted(&p.db, &g.pool_id).await?;
     let facts = db::scale_groups::member_facts(&p.db, &g.pool_id).await?;
@@ -266,7 +249,7 @@ async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason
     // A pass that outlived its lease leaves the choice to the new holder.
     let now_ms = Utc::now().timestamp_millis();
     if !matches!(
-        db::scale_groups::holds_lease(&p.db, &g.pool_id, &p.owner.id, now_ms).await,
+        db::scale_group_leases::holds_lease(&p.db, &g.pool_id, &p.owner.id, now_ms).await,
         Ok(true)
     ) {
         return false;
@@ -351,7 +334,7 @@ async fn create_member(
     for _ in 0..8 {
         let mut tx = db::begin_write(&p.db).await?;
         let now_ms = Utc::now().timestamp_millis();
-        if !db::scale_groups::holds_lease(&mut *tx, &g.pool_id, &p.owner.id, now_ms).await?
+        if !db::scale_group_leases::holds_lease(&mut *tx, &g.pool_id, &p.owner.id, now_ms).await?
             || db::scale_groups::count_live(&mut tx, &g.pool_id).await? != live
         {
             return Ok(None);

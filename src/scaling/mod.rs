@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod decide;
+mod lease;
 pub mod settings;
 pub mod tracking;
 mod views;

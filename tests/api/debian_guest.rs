@@ -98,6 +98,33 @@ async fn agent_report(app: &TestApp, vm: &str, hostname: &str) -> Value {
     }
 }
 
+/// Creates VM `name` of plan `deb` from `image` with the key `public` and port 22 forwarded;
+/// waits for its create to succeed. Returns its id, its ssh forward and its view.
+async fn create_with_key(
+    app: &TestApp,
+    name: &str,
+    image: &str,
+    public: &str,
+) -> (String, u16, crate::helpers::Answer) {
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(json!({"name": name, "plan": "deb", "image": image,
+                "ssh_keys": [public], "ports": [22]})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(240))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let got = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
+    let port = got.body["forwards"][0]["host_port"].as_u64().unwrap() as u16;
+    (vm, port, got)
+}
+
 /// The catalogue entry of `name`.
 async fn image(app: &TestApp, name: &str) -> Value {
     let a = app
@@ -151,22 +178,7 @@ async fn a_debian_vm_answers_ssh_with_its_key_and_fills_its_disk() {
     app.plan("deb", 1, 512, disk_gib).await;
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keypair(dir.path(), "debkey");
-    let a = app
-        .call(
-            "POST",
-            "/api/v1/vms",
-            Some(json!({"name": "deb1", "plan": "deb", "image": "debian-12",
-                "ssh_keys": [public], "ports": [22]})),
-        )
-        .await;
-    assert_eq!(a.status, 202, "{}", a.text);
-    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
-    let op = app
-        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(240))
-        .await;
-    assert_eq!(op["state"], "succeeded", "{op}");
-    let got = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
-    let port = got.body["forwards"][0]["host_port"].as_u64().unwrap() as u16;
+    let (vm, port, got) = create_with_key(&app, "deb1", "debian-12", &public).await;
 
     // systemd, cloud-init and sshd under software emulation: give it minutes.
     let facts = ssh_until(
@@ -401,24 +413,7 @@ async fn a_debian_13_vm_answers_ssh_and_reports_through_its_agent() {
     app.plan("deb", 1, 512, disk_gib).await;
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keypair(dir.path(), "trixiekey");
-    let a = app
-        .call(
-            "POST",
-            "/api/v1/vms",
-            Some(
-                json!({"name": "trixie1", "plan": "deb", "image": "debian-13",
-                "ssh_keys": [public], "ports": [22]}),
-            ),
-        )
-        .await;
-    assert_eq!(a.status, 202, "{}", a.text);
-    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
-    let op = app
-        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(240))
-        .await;
-    assert_eq!(op["state"], "succeeded", "{op}");
-    let got = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
-    let port = got.body["forwards"][0]["host_port"].as_u64().unwrap() as u16;
+    let (vm, port, _) = create_with_key(&app, "trixie1", "debian-13", &public).await;
     let facts = ssh_until(
         &app,
         &vm,
