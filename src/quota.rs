@@ -45,14 +45,8 @@ pub async fn check_quota(
     let quota = quota_of(conn, defaults, tenant).await?;
     let used = db::quotas::usage(conn, tenant).await?;
     let rows = [
-        ("max_vms", quota.max_vms, used.vms, need.vms, " VMs"),
-        (
-            "max_vcpus",
-            quota.max_vcpus,
-            used.vcpus,
-            need.vcpus,
-            " vCPUs",
-        ),
+        ("max_vms", quota.max_vms, used.vms, need.vms, ""),
+        ("max_vcpus", quota.max_vcpus, used.vcpus, need.vcpus, ""),
         (
             "max_memory_mib",
             quota.max_memory_mib,
@@ -71,7 +65,7 @@ pub async fn check_quota(
     for (limit, max, used, need, unit) in rows {
         if need > 0 && used + need > max {
             return Err(AppError::Forbidden(format!(
-                "quota exceeded: {limit} is {max}{unit} and the tenant uses {used}{unit}, so {need}{unit} more do not fit; \
+                "quota exceeded: {limit} is {max}{unit}, the tenant uses {used}{unit} and this needs {need}{unit} more; \
                  free some or ask an admin to raise the quota"
             )));
         }

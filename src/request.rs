@@ -7,14 +7,11 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
+use crate::domain::outcome::Outcome;
 
-/// `succeeded`, `denied` (401, 403, 429) or `failed`.
-pub fn outcome(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        s if s < 400 => "succeeded",
-        401 | 403 | 429 => "denied",
-        _ => "failed",
-    }
+/// The audit outcome of a status: succeeded, denied (401, 403, 429) or failed.
+pub fn outcome(status: StatusCode) -> Outcome {
+    Outcome::of_status(status.as_u16())
 }
 
 /// The client's address, when the server knows it: the peer's, or what `X-Forwarded-For`

@@ -300,7 +300,7 @@ async fn audit(app: &AppState, (principal, tenant, vm, client): Who<'_>, action:
             tenant_id: Some(tenant.to_string()),
             action: action.to_string(),
             target: Some(vm.to_string()),
-            outcome: "succeeded".into(),
+            outcome: crate::domain::outcome::Outcome::Succeeded,
             status: None,
             client,
         },

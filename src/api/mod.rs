@@ -296,7 +296,7 @@ pub async fn authenticate(
             .or_else(|| principal.and_then(|p| p.tenant_id.as_ref().map(ToString::to_string))),
         action: format!("{method} {}", route.unwrap_or_else(|| "unmatched".into())),
         target: note.target.or(path_target),
-        outcome: outcome(status).into(),
+        outcome: outcome(status),
         status: Some(status.as_u16()),
         client,
     };

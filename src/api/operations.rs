@@ -9,6 +9,8 @@ use utoipa_axum::routes;
 
 use super::{ApiQuery, Auth, ReadErrors};
 use crate::app::AppState;
+use crate::db::operations::OperationFilter;
+use crate::domain::operation::{OpKind, OpState};
 use crate::error::AppError;
 use crate::provision::vms::{self as service, OperationView};
 
@@ -25,6 +27,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct OperationQuery {
     /// Only operations on this object id.
     pub target: Option<String>,
+    /// Only operations in this state.
+    pub state: Option<OpState>,
+    /// Only operations of this kind.
+    pub kind: Option<OpKind>,
     /// Items per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
@@ -43,7 +49,13 @@ async fn list_operations(
     ApiQuery(q): ApiQuery<OperationQuery>,
 ) -> Result<axum::response::Response, AppError> {
     let page = super::page_request(q.limit, q.cursor.as_deref())?;
-    let ops = service::operations(&app.prov, &actor, q.target.as_deref(), &page).await?;
+    let filter = OperationFilter {
+        target_id: q.target.as_deref(),
+        state: q.state,
+        kind: q.kind,
+        tenant: None,
+    };
+    let ops = service::operations(&app.prov, &actor, &filter, &page).await?;
     Ok(super::paged(&uri, ops))
 }
 

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::page::{Page, PageRequest};
 use super::{Db, Scope, now};
+use crate::domain::outcome::Outcome;
 
 /// An audit entry.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -15,20 +16,20 @@ pub struct AuditRow {
     pub tenant_id: Option<String>,
     pub action: String,
     pub target: Option<String>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub status: Option<i64>,
     pub client: Option<String>,
 }
 
 /// What to record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEntry {
     pub actor_id: Option<String>,
     pub actor: String,
     pub tenant_id: Option<String>,
     pub action: String,
     pub target: Option<String>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub status: Option<u16>,
     pub client: Option<String>,
 }
@@ -64,7 +65,7 @@ async fn insert_one(conn: impl sqlx::SqliteExecutor<'_>, e: &NewEntry) -> Result
     .bind(opt(&e.tenant_id, 64))
     .bind(bounded(&e.action, MAX_FIELD))
     .bind(opt(&e.target, MAX_FIELD))
-    .bind(bounded(&e.outcome, 32))
+    .bind(e.outcome)
     .bind(e.status.map(i64::from))
     .bind(opt(&e.client, 64))
     .execute(conn)
@@ -109,8 +110,7 @@ pub struct AuditFilter {
     pub action: Option<String>,
     /// Entries of this tenant only.
     pub tenant: Option<String>,
-    /// `succeeded`, `denied` or `failed`.
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     /// Entries of this acting user only.
     pub actor_id: Option<String>,
     /// Entries about this target only.
@@ -138,7 +138,7 @@ pub async fn filtered_page(
     .bind(filter.actor.as_deref())
     .bind(filter.action.as_deref())
     .bind(filter.tenant.as_deref())
-    .bind(filter.outcome.as_deref())
+    .bind(filter.outcome)
     .bind(filter.actor_id.as_deref())
     .bind(filter.target.as_deref())
     .fetch_all(db)

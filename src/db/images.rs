@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use super::page::{Page, PageRequest};
 use super::{Db, now};
 use crate::domain::ids::ImageId;
+use crate::domain::image::{BootMethod, ImageSource};
 
 /// An image row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -13,7 +14,7 @@ pub struct ImageRow {
     pub name: String,
     pub os: String,
     pub description: String,
-    pub boot: String,
+    pub boot: BootMethod,
     pub disk_path: String,
     pub kernel_path: Option<String>,
     pub initrd_path: Option<String>,
@@ -25,8 +26,7 @@ pub struct ImageRow {
     pub version: String,
     pub default_user: String,
     pub guest_agent: bool,
-    /// `built` (from the image directory) or `uploaded` (by an admin).
-    pub source: String,
+    pub source: ImageSource,
     /// Offered to customers; hidden images are for admins only.
     pub visible: bool,
     /// SHA-256 of an uploaded base, as received.
@@ -37,7 +37,7 @@ pub struct ImageRow {
 impl ImageRow {
     /// Whether this image was uploaded (rather than built into the image directory).
     pub fn is_uploaded(&self) -> bool {
-        self.source == "uploaded"
+        self.source == ImageSource::Uploaded
     }
 }
 
@@ -47,7 +47,7 @@ pub struct ImageFacts {
     pub name: String,
     pub os: String,
     pub description: String,
-    pub boot: String,
+    pub boot: BootMethod,
     pub disk_path: String,
     pub kernel_path: Option<String>,
     pub initrd_path: Option<String>,
@@ -104,7 +104,7 @@ fn bind_facts<'q>(
         .bind(&f.name)
         .bind(&f.os)
         .bind(&f.description)
-        .bind(&f.boot)
+        .bind(f.boot)
         .bind(&f.disk_path)
         .bind(&f.kernel_path)
         .bind(&f.initrd_path)

@@ -8,7 +8,7 @@ use sqlx::SqliteConnection;
 use super::page::{Page, PageRequest, time_key};
 use super::{Db, Scope, now};
 use crate::domain::ids::{OperationId, TenantId};
-use crate::domain::operation::{OpKind, OpState};
+use crate::domain::operation::{OpKind, OpState, StepState};
 
 /// An operation row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -41,8 +41,7 @@ impl OperationRow {
 pub struct Step {
     /// What the step does, e.g. `define domain`.
     pub name: String,
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    pub state: StepState,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -106,12 +105,21 @@ pub async fn get(
     .await
 }
 
-/// One page of the operations the scope may see, newest first, optionally only those on one
-/// target.
+/// Which operations a page holds: all the scope may see, or only those on one target, of one
+/// state, of one kind or of one tenant.
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter<'a> {
+    pub target_id: Option<&'a str>,
+    pub state: Option<OpState>,
+    pub kind: Option<OpKind>,
+    pub tenant: Option<&'a TenantId>,
+}
+
+/// One page of the operations the scope may see that pass the filter, newest first.
 pub async fn page(
     db: &Db,
     scope: &Scope,
-    target_id: Option<&str>,
+    filter: &OperationFilter<'_>,
     page: &PageRequest,
 ) -> Result<Page<OperationRow>, sqlx::Error> {
     let rows = sqlx::query_as(concat!(
@@ -119,13 +127,18 @@ pub async fn page(
         operation_columns!(),
         " FROM operations WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR target_id = ?2)
           AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
+          AND (?6 IS NULL OR state = ?6) AND (?7 IS NULL OR kind = ?7)
+          AND (?8 IS NULL OR tenant_id = ?8)
           ORDER BY created_at DESC, id DESC LIMIT ?5"
     ))
     .bind(scope.tenant())
-    .bind(target_id)
+    .bind(filter.target_id)
     .bind(page.time(0))
     .bind(page.key(1))
     .bind(page.fetch())
+    .bind(filter.state)
+    .bind(filter.kind)
+    .bind(filter.tenant)
     .fetch_all(db)
     .await?;
     Ok(page.finish(rows, |o: &OperationRow| {
@@ -211,8 +224,13 @@ pub async fn push_step(
     name: &str,
 ) -> Result<(), sqlx::Error> {
     let at = now();
-    let step =
-        serde_json::json!({"name": name, "state": "done", "started_at": at, "finished_at": at});
+    let step = Step {
+        name: name.to_string(),
+        state: StepState::Done,
+        started_at: at,
+        finished_at: Some(at),
+    };
+    let step = serde_json::to_value(&step).map_err(|e| sqlx::Error::Encode(e.into()))?;
     sqlx::query("UPDATE operations SET steps = json_insert(steps, '$[#]', json(?2)) WHERE id = ?1")
         .bind(id)
         .bind(step.to_string())

@@ -45,7 +45,7 @@ pub fn sellable(physical: Physical, ratios: Overcommit) -> Resources {
 /// The resource that is short when a request does not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "not enough {resource} on host {host}: the request needs {needed}{unit}, {free}{unit} of {total}{unit} is free"
+    "not enough {resource} on host {host}: the request needs {needed}{unit}, {free}{unit} of {total}{unit} is free; pick a smaller plan, or try again when VMs have been removed or the host's capacity raised"
 )]
 pub struct Shortfall {
     /// Host name.
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(e.resource, "memory");
         assert_eq!(
             e.to_string(),
-            "not enough memory on host h: the request needs 100 MiB, 24 MiB of 1024 MiB is free"
+            "not enough memory on host h: the request needs 100 MiB, 24 MiB of 1024 MiB is free; pick a smaller plan, or try again when VMs have been removed or the host's capacity raised"
         );
         let e = check_fits("h", total, res(0, 0, 10), res(1, 1, 1)).unwrap_err();
         assert_eq!(e.resource, "disk");

@@ -3,8 +3,10 @@
 
 pub mod capacity;
 pub mod ids;
+pub mod image;
 pub mod names;
 pub mod operation;
+pub mod outcome;
 pub mod pool;
 pub mod role;
 pub mod secret;

@@ -31,6 +31,20 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// Every kind, in the order the panel offers them as filters.
+    pub const ALL: [OpKind; 10] = [
+        OpKind::Create,
+        OpKind::Start,
+        OpKind::Stop,
+        OpKind::ForceStop,
+        OpKind::Reboot,
+        OpKind::Resize,
+        OpKind::Delete,
+        OpKind::ResetPassword,
+        OpKind::Reinstall,
+        OpKind::Refresh,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,7 +63,7 @@ impl OpKind {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::from(s)).ok()
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -81,6 +95,19 @@ pub enum OpState {
 }
 
 impl OpState {
+    /// Every state, in the order an operation goes through them.
+    pub const ALL: [OpState; 4] = [
+        OpState::Pending,
+        OpState::Running,
+        OpState::Succeeded,
+        OpState::Failed,
+    ];
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,25 +130,50 @@ impl std::fmt::Display for OpState {
     }
 }
 
+/// Where one step of an operation is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Running,
+    Done,
+    Failed,
+}
+
+impl StepState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for StepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip() {
-        for k in [
-            OpKind::Create,
-            OpKind::Start,
-            OpKind::Stop,
-            OpKind::ForceStop,
-            OpKind::Reboot,
-            OpKind::Resize,
-            OpKind::Delete,
-        ] {
+        for k in OpKind::ALL {
             assert_eq!(OpKind::parse(k.as_str()), Some(k));
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
         assert_eq!(OpKind::parse("explode"), None);
+        for s in OpState::ALL {
+            assert_eq!(OpState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(serde_json::to_value(StepState::Done).unwrap(), "done");
         assert_eq!(
             serde_json::to_value(OpState::Succeeded).unwrap(),
             "succeeded"

@@ -375,7 +375,7 @@ impl Control {
             tenant_id: tenant,
             action: action.into(),
             target: Some(format!("{pool}/{vm}")),
-            outcome: "succeeded".into(),
+            outcome: crate::domain::outcome::Outcome::Succeeded,
             status: None,
             client: None,
         };

@@ -10,6 +10,7 @@ use crate::db::plans::PlanRow;
 use crate::db::{self, Db};
 use crate::domain::Invalid;
 use crate::domain::ids::PlanId;
+use crate::domain::image::{BootMethod, ImageSource};
 use crate::domain::names::ResourceName;
 use crate::domain::sizes::Resources;
 use crate::error::AppError;
@@ -58,8 +59,7 @@ pub struct ImageView {
     pub name: String,
     pub os: String,
     pub description: String,
-    /// `kernel` (direct kernel boot) or `disk` (boot loader on the disk).
-    pub boot: String,
+    pub boot: BootMethod,
     /// Size of the base disk as the guest sees it, in bytes.
     pub virtual_size_bytes: u64,
     /// Least memory a plan needs for this image, in MiB.
@@ -74,8 +74,8 @@ pub struct ImageView {
     pub guest_agent: bool,
     /// False when the image's files are gone from the image directory.
     pub available: bool,
-    /// `built` (from carve's image directory) or `uploaded` (by an admin).
-    pub source: String,
+    /// Built from carve's image directory, or uploaded by an admin.
+    pub source: ImageSource,
     /// Offered to customers; a hidden image is for admins only.
     pub visible: bool,
     /// SHA-256 of an uploaded image's qcow2 file, as received.
@@ -89,7 +89,7 @@ impl From<&ImageRow> for ImageView {
             name: i.name.clone(),
             os: i.os.clone(),
             description: i.description.clone(),
-            boot: i.boot.clone(),
+            boot: i.boot,
             virtual_size_bytes: i.virtual_size_bytes as u64,
             min_memory_mib: i.min_memory_mib as u64,
             min_disk_gib: (i.virtual_size_bytes as u64).div_ceil(1 << 30),
@@ -97,7 +97,7 @@ impl From<&ImageRow> for ImageView {
             default_user: i.default_user.clone(),
             guest_agent: i.guest_agent,
             available: i.available,
-            source: i.source.clone(),
+            source: i.source,
             visible: i.visible,
             sha256: i.sha256.clone(),
         }

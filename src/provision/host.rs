@@ -11,6 +11,7 @@ use crate::db::hosts::HostRow;
 use crate::db::{self, Db};
 use crate::domain::capacity::{Overcommit, Physical};
 use crate::domain::ids::HostId;
+use crate::domain::image::BootMethod;
 use crate::hypervisor::xml::DomainType;
 use crate::hypervisor::{Hv, probe, storage};
 
@@ -90,7 +91,7 @@ pub async fn register_local(
 async fn probe_domain_type(db: &Db, hv: &Hv, settings: &Settings) -> DomainType {
     let images = db::images::list(db).await.unwrap_or_default();
     let Some((kernel, initrd)) = images.iter().find_map(|i| {
-        (i.available && i.boot == "kernel")
+        (i.available && i.boot == BootMethod::Kernel)
             .then(|| Some((i.kernel_path.clone()?, i.initrd_path.clone()?)))
             .flatten()
     }) else {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::db::images::ImageFacts;
 use crate::db::{self, Db};
+use crate::domain::image::BootMethod;
 use crate::domain::names::ResourceName;
 use crate::hypervisor::storage;
 
@@ -19,7 +20,7 @@ struct Manifest {
     #[serde(default)]
     description: String,
     /// `kernel` (direct kernel boot) or `disk` (the disk's boot loader).
-    boot: String,
+    boot: BootMethod,
     disk: PathBuf,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
@@ -97,8 +98,8 @@ async fn read_manifest(image_dir: &Path, manifest: &Path) -> anyhow::Result<Imag
         Ok(full.to_string_lossy().into_owned())
     };
     let disk_path = resolve(&m.disk)?;
-    let (kernel_path, initrd_path) = match m.boot.as_str() {
-        "kernel" => {
+    let (kernel_path, initrd_path) = match m.boot {
+        BootMethod::Kernel => {
             let kernel = m
                 .kernel
                 .as_deref()
@@ -108,8 +109,7 @@ async fn read_manifest(image_dir: &Path, manifest: &Path) -> anyhow::Result<Imag
                 m.initrd.as_deref().map(resolve).transpose()?,
             )
         }
-        "disk" => (None, None),
-        other => anyhow::bail!("boot = {other:?}: use \"kernel\" or \"disk\""),
+        BootMethod::Disk => (None, None),
     };
     let virtual_size_bytes = storage::virtual_size(Path::new(&disk_path)).await? as i64;
     Ok(ImageFacts {

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{OpKind, OpState, Provisioner, VmState};
 use crate::auth::Principal;
-use crate::db::operations::{OperationRow, Step};
+use crate::db::operations::{OperationFilter, OperationRow, Step};
 use crate::db::page::{Page, PageRequest};
 use crate::db::ports::{AllocateError, Forward};
 use crate::db::quotas::Usage;
@@ -50,15 +50,14 @@ pub async fn operation(
     Ok(OperationView::from(&op).for_viewer(actor))
 }
 
-/// One page of the operations the actor may see, newest first, optionally only those on one
-/// target.
+/// One page of the operations the actor may see that pass the filter, newest first.
 pub async fn operations(
     p: &Provisioner,
     actor: &Principal,
-    target: Option<&str>,
+    filter: &OperationFilter<'_>,
     page: &PageRequest,
 ) -> Result<Page<OperationView>, AppError> {
-    Ok(db::operations::page(&p.db, &actor.scope(), target, page)
+    Ok(db::operations::page(&p.db, &actor.scope(), filter, page)
         .await?
         .map(|o| OperationView::from(&o).for_viewer(actor)))
 }

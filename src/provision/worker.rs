@@ -15,6 +15,7 @@ use crate::db::operations::{OperationRow, Step};
 use crate::db::vms::VmRow;
 use crate::db::{self, Scope};
 use crate::domain::ids::OperationId;
+use crate::domain::operation::StepState;
 use crate::hypervisor::PowerState;
 use crate::hypervisor::storage::{self, Seed, VmFiles};
 use crate::hypervisor::xml::{self, Boot, DomainSpec, DomainType, Network, PortForward};
@@ -121,14 +122,18 @@ impl Progress {
     ) -> anyhow::Result<T> {
         self.steps.push(Step {
             name: name.into(),
-            state: "running".into(),
+            state: StepState::Running,
             started_at: db::now(),
             finished_at: None,
         });
         self.save().await;
         let result = work.await;
         if let Some(step) = self.steps.last_mut() {
-            step.state = if result.is_ok() { "done" } else { "failed" }.into();
+            step.state = if result.is_ok() {
+                StepState::Done
+            } else {
+                StepState::Failed
+            };
             step.finished_at = Some(db::now());
         }
         self.save().await;

@@ -15,6 +15,7 @@ use super::tracking::{self, Tracking};
 use crate::db::scale_groups::{GroupRow, MemberFacts};
 use crate::db::{self, Scope};
 use crate::domain::ids::OperationId;
+use crate::domain::outcome::Outcome;
 use crate::domain::pool::{MemberStatus, RefreshState, TargetMetric};
 use crate::domain::vm_state::VmState;
 use crate::error::AppError;
@@ -162,7 +163,7 @@ async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
                     p,
                     &g,
                     &format!("created VM {name} from template v{}", g.template_version),
-                    "succeeded",
+                    Outcome::Succeeded,
                 )
                 .await;
                 if rules.refreshing {
@@ -182,7 +183,7 @@ async fn converge(p: &Arc<Provisioner>, mut g: GroupRow) -> anyhow::Result<()> {
                     e.detail()
                 );
                 if g.shortfall.as_deref() != Some(why.as_str()) {
-                    note(p, &g, &format!("shortfall: {why}"), "failed").await;
+                    note(p, &g, &format!("shortfall: {why}"), Outcome::Failed).await;
                     db::scale_groups::set_shortfall(&p.db, &g.pool_id, Some(&why)).await?;
                 }
                 return Ok(());
@@ -231,7 +232,7 @@ async fn follow_load(p: &Provisioner, g: &mut GroupRow) -> anyhow::Result<()> {
                 "desired {} -> {}: {}",
                 g.desired, scale.desired, scale.reason
             ),
-            "succeeded",
+            Outcome::Succeeded,
         )
         .await;
         g.desired = i64::from(scale.desired);
@@ -276,7 +277,7 @@ async fn retire(p: &Arc<Provisioner>, g: &GroupRow, vm: &str, name: &str, reason
                 p,
                 g,
                 &format!("retired VM {name}: {}", reason.says()),
-                "succeeded",
+                Outcome::Succeeded,
             )
             .await;
             if reason == Reason::Refresh {
@@ -422,7 +423,7 @@ async fn finish_deleting(
         let mut tx = db::begin_write(&p.db).await?;
         db::scale_groups::delete(&mut tx, &g.pool_id).await?;
         tx.commit().await?;
-        note(p, g, "deleted: every member is gone", "succeeded").await;
+        note(p, g, "deleted: every member is gone", Outcome::Succeeded).await;
     }
     Ok(())
 }
@@ -447,7 +448,7 @@ async fn finish_refresh(p: &Provisioner, g: &GroupRow) -> anyhow::Result<()> {
             "refresh done: every member is made of template v{}",
             g.template_version
         ),
-        "succeeded",
+        Outcome::Succeeded,
     )
     .await;
     Ok(())
@@ -468,7 +469,7 @@ async fn step(p: &Provisioner, g: &GroupRow, what: &str) {
 }
 
 /// Records a decision and its reason in the audit log, under the group's tenant.
-async fn note(p: &Provisioner, g: &GroupRow, what: &str, outcome: &str) {
+async fn note(p: &Provisioner, g: &GroupRow, what: &str, outcome: Outcome) {
     tracing::info!(pool = %g.pool_id, "{ACTOR}: {what}");
     audit::record(
         &p.db,
@@ -478,7 +479,7 @@ async fn note(p: &Provisioner, g: &GroupRow, what: &str, outcome: &str) {
             tenant_id: Some(g.tenant_id.to_string()),
             action: format!("{ACTOR}: {what}"),
             target: Some(g.pool_id.to_string()),
-            outcome: outcome.into(),
+            outcome,
             status: None,
             client: None,
         },

@@ -12,6 +12,7 @@ use russh::{Channel, ChannelId};
 use super::{Shared, accounts, jail, limits, session};
 use crate::db;
 use crate::db::sftp_accounts::SftpAccountRow;
+use crate::domain::outcome::Outcome;
 
 /// Channels (pending or serving SFTP) one connection may have open at once.
 const MAX_CHANNELS: usize = 8;
@@ -80,9 +81,9 @@ impl Connection {
         method: &str,
     ) -> Result<Auth, SshError> {
         let outcome = if account.is_some() {
-            "succeeded"
+            Outcome::Succeeded
         } else {
-            "denied"
+            Outcome::Denied
         };
         let entry = db::audit::NewEntry {
             actor_id: account.as_ref().map(|a| a.id.to_string()),
@@ -90,7 +91,7 @@ impl Connection {
             tenant_id: account.as_ref().map(|a| a.tenant_id.to_string()),
             action: format!("sftp login ({method})"),
             target: account.as_ref().map(|a| a.id.to_string()),
-            outcome: outcome.into(),
+            outcome,
             status: None,
             client: Some(self.peer.to_string()),
         };

@@ -289,7 +289,7 @@ pub async fn audit(
         tenant_id: Some(who.tenant.to_string()),
         action: action.into(),
         target: Some(target.chars().take(512).collect()),
-        outcome: "succeeded".into(),
+        outcome: crate::domain::outcome::Outcome::Succeeded,
         status: None,
         client: who.client.map(|c| c.to_string()),
     };

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::db::audit::AuditRow;
 use crate::db::{self, Db};
+use crate::domain::outcome::Outcome;
 use crate::error::AppError;
 
 pub use crate::db::audit::NewEntry;
@@ -31,8 +32,7 @@ pub struct AuditView {
     /// e.g. `POST /api/v1/vms` or `login`.
     pub action: String,
     pub target: Option<String>,
-    /// `succeeded`, `failed` or `denied`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub status: Option<i64>,
     /// Client address.
     pub client: Option<String>,

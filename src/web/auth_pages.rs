@@ -231,7 +231,7 @@ async fn audit(
         tenant_id,
         action: action.into(),
         target: None,
-        outcome: crate::request::outcome(status).into(),
+        outcome: crate::request::outcome(status),
         status: Some(status.as_u16()),
         client: client.map(|c| c.to_string()),
     };

@@ -14,6 +14,7 @@ use crate::app::AppState;
 
 use crate::auth::Principal;
 use crate::db::Scope;
+use crate::db::operations::OperationFilter;
 use crate::db::page::PageRequest;
 use crate::db::quotas::{Quota, Usage};
 use crate::provision::vms::{self, OperationView, VmView};
@@ -157,7 +158,7 @@ pub async fn in_progress(
     let recent = vms::operations(
         &app.prov,
         actor,
-        None,
+        &OperationFilter::default(),
         &PageRequest {
             limit: 50,
             after: None,

@@ -113,3 +113,92 @@ pub async fn not_found() -> Response {
     *r.status_mut() = StatusCode::NOT_FOUND;
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_carve_failure_shows_a_reference_the_log_also_has_and_never_its_detail() {
+        let log = Captured::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let response = tracing::subscriber::with_default(subscriber, || {
+            WebError(AppError::Internal(anyhow::anyhow!(
+                "database is locked at /var/lib/carve/carve.db"
+            )))
+            .into_response()
+        });
+        assert_eq!(response.status(), 500);
+        let html = body(response).await;
+        let at = html.find("ref-").expect("a reference on the page");
+        let reference = &html[at..at + 16];
+        assert!(
+            reference[4..].chars().all(|c| c.is_ascii_hexdigit()),
+            "{reference}"
+        );
+        assert!(html.contains("Something went wrong in carve"), "{html}");
+        assert!(
+            !html.contains("database is locked"),
+            "the detail leaked: {html}"
+        );
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains(reference) && logged.contains("database is locked"),
+            "{logged}"
+        );
+    }
+
+    #[tokio::test]
+    async fn quota_and_capacity_errors_get_their_own_titles() {
+        let quota = WebError(AppError::Forbidden(
+            "quota exceeded: max_vms is 1, the tenant uses 1 and this needs 1 more".into(),
+        ))
+        .into_response();
+        assert_eq!(quota.status(), 403);
+        let html = body(quota).await;
+        assert!(
+            html.contains("Quota reached") && html.contains("max_vms is 1"),
+            "{html}"
+        );
+        let short = crate::domain::capacity::Shortfall {
+            host: "h1".into(),
+            resource: "memory",
+            needed: 512,
+            free: 128,
+            total: 1024,
+            unit: " MiB",
+        };
+        let capacity = WebError(short.into()).into_response();
+        assert_eq!(capacity.status(), 409);
+        let html = body(capacity).await;
+        assert!(
+            html.contains("Not enough capacity") && html.contains("128 MiB of 1024 MiB"),
+            "{html}"
+        );
+    }
+}

@@ -135,7 +135,7 @@ async fn audit_posts(
         target: note
             .target
             .or_else(|| crate::request::id_in_path(&route, &path)),
-        outcome: outcome(status).into(),
+        outcome: outcome(status),
         status: Some(status.as_u16()),
         client: client.map(|c| c.to_string()),
     };

@@ -115,7 +115,7 @@ pub async fn part(
                 .strip_prefix("scale group: ")
                 .unwrap_or(&e.action)
                 .to_string(),
-            failed: e.outcome != "succeeded",
+            failed: e.outcome != crate::domain::outcome::Outcome::Succeeded,
         })
         .collect();
     Ok(Some(GroupPart {

@@ -10,6 +10,7 @@ use super::errors::{WebError, describe};
 use super::form::{Panel, Posted};
 use super::layout::{Nav, page, when};
 use crate::app::AppState;
+use crate::db::operations::OperationFilter;
 use crate::db::page::PageRequest;
 use crate::provision::catalog::{self, ImageView, PlanView};
 use crate::provision::stats;
@@ -63,7 +64,10 @@ pub(super) async fn vm_page(
     let ops = service::operations(
         &app.prov,
         actor,
-        Some(&vm.id),
+        &OperationFilter {
+            target_id: Some(&vm.id),
+            ..Default::default()
+        },
         &PageRequest {
             limit: 5,
             after: None,

@@ -493,3 +493,214 @@ async fn suspending_a_tenant_signs_its_users_out_for_good() {
     assert_eq!(home.headers()["location"], "/login");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn panel_errors_name_the_limit_and_every_login_starts_a_new_session() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let (tenant, token) = tenant_with_customer(&app, "limits").await;
+    let quota = |max_vms: i64| {
+        json!({"max_vms": max_vms, "max_vcpus": 4, "max_memory_mib": 1024, "max_disk_gib": 10,
+            "max_sftp_bytes": 1000, "max_sftp_files": 10})
+    };
+    let a = app
+        .call(
+            "PUT",
+            &format!("/api/v1/tenants/{tenant}/quota"),
+            Some(quota(1)),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    create_vm(&app, &token, "first").await;
+    let client = panel_client(&app, "owner@limits.example", "customer password").await;
+    let create = async |name: &str| {
+        let form = client
+            .get(format!("{}/vms/new", app.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = field(&form, "csrf");
+        let r = client
+            .post(format!("{}/vms", app.addr))
+            .form(&[
+                ("name", name),
+                ("plan", "small"),
+                ("image", "tiny"),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // Over quota: the form comes back with what was typed and says which limit, how much is
+    // used and what to do.
+    let (status, body) = create("second").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("quota exceeded: max_vms is 1, the tenant uses 1 and this needs 1 more")
+            && body.contains("ask an admin to raise the quota")
+            && body.contains("value=\"second\""),
+        "{body}"
+    );
+    // Out of capacity: the host sells no vCPU at all.
+    let a = app
+        .call(
+            "PUT",
+            &format!("/api/v1/tenants/{tenant}/quota"),
+            Some(quota(5)),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let hosts = app.call("GET", "/api/v1/hosts", None).await;
+    let host = hosts.body[0]["id"].as_str().unwrap().to_string();
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/hosts/{host}"),
+            Some(json!({"cpu_overcommit": 0.01})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let (status, body) = create("third").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("not enough vcpus on host") && body.contains("pick a smaller plan"),
+        "{body}"
+    );
+    let vms = app.call_as(&token, "GET", "/api/v1/vms", None).await;
+    assert_eq!(vms.body.as_array().unwrap().len(), 1, "{}", vms.text);
+
+    // Each login gets a fresh session id; one planted before the login is never kept.
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = async |planted: &str| {
+        let page = bare
+            .get(format!("{}/login", app.addr))
+            .send()
+            .await
+            .unwrap();
+        let login_cookie = page
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|c| c.starts_with("carve_login_csrf="))
+            .expect("a login CSRF cookie");
+        let csrf = field(&page.text().await.unwrap(), "csrf");
+        let r = bare
+            .post(format!("{}/login", app.addr))
+            .header("cookie", format!("{login_cookie}; carve_session={planted}"))
+            .form(&[
+                ("email", "owner@limits.example"),
+                ("password", "customer password"),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().unwrap().strip_prefix("carve_session="))
+            .map(|v| v.split(';').next().unwrap().to_string())
+            .next()
+            .expect("a session cookie")
+    };
+    let planted = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let first = login(planted).await;
+    let second = login(&first).await;
+    assert!(first != planted && second != first && second != planted);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_lists_filter_every_page_not_just_the_first() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let (tenant, token) = tenant_with_customer(&app, "filters").await;
+    let mut vms = Vec::new();
+    for name in ["a", "b", "c"] {
+        vms.push(create_vm(&app, &token, name).await.0);
+    }
+    let a = app
+        .call_as(
+            &token,
+            "POST",
+            &format!("/api/v1/vms/{}/actions", vms[0]),
+            Some(json!({"action": "stop"})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    app.wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    // The API filters by kind and state in the database: a page holds only matches, however
+    // many others are newer.
+    let stops = app
+        .call("GET", "/api/v1/operations?kind=stop&state=succeeded", None)
+        .await;
+    assert_eq!(stops.status, 200, "{}", stops.text);
+    let stops = stops.body.as_array().unwrap();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(stops[0]["target"], vms[0].as_str());
+    let creates = app
+        .call("GET", "/api/v1/operations?kind=create&limit=1", None)
+        .await;
+    assert_eq!(creates.body.as_array().unwrap().len(), 1);
+    assert_eq!(creates.body[0]["kind"], "create");
+    let bad = app
+        .call("GET", "/api/v1/operations?kind=explode", None)
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+
+    let a = app
+        .call("POST", "/api/v1/users", Some(json!({"email": "root@filters.example", "password": "an admin password", "role": "admin"})))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let admin = panel_client(&app, "root@filters.example", "an admin password").await;
+    let get = async |path: &str| {
+        let r = admin
+            .get(format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, page) = get(&format!("/admin/operations?kind=stop&tenant={tenant}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(page.matches("<td>stop</td>").count(), 1, "{page}");
+    assert!(!page.contains("<td>create</td>"), "{page}");
+    let (status, page) = get("/admin/operations?state=failed").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("No operation matches."), "{page}");
+    let (status, page) = get("/admin/operations?kind=explode").await;
+    assert_eq!(status, 422);
+    assert!(
+        page.contains("there is no kind") && page.contains("reinstall"),
+        "{page}"
+    );
+    let hosts = app.call("GET", "/api/v1/hosts", None).await;
+    let host = hosts.body[0]["id"].as_str().unwrap().to_string();
+    let (_, page) = get(&format!("/admin/vms?host={host}&tenant={tenant}")).await;
+    for vm in &vms {
+        assert!(page.contains(vm.as_str()), "{page}");
+    }
+    let (_, page) = get(&format!(
+        "/admin/vms?host=hs_0000000000000000&tenant={tenant}"
+    ))
+    .await;
+    assert!(page.contains("No VM matches."), "{page}");
+    let (status, page) = get("/admin/audit?outcome=maybe").await;
+    assert_eq!(status, 422);
+    assert!(
+        page.contains("pick one of succeeded, denied, failed"),
+        "{page}"
+    );
+    app.stop().await;
+}

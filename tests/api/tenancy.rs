@@ -256,7 +256,7 @@ async fn twenty_concurrent_creates_against_a_quota_of_three() {
                 a.body["detail"]
                     .as_str()
                     .unwrap()
-                    .contains("max_vms is 3 VMs and the tenant uses 3 VMs"),
+                    .contains("max_vms is 3, the tenant uses 3 and this needs 1 more"),
                 "{}",
                 a.text
             ),

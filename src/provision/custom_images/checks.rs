@@ -6,6 +6,7 @@ use crate::db::images::ImageFacts;
 use crate::db::{self, Db};
 use crate::domain::Invalid;
 use crate::domain::ids::ImageId;
+use crate::domain::image::BootMethod;
 use crate::domain::names::ResourceName;
 use crate::error::AppError;
 
@@ -45,7 +46,7 @@ pub(super) async fn check_new(db: &Db, req: &NewImage) -> Result<ImageFacts, App
             (None, None, None)
         }
         ("kernel", Some(from)) => match db::images::find(db, from).await? {
-            Some(i) if i.boot == "kernel" && i.removed_at.is_none() => {
+            Some(i) if i.boot == BootMethod::Kernel && i.removed_at.is_none() => {
                 (i.kernel_path, i.initrd_path, i.cmdline)
             }
             _ => {
@@ -81,7 +82,11 @@ pub(super) async fn check_new(db: &Db, req: &NewImage) -> Result<ImageFacts, App
         name: req.name.clone(),
         os: req.os.clone(),
         description: req.description.clone(),
-        boot: req.boot.clone(),
+        boot: if kernel.is_some() {
+            BootMethod::Kernel
+        } else {
+            BootMethod::Disk
+        },
         disk_path: String::new(),
         kernel_path: kernel,
         initrd_path: initrd,

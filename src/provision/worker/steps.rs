@@ -2,6 +2,7 @@
 //! delete, each recording its progress. Changes to a made VM are in `rebuild`.
 
 use super::*;
+use crate::domain::image::BootMethod;
 
 /// Creates a VM; on failure removes everything made for it and marks it deleted.
 pub(super) async fn create(
@@ -95,8 +96,8 @@ async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Re
         })
         .collect();
     let files = VmFiles::new(&p.settings.vm_root, &vm.id);
-    let boot = match (image.boot.as_str(), &image.kernel_path) {
-        ("kernel", Some(kernel)) => Boot::Kernel {
+    let boot = match (image.boot, &image.kernel_path) {
+        (BootMethod::Kernel, Some(kernel)) => Boot::Kernel {
             kernel: kernel.as_ref(),
             initrd: image.initrd_path.as_deref().map(AsRef::as_ref),
             cmdline: image.cmdline.as_deref().unwrap_or("console=ttyS0"),

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::app::AppState;
 use crate::db::page::PageRequest;
+use crate::domain::image::{BootMethod, ImageSource};
 use crate::error::AppError;
 use crate::provision::catalog::{self, CreatePlan, ImageView, PlanView};
 use crate::provision::custom_images;
@@ -142,7 +143,7 @@ impl ImagesPage {
     fn kernels(&self) -> impl Iterator<Item = &ImageView> {
         self.images
             .iter()
-            .filter(|i| i.boot == "kernel" && i.source == "built")
+            .filter(|i| i.boot == BootMethod::Kernel && i.source == ImageSource::Built)
     }
 }
 

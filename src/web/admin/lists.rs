@@ -8,9 +8,14 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::db::audit::AuditFilter;
+use crate::db::operations::OperationFilter;
 use crate::db::page::PageRequest;
 use crate::db::vms::VmFilter;
+use crate::domain::ids::TenantId;
+use crate::domain::operation::{OpKind, OpState};
+use crate::domain::outcome::Outcome;
 use crate::error::AppError;
+use crate::provision::host::{self, HostView};
 use crate::provision::vms::{self, OperationView, VmView};
 use crate::tenancy::accounts::{self, TenantView};
 use crate::tenancy::audit::{self, AuditView};
@@ -38,6 +43,28 @@ fn given(v: &Option<String>) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.chars().take(200).collect())
+}
+
+/// A filter value that must be one of `names`, parsed; an unknown one is refused naming them.
+fn one_of<T>(
+    field: &'static str,
+    value: Option<String>,
+    names: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, AppError> {
+    value
+        .map(|v| {
+            parse(&v).ok_or_else(|| {
+                AppError::invalid(
+                    field,
+                    format!(
+                        "there is no {field} \"{v}\": pick one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })
+        })
+        .transpose()
 }
 
 impl ListQuery {
@@ -90,6 +117,7 @@ struct VmsPage {
     nav: Nav,
     vms: Vec<VmView>,
     tenants: Vec<TenantView>,
+    hosts: Vec<HostView>,
     q: ListQuery,
     next: Option<String>,
     states: &'static [&'static str],
@@ -122,9 +150,13 @@ pub async fn vms(
     let tenants = accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
         .await?
         .items;
+    let hosts = host::list(&app.db, actor, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         StatusCode::OK,
         &VmsPage {
+            hosts,
             nav: Nav::of(&user, "/admin"),
             next: found.next.as_deref().map(|c| q.next_link(c)),
             vms: found.items,
@@ -152,6 +184,9 @@ pub async fn vms(
 struct OperationsPage {
     nav: Nav,
     ops: Vec<OperationView>,
+    tenants: Vec<TenantView>,
+    states: [OpState; 4],
+    kinds: [OpKind; 10],
     q: ListQuery,
     next: Option<String>,
 }
@@ -162,7 +197,7 @@ impl OperationsPage {
     }
 }
 
-/// `GET /admin/operations`: every operation, filtered by state and kind (within a page).
+/// `GET /admin/operations`: every operation, filtered by tenant, state and kind.
 pub async fn operations(
     State(app): State<AppState>,
     Panel(user): Panel,
@@ -170,21 +205,40 @@ pub async fn operations(
 ) -> Result<Response, WebError> {
     let actor = &user.principal;
     actor.require_admin()?;
-    let found = vms::operations(&app.prov, actor, None, &q.page()?).await?;
-    let state = given(&q.state);
-    let kind = given(&q.kind);
-    let ops = found
-        .items
-        .into_iter()
-        .filter(|o| state.as_ref().is_none_or(|s| o.state.as_str() == s))
-        .filter(|o| kind.as_ref().is_none_or(|k| o.kind.as_str() == k))
-        .collect();
+    let state = one_of(
+        "state",
+        given(&q.state),
+        &OpState::ALL.map(OpState::as_str),
+        OpState::parse,
+    )?;
+    let kind = one_of(
+        "kind",
+        given(&q.kind),
+        &OpKind::ALL.map(OpKind::as_str),
+        OpKind::parse,
+    )?;
+    let tenant = given(&q.tenant)
+        .map(|t| TenantId::parse(&t).ok_or_else(|| AppError::not_found("tenant", &t)))
+        .transpose()?;
+    let filter = OperationFilter {
+        target_id: None,
+        state,
+        kind,
+        tenant: tenant.as_ref(),
+    };
+    let found = vms::operations(&app.prov, actor, &filter, &q.page()?).await?;
+    let tenants = accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
+        .await?
+        .items;
     Ok(page(
         StatusCode::OK,
         &OperationsPage {
             nav: Nav::of(&user, "/admin"),
             next: found.next.as_deref().map(|c| q.next_link(c)),
-            ops,
+            ops: found.items,
+            tenants,
+            states: OpState::ALL,
+            kinds: OpKind::ALL,
             q,
         },
     ))
@@ -195,6 +249,7 @@ pub async fn operations(
 struct AuditPage {
     nav: Nav,
     entries: Vec<AuditView>,
+    outcomes: [Outcome; 3],
     q: ListQuery,
     next: Option<String>,
 }
@@ -217,7 +272,12 @@ pub async fn audit(
         actor: given(&q.actor),
         action: given(&q.action),
         tenant: given(&q.tenant),
-        outcome: given(&q.outcome),
+        outcome: one_of(
+            "outcome",
+            given(&q.outcome),
+            &Outcome::ALL.map(Outcome::as_str),
+            Outcome::parse,
+        )?,
         ..Default::default()
     };
     let found = audit::search(&app.db, actor, &filter, &q.page()?).await?;
@@ -227,6 +287,7 @@ pub async fn audit(
             nav: Nav::of(&user, "/admin"),
             next: found.next.as_deref().map(|c| q.next_link(c)),
             entries: found.items,
+            outcomes: Outcome::ALL,
             q,
         },
     ))
