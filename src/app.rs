@@ -118,17 +118,24 @@ impl Application {
         storage::check_traversable(&settings.vm_root).map_err(anyhow::Error::msg)?;
         let db = open_database(&config).await?;
         let uri = config.libvirt.uri.clone();
-        let libvirt = tokio::task::spawn_blocking(move || Libvirt::connect(&uri)).await??;
+        let libvirt = tokio::task::spawn_blocking(move || Libvirt::connect(&uri))
+            .await?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (is libvirtd running? scripts/setup-host.sh installs and starts it)"
+                )
+            })?;
         let hv = Hv::new(Arc::new(libvirt));
         provision::images::register_all(&db, &settings.image_dir).await?;
         let host = provision::host::register_local(&db, &hv, &config, &settings).await?;
+        create_private_dir(&settings.scratch)?;
         let reconcile_now = Arc::new(tokio::sync::Notify::new());
         let prov = Arc::new(Provisioner {
             db: db.clone(),
-            hv,
+            fleet: provision::fleet::Fleet::new(&host.id, &host.libvirt_uri, hv),
             settings,
             owner: Owner::current(),
-            host_id: host.id,
+            local_host: host.id,
             list_cache: Default::default(),
             reconcile_now: reconcile_now.clone(),
             root_password_hashes: Default::default(),
@@ -336,7 +343,10 @@ async fn healthz(State(app): State<AppState>) -> Response {
         .fetch_one(&app.db)
         .await
         .is_ok();
-    let libvirt = app.prov.hv.call(|h| h.node()).await.is_ok();
+    let libvirt = match app.prov.hv_of(&app.prov.local_host).await {
+        Ok(hv) => hv.call(|h| h.node()).await.is_ok(),
+        Err(_) => false,
+    };
     let status = if database && libvirt {
         StatusCode::OK
     } else {

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# What the tests use besides carve: headless Chromium with its WebDriver (Debian packages),
+# What the tests use besides carve: headless Chromium with its WebDriver, and OpenSSH's server
+# (a private sshd reaches the second libvirt host the multi-host tests make), as Debian packages;
 # a virtualenv at /opt/carve-testenv (or $CARVETEST_VENV) with paramiko (a real SFTP
 # client), selenium (drives Chromium) and schemathesis (API fuzzing), and axe-core (the npm
 # package that checks the panel's accessibility) in its node_modules. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-for p in chromium chromium-driver python3-venv openssh-client; do
+for p in chromium chromium-driver python3-venv openssh-client openssh-server; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 # npm: Debian's package, unless a Node.js install already brings its own.

@@ -238,6 +238,10 @@ pub struct CreateVmRequest {
     /// Owning tenant (admins only; a customer's VMs go to its tenant).
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// Labels the VM's host must have (e.g. `ssd`, `zone=a`; `GET /hosts` shows each host's).
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    pub host_labels: Vec<String>,
 }
 
 impl From<CreateVmRequest> for crate::provision::vms::CreateVm {
@@ -253,6 +257,7 @@ impl From<CreateVmRequest> for crate::provision::vms::CreateVm {
             pool: r.pool,
             pool_port: r.pool_port,
             tenant_id: r.tenant_id,
+            host_labels: r.host_labels,
         }
     }
 }

@@ -175,6 +175,20 @@ pub struct CapacityConfig {
     pub disk_overcommit: f64,
     /// Host memory kept for the host itself, in MiB.
     pub reserved_memory_mib: u64,
+    /// Which host a new VM goes to among those with room: `spread` (the most free memory)
+    /// or `pack` (the least that still fits). Members of one pool are spread either way.
+    pub placement: Placement,
+}
+
+/// How new VMs are spread over hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// The host with the most free memory.
+    #[default]
+    Spread,
+    /// The host with the least free memory that still fits.
+    Pack,
 }
 
 impl Default for CapacityConfig {
@@ -184,6 +198,7 @@ impl Default for CapacityConfig {
             memory_overcommit: 1.0,
             disk_overcommit: 1.0,
             reserved_memory_mib: 512,
+            placement: Placement::Spread,
         }
     }
 }

@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use crate::auth::Principal;
 use crate::domain::ids::{TenantId, UserId, VmId};
 use crate::error::AppError;
-use crate::hypervisor::storage::VmFiles;
 use crate::provision::Provisioner;
 use hub::{Hub, Viewer};
 use tickets::{TICKET_TTL, Ticket, Tickets};
@@ -148,13 +147,25 @@ impl Consoles {
         let ticket = self.tickets.redeem(ticket, &vm_id).ok_or_else(refused)?;
         // Still the principal's to see (a VM deleted or moved since is not found).
         let vm = crate::provision::vms::load(p, &ticket.principal.scope(), id).await?;
-        let tail = tail_of(&VmFiles::new(&p.settings.vm_root, &vm.id).console).await;
+        let host = p.host(&vm.host_id).await?;
+        if host.row.libvirt_uri != p.settings.libvirt_uri {
+            return Err(AppError::Conflict(format!(
+                "the interactive console reaches VMs on the machine carve runs on, and this VM runs on host {}; its console log (GET /api/v1/vms/{id}/console) works wherever it runs",
+                host.row.name
+            )));
+        }
+        let tail = host
+            .store
+            .read_console(&vm.id, None, TAIL_BYTES)
+            .await
+            .map(|(_, _, bytes)| bytes)
+            .unwrap_or_default();
         let slot = self.take_slot(&ticket.principal)?;
         let hub = match self.live_hub(&vm.id) {
             Some(hub) => hub,
             None => {
                 let domain = vm.domain_name.clone();
-                let Some(path) = p.hv.call(move |h| h.serial_pty(&domain)).await? else {
+                let Some(path) = host.hv.call(move |h| h.serial_pty(&domain)).await? else {
                     return Ok(Attach::Stopped {
                         tail,
                         principal: ticket.principal,
@@ -167,7 +178,11 @@ impl Consoles {
                 // The pty is still this VM's: had it stopped between the look-up and the open,
                 // another VM could have been given the same /dev/pts number.
                 let domain = vm.domain_name.clone();
-                if p.hv.call(move |h| h.serial_pty(&domain)).await?.as_deref()
+                if host
+                    .hv
+                    .call(move |h| h.serial_pty(&domain))
+                    .await?
+                    .as_deref()
                     != Some(path.as_str())
                 {
                     return Ok(Attach::Stopped {
@@ -242,20 +257,4 @@ impl Consoles {
         }
         Ok(slot)
     }
-}
-
-/// The last [`TAIL_BYTES`] of a console log (nothing if there is none).
-async fn tail_of(path: &std::path::Path) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let Ok(mut file) = tokio::fs::File::open(path).await else {
-        return Vec::new();
-    };
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(TAIL_BYTES);
-    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return Vec::new();
-    }
-    let mut out = Vec::with_capacity((len - start) as usize);
-    let _ = file.take(TAIL_BYTES).read_to_end(&mut out).await;
-    out
 }

@@ -7,6 +7,7 @@ use sqlx::SqliteConnection;
 use super::page::{Page, PageRequest, time_key};
 use super::{Db, now};
 use crate::domain::capacity::{Overcommit, Physical};
+use crate::domain::host::HostState;
 use crate::domain::ids::HostId;
 use crate::domain::sizes::Resources;
 
@@ -27,6 +28,19 @@ pub struct HostRow {
     pub unmanaged_domains: String,
     pub refreshed_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    pub state: HostState,
+    /// Why the host is unreachable (libvirt's message), while it is.
+    pub state_reason: Option<String>,
+    /// A JSON array of labels.
+    pub labels: String,
+    /// Where forwards listen; `None`: the configured `network.forward_address`.
+    pub forward_address: Option<String>,
+    pub forward_port_first: Option<i64>,
+    pub forward_port_last: Option<i64>,
+    /// The libvirt storage pool that holds the host's VM disks.
+    pub storage_pool: String,
+    /// That pool's directory on the host.
+    pub storage_path: String,
 }
 
 impl HostRow {
@@ -53,6 +67,11 @@ impl HostRow {
     pub fn unmanaged(&self) -> Vec<String> {
         serde_json::from_str(&self.unmanaged_domains).unwrap_or_default()
     }
+
+    /// The host's labels.
+    pub fn labels(&self) -> Vec<String> {
+        serde_json::from_str(&self.labels).unwrap_or_default()
+    }
 }
 
 /// The columns every query of this table reads.
@@ -60,7 +79,8 @@ macro_rules! host_columns {
     () => {
         "id, name, libvirt_uri, domain_type, cpus, memory_mib, disk_gib, \
     cpu_overcommit, memory_overcommit, disk_overcommit, reserved_memory_mib, unmanaged_domains, \
-    refreshed_at, created_at"
+    refreshed_at, created_at, state, state_reason, labels, forward_address, forward_port_first, \
+    forward_port_last, storage_pool, storage_path"
     };
 }
 
@@ -69,7 +89,7 @@ pub async fn list(db: impl sqlx::SqliteExecutor<'_>) -> Result<Vec<HostRow>, sql
     sqlx::query_as(concat!(
         "SELECT ",
         host_columns!(),
-        " FROM hosts ORDER BY created_at, id"
+        " FROM hosts WHERE removed_at IS NULL ORDER BY created_at, id"
     ))
     .fetch_all(db)
     .await
@@ -80,7 +100,7 @@ pub async fn page(db: &Db, page: &PageRequest) -> Result<Page<HostRow>, sqlx::Er
     let rows = sqlx::query_as(concat!(
         "SELECT ",
         host_columns!(),
-        " FROM hosts WHERE (?1 IS NULL OR (created_at, id) > (?1, ?2))
+        " FROM hosts WHERE removed_at IS NULL AND (?1 IS NULL OR (created_at, id) > (?1, ?2))
           ORDER BY created_at, id LIMIT ?3"
     ))
     .bind(page.time(0))
@@ -98,7 +118,7 @@ pub async fn get(db: &Db, id: &HostId) -> Result<Option<HostRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         host_columns!(),
-        " FROM hosts WHERE id = ?1"
+        " FROM hosts WHERE id = ?1 AND removed_at IS NULL"
     ))
     .bind(id)
     .fetch_optional(db)
@@ -110,45 +130,157 @@ pub async fn get_by_uri(db: &Db, uri: &str) -> Result<Option<HostRow>, sqlx::Err
     sqlx::query_as(concat!(
         "SELECT ",
         host_columns!(),
-        " FROM hosts WHERE libvirt_uri = ?1"
+        " FROM hosts WHERE libvirt_uri = ?1 AND removed_at IS NULL"
     ))
     .bind(uri)
     .fetch_optional(db)
     .await
 }
 
-/// Registers a host with its facts and ratios.
-pub async fn insert(
-    db: &Db,
-    name: &str,
-    uri: &str,
-    domain_type: &str,
-    physical: Physical,
-    ratios: Overcommit,
-) -> Result<HostId, sqlx::Error> {
+/// What a new host row holds.
+#[derive(Debug, Clone)]
+pub struct NewHost<'a> {
+    pub name: &'a str,
+    pub uri: &'a str,
+    pub domain_type: &'a str,
+    pub physical: Physical,
+    pub ratios: Overcommit,
+    pub labels: &'a [String],
+    pub forward_address: Option<&'a str>,
+    pub forward_ports: Option<(u16, u16)>,
+    pub storage_pool: &'a str,
+    pub storage_path: &'a str,
+}
+
+/// Registers a host with its facts and ratios. Fails with a unique violation when the name or
+/// the URI is taken.
+pub async fn insert(db: &Db, h: &NewHost<'_>) -> Result<HostId, sqlx::Error> {
     let id = HostId::generate();
     let at = now();
     sqlx::query(
         "INSERT INTO hosts (id, name, libvirt_uri, domain_type, cpus, memory_mib, disk_gib,
             cpu_overcommit, memory_overcommit, disk_overcommit, reserved_memory_mib,
-            refreshed_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            refreshed_at, created_at, labels, forward_address, forward_port_first,
+            forward_port_last, storage_pool, storage_path)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )
     .bind(&id)
-    .bind(name)
-    .bind(uri)
-    .bind(domain_type)
-    .bind(i64::from(physical.cpus))
-    .bind(physical.memory_mib as i64)
-    .bind(physical.disk_gib as i64)
-    .bind(ratios.cpu)
-    .bind(ratios.memory)
-    .bind(ratios.disk)
-    .bind(ratios.reserved_memory_mib as i64)
+    .bind(h.name)
+    .bind(h.uri)
+    .bind(h.domain_type)
+    .bind(i64::from(h.physical.cpus))
+    .bind(h.physical.memory_mib as i64)
+    .bind(h.physical.disk_gib as i64)
+    .bind(h.ratios.cpu)
+    .bind(h.ratios.memory)
+    .bind(h.ratios.disk)
+    .bind(h.ratios.reserved_memory_mib as i64)
     .bind(at)
+    .bind(serde_json::to_string(h.labels).unwrap_or_else(|_| "[]".into()))
+    .bind(h.forward_address)
+    .bind(h.forward_ports.map(|p| i64::from(p.0)))
+    .bind(h.forward_ports.map(|p| i64::from(p.1)))
+    .bind(h.storage_pool)
+    .bind(h.storage_path)
     .execute(db)
     .await?;
     Ok(id)
+}
+
+/// Records where the host's storage pool is.
+pub async fn set_storage(db: &Db, id: &HostId, pool: &str, path: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET storage_pool = ?2, storage_path = ?3 WHERE id = ?1")
+        .bind(id)
+        .bind(pool)
+        .bind(path)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Changes a host's state; `reason` says why it is unreachable.
+pub async fn set_state(
+    db: &Db,
+    id: &HostId,
+    state: HostState,
+    reason: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE hosts SET state = ?2, state_reason = ?3 WHERE id = ?1")
+        .bind(id)
+        .bind(state)
+        .bind(reason)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What an admin may change of a host besides its ratios; `None` keeps a value.
+#[derive(Debug, Clone, Default)]
+pub struct HostSettings {
+    pub name: Option<String>,
+    pub labels: Option<Vec<String>>,
+    /// `Some(None)` goes back to the configured default.
+    pub forward_address: Option<Option<String>>,
+    pub forward_ports: Option<Option<(u16, u16)>>,
+}
+
+/// Changes a host's name, labels or forward settings. Fails with a unique violation when the
+/// name is taken.
+pub async fn update_settings(db: &Db, id: &HostId, s: &HostSettings) -> Result<(), sqlx::Error> {
+    let labels = s
+        .labels
+        .as_ref()
+        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".into()));
+    let ports = s
+        .forward_ports
+        .map(|p| p.map(|(a, b)| (i64::from(a), i64::from(b))));
+    sqlx::query(
+        "UPDATE hosts SET name = COALESCE(?2, name), labels = COALESCE(?3, labels),
+            forward_address = CASE WHEN ?4 THEN ?5 ELSE forward_address END,
+            forward_port_first = CASE WHEN ?6 THEN ?7 ELSE forward_port_first END,
+            forward_port_last = CASE WHEN ?6 THEN ?8 ELSE forward_port_last END
+         WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(s.name.as_deref())
+    .bind(labels)
+    .bind(s.forward_address.is_some())
+    .bind(s.forward_address.clone().flatten())
+    .bind(ports.is_some())
+    .bind(ports.flatten().map(|p| p.0))
+    .bind(ports.flatten().map(|p| p.1))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Removes a host that holds no VM (deleted ones aside); false if it holds one or is gone.
+/// Checked and done in one write transaction, so a VM placed meanwhile keeps its host.
+pub async fn delete_if_empty(db: &Db, id: &HostId) -> Result<bool, sqlx::Error> {
+    let mut tx = super::begin_write(db).await?;
+    let live: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE host_id = ?1 AND deleted_at IS NULL")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if live > 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM port_forwards WHERE host_id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    // Deleted VMs' rows keep pointing at it: it stays as a tombstone, its name and URI freed.
+    let done = sqlx::query(
+        "UPDATE hosts SET removed_at = ?2, name = 'removed-' || id, libvirt_uri = 'removed:' || id
+         WHERE id = ?1 AND removed_at IS NULL",
+    )
+    .bind(id)
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records freshly read physical facts.

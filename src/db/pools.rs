@@ -57,13 +57,16 @@ pub struct MemberRow {
     /// The host port the VM's guest port is forwarded from, if it is.
     pub host_port: Option<i64>,
     pub state_changed_at: DateTime<Utc>,
+    /// Where the VM's host listens for forwards (`None`: the configured default).
+    pub forward_address: Option<String>,
 }
 
 /// The member query, joined with the VM and its forward for the member's port.
 const MEMBER_SELECT: &str =
     "SELECT m.pool_id, m.vm_id, v.name AS vm_name, v.state AS vm_state, m.port,
-        m.weight, m.state, m.leaving, f.host_port, m.state_changed_at
+        m.weight, m.state, m.leaving, f.host_port, m.state_changed_at, h.forward_address
      FROM pool_members m JOIN vms v ON v.id = m.vm_id
+     LEFT JOIN hosts h ON h.id = v.host_id
      LEFT JOIN port_forwards f ON f.vm_id = m.vm_id AND f.guest_port = m.port";
 
 /// Inserts a pool (the caller has checked the port; a taken name or port is a unique
@@ -375,5 +378,21 @@ pub async fn in_balancer(db: &Db, vm: &VmId) -> Result<(i64, i64), sqlx::Error> 
     )
     .bind(vm)
     .fetch_one(db)
+    .await
+}
+
+/// How many live members of `pool` run on `host`.
+pub async fn members_on_host(
+    conn: &mut SqliteConnection,
+    pool: &PoolId,
+    host: &crate::domain::ids::HostId,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pool_members m JOIN vms v ON v.id = m.vm_id
+         WHERE m.pool_id = ?1 AND v.host_id = ?2 AND v.deleted_at IS NULL",
+    )
+    .bind(pool)
+    .bind(host)
+    .fetch_one(conn)
     .await
 }

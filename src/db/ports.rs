@@ -28,15 +28,15 @@ pub enum AllocateError {
     Db(#[from] sqlx::Error),
 }
 
-/// Reserves one host port per guest port, lowest free first, skipping ports another program
-/// on the host is listening on.
+/// Reserves one host port per guest port, lowest free first; with `probe` (the address
+/// forwards listen on, when the host is this machine) skipping ports another program listens on.
 pub async fn allocate(
     conn: &mut SqliteConnection,
     host: &HostId,
     vm: &VmId,
     guest_ports: &[u16],
     range: PortRange,
-    address: IpAddr,
+    probe: Option<IpAddr>,
 ) -> Result<Vec<Forward>, AllocateError> {
     if guest_ports.is_empty() {
         return Ok(Vec::new());
@@ -52,7 +52,7 @@ pub async fn allocate(
     .into_iter()
     .collect();
     let mut free = (range.first..=range.last)
-        .filter(|p| !taken.contains(&i64::from(*p)) && port_is_free(address, *p));
+        .filter(|p| !taken.contains(&i64::from(*p)) && probe.is_none_or(|a| port_is_free(a, *p)));
     let mut forwards = Vec::with_capacity(guest_ports.len());
     for &guest_port in guest_ports {
         let host_port = free

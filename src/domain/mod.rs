@@ -2,6 +2,7 @@
 //! a value of these types has already been checked.
 
 pub mod capacity;
+pub mod host;
 pub mod ids;
 pub mod image;
 pub mod names;

@@ -9,7 +9,8 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::{
-    DomainStats, DomainSummary, GuestInfo, Hypervisor, HypervisorError, NodeFacts, PowerState,
+    DomainStats, DomainSummary, DomainSupport, GuestInfo, HostCapabilities, Hypervisor,
+    HypervisorError, NodeFacts, PoolFacts, PowerState, Volume, host_setup, volumes,
 };
 
 /// libvirt through one shared connection.
@@ -24,10 +25,7 @@ impl Libvirt {
         // libvirt prints every error to stderr by default; carve reports them itself.
         virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| {
-            HypervisorError::Libvirt(format!(
-                "cannot connect to {uri}: {} (is libvirtd running? see scripts/setup-host.sh)",
-                e.message()
-            ))
+            HypervisorError::Libvirt(format!("cannot connect to {uri}: {}", e.message()))
         })?;
         Ok(Self {
             uri: uri.to_string(),
@@ -264,6 +262,74 @@ impl Hypervisor for Libvirt {
             memory_total_kib: info.max_mem,
             vcpus: info.nr_virt_cpu,
         }))
+    }
+
+    fn capabilities(&self) -> Result<HostCapabilities, HypervisorError> {
+        host_setup::capabilities(&self.conn()?)
+    }
+
+    fn domain_support(
+        &self,
+        arch: &str,
+        domain_type: &str,
+    ) -> Result<DomainSupport, HypervisorError> {
+        host_setup::domain_support(&self.conn()?, arch, domain_type)
+    }
+
+    fn ensure_pool(&self, name: &str, path: &str) -> Result<PoolFacts, HypervisorError> {
+        host_setup::ensure_pool(&self.conn()?, name, path)
+    }
+
+    fn pool_facts(&self, pool: &str) -> Result<PoolFacts, HypervisorError> {
+        volumes::pool_facts(&self.conn()?, pool)
+    }
+
+    fn volume(&self, pool: &str, name: &str) -> Result<Option<Volume>, HypervisorError> {
+        volumes::volume(&self.conn()?, pool, name)
+    }
+
+    fn volumes(&self, pool: &str) -> Result<Vec<String>, HypervisorError> {
+        volumes::volumes(&self.conn()?, pool)
+    }
+
+    fn create_overlay(
+        &self,
+        pool: &str,
+        name: &str,
+        backing: &str,
+        capacity: u64,
+    ) -> Result<Volume, HypervisorError> {
+        volumes::create_overlay(&self.conn()?, pool, name, backing, capacity)
+    }
+
+    fn upload(
+        &self,
+        pool: &str,
+        name: &str,
+        source: &mut dyn std::io::Read,
+        len: u64,
+        in_place: bool,
+    ) -> Result<Volume, HypervisorError> {
+        volumes::upload(&self.conn()?, pool, name, source, len, in_place)
+    }
+
+    fn download(
+        &self,
+        pool: &str,
+        name: &str,
+        offset: u64,
+        max: u64,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64, HypervisorError> {
+        volumes::download(&self.conn()?, pool, name, offset, max, sink)
+    }
+
+    fn resize_volume(&self, pool: &str, name: &str, capacity: u64) -> Result<(), HypervisorError> {
+        volumes::resize(&self.conn()?, pool, name, capacity)
+    }
+
+    fn delete_volume(&self, pool: &str, name: &str) -> Result<(), HypervisorError> {
+        volumes::delete(&self.conn()?, pool, name)
     }
 }
 

@@ -1,13 +1,19 @@
 //! The hypervisor boundary: a small blocking trait with a libvirt implementation, called from
 //! async code through [`Hv`], which moves every call onto the blocking thread pool.
 
+pub mod host_setup;
 pub mod libvirt;
 pub mod probe;
 pub mod qcow2;
 pub mod storage;
+pub mod volumes;
 pub mod xml;
 
+use std::io::{Read, Write};
 use std::sync::Arc;
+
+pub use host_setup::{DomainSupport, HostCapabilities, PoolFacts};
+pub use volumes::Volume;
 
 /// A domain's power state as libvirt reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +115,52 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn guest_info(&self, name: &str) -> Result<Option<GuestInfo>, HypervisorError>;
     /// Sets a guest user's password to a crypt hash through the guest agent.
     fn set_password_hash(&self, name: &str, user: &str, hash: &str) -> Result<(), HypervisorError>;
+    /// The host's architecture and the domain types it runs guests of it with.
+    fn capabilities(&self) -> Result<HostCapabilities, HypervisorError>;
+    /// Whether guests of `domain_type` can be made here, and whether they can use passt.
+    fn domain_support(
+        &self,
+        arch: &str,
+        domain_type: &str,
+    ) -> Result<DomainSupport, HypervisorError>;
+    /// Finds the storage pool `name`, or makes it as a directory pool at `path`; started.
+    fn ensure_pool(&self, name: &str, path: &str) -> Result<PoolFacts, HypervisorError>;
+    /// A pool's directory, size and free space.
+    fn pool_facts(&self, pool: &str) -> Result<PoolFacts, HypervisorError>;
+    /// The named volume of a pool, if it exists.
+    fn volume(&self, pool: &str, name: &str) -> Result<Option<Volume>, HypervisorError>;
+    /// Names of a pool's volumes.
+    fn volumes(&self, pool: &str) -> Result<Vec<String>, HypervisorError>;
+    /// Makes (or remakes) a qcow2 volume of `capacity` bytes backed by the qcow2 at `backing`.
+    fn create_overlay(
+        &self,
+        pool: &str,
+        name: &str,
+        backing: &str,
+        capacity: u64,
+    ) -> Result<Volume, HypervisorError>;
+    /// Streams `len` bytes into a raw volume: a new one, or over an existing one `in_place`.
+    fn upload(
+        &self,
+        pool: &str,
+        name: &str,
+        source: &mut dyn Read,
+        len: u64,
+        in_place: bool,
+    ) -> Result<Volume, HypervisorError>;
+    /// Streams up to `max` bytes of a volume from `offset` into `sink`; returns how many.
+    fn download(
+        &self,
+        pool: &str,
+        name: &str,
+        offset: u64,
+        max: u64,
+        sink: &mut dyn Write,
+    ) -> Result<u64, HypervisorError>;
+    /// Grows a volume to `capacity` bytes (never shrinks).
+    fn resize_volume(&self, pool: &str, name: &str, capacity: u64) -> Result<(), HypervisorError>;
+    /// Deletes a volume; nothing to do if it is gone.
+    fn delete_volume(&self, pool: &str, name: &str) -> Result<(), HypervisorError>;
 }
 
 /// What a guest's agent reports about it.

@@ -234,7 +234,10 @@ impl Control {
                     Some(MemberSpec {
                         id: m.vm_id.to_string(),
                         addr: SocketAddr::new(
-                            self.forward_address,
+                            m.forward_address
+                                .as_deref()
+                                .and_then(|a| a.parse().ok())
+                                .unwrap_or(self.forward_address),
                             u16::try_from(m.host_port?).ok()?,
                         ),
                         weight: u32::try_from(m.weight.clamp(1, 256)).unwrap_or(1),

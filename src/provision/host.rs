@@ -5,36 +5,45 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::Settings;
+use super::{Provisioner, Settings};
+use crate::auth::Principal;
 use crate::config::{Config, DomainTypeSetting};
 use crate::db::hosts::HostRow;
 use crate::db::{self, Db};
+use crate::domain::Invalid;
 use crate::domain::capacity::{Overcommit, Physical};
+use crate::domain::host::HostState;
 use crate::domain::ids::HostId;
 use crate::domain::image::BootMethod;
+use crate::domain::names::ResourceName;
+use crate::error::AppError;
 use crate::hypervisor::xml::DomainType;
-use crate::hypervisor::{Hv, probe, storage};
+use crate::hypervisor::{Hv, probe};
 
-/// Reads the host's physical facts: CPUs and memory from libvirt, disk from the VM store.
-pub async fn physical(hv: &Hv, vm_root: &Path) -> anyhow::Result<(String, Physical)> {
-    let node = hv
-        .call(|h| h.node())
+/// Reads a host's physical facts from its libvirt: CPUs and memory, and disk from the size
+/// of its carve storage pool.
+pub async fn physical(hv: &Hv, pool: &str) -> anyhow::Result<(String, Physical)> {
+    let pool = pool.to_string();
+    let (node, store) = hv
+        .call(move |h| Ok((h.node()?, h.pool_facts(&pool)?)))
         .await
         .context("reading host facts from libvirt")?;
-    let root = vm_root.to_path_buf();
-    let disk_gib = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let free = storage::free_gib(&root)?;
-        Ok(free + (storage::used_bytes(&root) >> 30))
-    })
-    .await??;
     Ok((
         node.hostname,
         Physical {
             cpus: node.cpus,
             memory_mib: node.memory_mib,
-            disk_gib,
+            disk_gib: store.capacity_bytes >> 30,
         },
     ))
+}
+
+/// The name of the local host's storage pool: `carve-` and a digest of its directory, so
+/// several installations on one machine (a test run beside `make run`) never share one.
+pub fn local_pool_name(vm_root: &Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(vm_root.to_string_lossy().as_bytes());
+    format!("carve-{}", &hex::encode(digest)[..12])
 }
 
 /// Registers (or refreshes) the host behind the configured libvirt URI, settling its domain
@@ -45,7 +54,16 @@ pub async fn register_local(
     config: &Config,
     settings: &Settings,
 ) -> anyhow::Result<HostRow> {
-    let (hostname, phys) = physical(hv, &settings.vm_root).await?;
+    let pool = local_pool_name(&settings.vm_root);
+    let path = settings.vm_root.to_string_lossy().into_owned();
+    let (p, want) = (pool.clone(), path.clone());
+    let made = hv.call(move |h| h.ensure_pool(&p, &want)).await?;
+    anyhow::ensure!(
+        made.path == path,
+        "libvirt already has a storage pool {pool} for {}, not {path}; remove it (virsh pool-undefine {pool}) or move carve's data directory",
+        made.path
+    );
+    let (hostname, phys) = physical(hv, &pool).await?;
     let uri = hv.uri().to_string();
     let existing = db::hosts::get_by_uri(db, &uri).await?;
     let domain_type = match config.libvirt.domain_type {
@@ -63,6 +81,7 @@ pub async fn register_local(
         Some(host) => {
             db::hosts::update_physical(db, &host.id, phys).await?;
             db::hosts::update_domain_type(db, &host.id, domain_type.as_str()).await?;
+            db::hosts::set_storage(db, &host.id, &pool, &path).await?;
             host.id
         }
         None => {
@@ -73,7 +92,22 @@ pub async fn register_local(
                 disk: c.disk_overcommit,
                 reserved_memory_mib: c.reserved_memory_mib,
             };
-            db::hosts::insert(db, &hostname, &uri, domain_type.as_str(), phys, ratios).await?
+            db::hosts::insert(
+                db,
+                &db::hosts::NewHost {
+                    name: &hostname,
+                    uri: &uri,
+                    domain_type: domain_type.as_str(),
+                    physical: phys,
+                    ratios,
+                    labels: &[],
+                    forward_address: None,
+                    forward_ports: None,
+                    storage_pool: &pool,
+                    storage_path: &path,
+                },
+            )
+            .await?
         }
     };
     let host = db::hosts::get(db, &id)
@@ -146,6 +180,20 @@ pub struct HostView {
     /// libvirt domains on this host that carve does not manage.
     pub unmanaged_domains: Vec<String>,
     pub refreshed_at: chrono::DateTime<chrono::Utc>,
+    /// `active` (takes new VMs), `maintenance` (set by an admin) or `unreachable` (libvirt
+    /// there does not answer).
+    pub state: HostState,
+    /// Why the host is unreachable, while it is.
+    pub state_reason: Option<String>,
+    /// Labels a create can ask for (`host_labels`).
+    pub labels: Vec<String>,
+    /// Where the host's forwards listen.
+    pub forward_address: String,
+    /// The host ports its forwards take, `first-last`.
+    pub forward_ports: String,
+    /// The libvirt storage pool holding its VMs' disks, and that pool's directory there.
+    pub storage_pool: String,
+    pub storage_path: String,
 }
 
 /// An amount of each resource.
@@ -175,9 +223,17 @@ pub struct OvercommitView {
     pub reserved_memory_mib: u64,
 }
 
-/// A change to a host's ratios (admins); absent fields stay as they are.
-#[derive(Debug, Clone)]
+/// A change to a host (admins); absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
 pub struct UpdateHost {
+    pub name: Option<String>,
+    /// `active` or `maintenance` (no new VMs).
+    pub state: Option<String>,
+    pub labels: Option<Vec<String>>,
+    /// An IP address, or empty for the configured default.
+    pub forward_address: Option<String>,
+    /// `first-last`, or empty for the configured default.
+    pub forward_ports: Option<String>,
     /// vCPUs sold per host CPU (above 0, at most 100).
     pub cpu_overcommit: Option<f64>,
     /// Guest memory per host memory (above 0, at most 100).
@@ -188,8 +244,16 @@ pub struct UpdateHost {
     pub reserved_memory_mib: Option<i64>,
 }
 
-async fn view(db: &Db, host: &HostRow) -> Result<HostView, crate::error::AppError> {
-    let mut conn = db.acquire().await?;
+async fn view(p: &Provisioner, host: &HostRow) -> Result<HostView, AppError> {
+    let network = &p.settings.network;
+    let defaults = (
+        network.forward_address.to_string(),
+        format!(
+            "{}-{}",
+            network.forward_ports.first, network.forward_ports.last
+        ),
+    );
+    let mut conn = p.db.acquire().await?;
     let allocated = db::hosts::allocated(&mut conn, &host.id).await?;
     let sellable = crate::domain::capacity::sellable(host.physical(), host.overcommit());
     let r = host.overcommit();
@@ -218,20 +282,30 @@ async fn view(db: &Db, host: &HostRow) -> Result<HostView, crate::error::AppErro
         },
         unmanaged_domains: host.unmanaged(),
         refreshed_at: host.refreshed_at,
+        state: host.state,
+        state_reason: host.state_reason.clone(),
+        labels: host.labels(),
+        forward_address: host.forward_address.clone().unwrap_or(defaults.0),
+        forward_ports: match (host.forward_port_first, host.forward_port_last) {
+            (Some(a), Some(b)) => format!("{a}-{b}"),
+            _ => defaults.1,
+        },
+        storage_pool: host.storage_pool.clone(),
+        storage_path: host.storage_path.clone(),
     })
 }
 
 /// One page of hosts (admins).
 pub async fn list(
-    db: &Db,
-    actor: &crate::auth::Principal,
+    p: &Provisioner,
+    actor: &Principal,
     page: &db::page::PageRequest,
-) -> Result<db::page::Page<HostView>, crate::error::AppError> {
+) -> Result<db::page::Page<HostView>, AppError> {
     actor.require_admin()?;
-    let hosts = db::hosts::page(db, page).await?;
+    let hosts = db::hosts::page(&p.db, page).await?;
     let mut out = Vec::new();
     for host in &hosts.items {
-        out.push(view(db, host).await?);
+        out.push(view(p, host).await?);
     }
     Ok(db::page::Page {
         items: out,
@@ -240,35 +314,23 @@ pub async fn list(
 }
 
 /// One host (admins).
-pub async fn get(
-    db: &Db,
-    actor: &crate::auth::Principal,
-    id: &str,
-) -> Result<HostView, crate::error::AppError> {
+pub async fn get(p: &Provisioner, actor: &Principal, id: &str) -> Result<HostView, AppError> {
     actor.require_admin()?;
-    let host_id = HostId::parse(id).ok_or_else(|| crate::error::AppError::not_found("host", id))?;
-    let host = db::hosts::get(db, &host_id)
+    let host_id = HostId::parse(id).ok_or_else(|| AppError::not_found("host", id))?;
+    let host = db::hosts::get(&p.db, &host_id)
         .await?
-        .ok_or_else(|| crate::error::AppError::not_found("host", id))?;
-    view(db, &host).await
+        .ok_or_else(|| AppError::not_found("host", id))?;
+    view(p, &host).await
 }
 
-/// Changes a host's overcommit ratios or reserve (admins). Lowering them never evicts VMs; it
-/// only refuses new ones until there is room.
-pub async fn update(
-    db: &Db,
-    actor: &crate::auth::Principal,
-    id: &str,
-    req: UpdateHost,
-) -> Result<HostView, crate::error::AppError> {
-    use crate::domain::Invalid;
-    actor.require_admin()?;
-    let host_id = HostId::parse(id).ok_or_else(|| crate::error::AppError::not_found("host", id))?;
-    let host = db::hosts::get(db, &host_id)
-        .await?
-        .ok_or_else(|| crate::error::AppError::not_found("host", id))?;
-    let mut r = host.overcommit();
-    let mut errors = Vec::new();
+/// Checks requested overcommit ratios into `r`: each above 0 and at most 100.
+pub(crate) fn check_ratios(
+    cpu: Option<f64>,
+    memory: Option<f64>,
+    disk: Option<f64>,
+    r: &mut Overcommit,
+    errors: &mut Vec<Invalid>,
+) {
     let mut ratio = |field: &'static str, v: Option<f64>, slot: &mut f64| {
         if let Some(v) = v {
             if v.is_finite() && v > 0.0 && v <= 100.0 {
@@ -281,9 +343,34 @@ pub async fn update(
             }
         }
     };
-    ratio("cpu_overcommit", req.cpu_overcommit, &mut r.cpu);
-    ratio("memory_overcommit", req.memory_overcommit, &mut r.memory);
-    ratio("disk_overcommit", req.disk_overcommit, &mut r.disk);
+    ratio("cpu_overcommit", cpu, &mut r.cpu);
+    ratio("memory_overcommit", memory, &mut r.memory);
+    ratio("disk_overcommit", disk, &mut r.disk);
+}
+
+/// Changes a host (admins): its name, state (`active` or `maintenance`), labels, forwards,
+/// overcommit ratios or reserve. Lowering ratios never evicts VMs; it only refuses new ones
+/// until there is room.
+pub async fn update(
+    p: &Provisioner,
+    actor: &Principal,
+    id: &str,
+    req: UpdateHost,
+) -> Result<HostView, AppError> {
+    actor.require_admin()?;
+    let host_id = HostId::parse(id).ok_or_else(|| AppError::not_found("host", id))?;
+    let host = db::hosts::get(&p.db, &host_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("host", id))?;
+    let mut r = host.overcommit();
+    let mut errors = Vec::new();
+    check_ratios(
+        req.cpu_overcommit,
+        req.memory_overcommit,
+        req.disk_overcommit,
+        &mut r,
+        &mut errors,
+    );
     if let Some(m) = req.reserved_memory_mib {
         if (0..=host.memory_mib).contains(&m) {
             r.reserved_memory_mib = m as u64;
@@ -294,9 +381,92 @@ pub async fn update(
             ));
         }
     }
+    let name = req
+        .name
+        .as_deref()
+        .and_then(|n| {
+            ResourceName::parse(n, "name")
+                .map_err(|e| errors.push(e))
+                .ok()
+        })
+        .map(|n| n.as_str().to_string());
+    let state = match req.state.as_deref() {
+        None => None,
+        Some("active") => Some(HostState::Active),
+        Some("maintenance") => Some(HostState::Maintenance),
+        Some(other) => {
+            errors.push(Invalid::new(
+                "state",
+                format!(
+                    "{:?} cannot be set: use active or maintenance (carve marks a host unreachable itself)",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+            None
+        }
+    };
+    let labels = req.labels.as_ref().and_then(|l| {
+        crate::domain::host::labels("labels", l)
+            .map_err(|e| errors.push(e))
+            .ok()
+    });
+    let forward_address = req.forward_address.as_deref().map(|a| match a.trim() {
+        "" => None,
+        a => a
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| {
+                errors.push(Invalid::new(
+                    "forward_address",
+                    format!(
+                        "{:?} is not an IP address (empty: the configured default)",
+                        a.chars().take(60).collect::<String>()
+                    ),
+                ))
+            })
+            .ok(),
+    });
+    let forward_ports = req.forward_ports.as_deref().map(|r| match r.trim() {
+        "" => None,
+        r => r
+            .parse::<crate::config::PortRange>()
+            .map_err(|e| errors.push(Invalid::new("forward_ports", e)))
+            .ok(),
+    });
     if !errors.is_empty() {
-        return Err(crate::error::AppError::Invalid(errors));
+        return Err(AppError::Invalid(errors));
     }
-    db::hosts::update_overcommit(db, &host.id, r).await?;
-    get(db, actor, id).await
+    if state.is_some() && host.state == HostState::Unreachable {
+        return Err(AppError::Conflict(format!(
+            "host {} is unreachable; it becomes active again by itself when its libvirt answers",
+            host.name
+        )));
+    }
+    if forward_address.is_some() || forward_ports.is_some() {
+        if !db::vms::list_on_host(&p.db, &host.id).await?.is_empty() {
+            return Err(AppError::Conflict(format!(
+                "host {} holds VMs whose forwards use its address and ports; change them while it holds none",
+                host.name
+            )));
+        }
+        super::host_registry::check_new_forwards(p, &host, forward_address, forward_ports).await?;
+    }
+    let settings = db::hosts::HostSettings {
+        name,
+        labels,
+        forward_address: forward_address.map(|a| a.map(|a| a.to_string())),
+        forward_ports: forward_ports.map(|r| r.map(|r| (r.first, r.last))),
+    };
+    if let Err(e) = db::hosts::update_settings(&p.db, &host.id, &settings).await {
+        return Err(if db::is_unique_violation(&e) {
+            AppError::Conflict("another host has that name; choose another".into())
+        } else {
+            e.into()
+        });
+    }
+    if let Some(state) = state {
+        db::hosts::set_state(&p.db, &host.id, state, None).await?;
+        tracing::info!(host = %host.name, state = %state, "host state changed");
+    }
+    db::hosts::update_overcommit(&p.db, &host.id, r).await?;
+    get(p, actor, id).await
 }

@@ -5,7 +5,10 @@
 pub mod catalog;
 pub mod crypt;
 pub mod custom_images;
+pub mod disks;
+pub mod fleet;
 pub mod host;
+pub mod host_registry;
 pub mod images;
 pub mod owner;
 pub mod reconciler;
@@ -47,6 +50,14 @@ pub struct Settings {
     pub reconcile_interval: Duration,
     /// The quota of tenants without their own.
     pub default_quota: crate::config::QuotaConfig,
+    /// How new VMs are spread over hosts.
+    pub placement: crate::config::Placement,
+    /// The overcommit ratios and reserve a newly registered host starts with.
+    pub default_ratios: crate::domain::capacity::Overcommit,
+    /// The configured libvirt URI: the host carve runs on.
+    pub libvirt_uri: String,
+    /// A private directory for files on their way to a host (seeds).
+    pub scratch: PathBuf,
 }
 
 impl Settings {
@@ -62,19 +73,30 @@ impl Settings {
             lease: Duration::from_secs(c.reconciler.operation_lease_secs),
             reconcile_interval: Duration::from_secs(c.reconciler.interval_secs),
             default_quota: c.quota.clone(),
+            placement: c.capacity.placement,
+            default_ratios: crate::domain::capacity::Overcommit {
+                cpu: c.capacity.cpu_overcommit,
+                memory: c.capacity.memory_overcommit,
+                disk: c.capacity.disk_overcommit,
+                reserved_memory_mib: c.capacity.reserved_memory_mib,
+            },
+            libvirt_uri: c.libvirt.uri.clone(),
+            scratch: std::path::absolute(c.data_dir.join("scratch"))
+                .unwrap_or_else(|_| c.data_dir.join("scratch")),
         }
     }
 }
 
-/// Shared provisioning state: database, hypervisor, settings, and who this process is.
+/// Shared provisioning state: database, hosts, settings, and who this process is.
 pub struct Provisioner {
     pub db: Db,
-    pub hv: Hv,
+    /// Every host's libvirt connection.
+    pub fleet: fleet::Fleet,
     pub settings: Settings,
     /// This process, as recorded in the leases of the operations it runs.
     pub owner: Owner,
-    /// The host this process manages.
-    pub host_id: HostId,
+    /// The host behind the configured libvirt URI (the machine carve runs on).
+    pub local_host: HostId,
     /// Rendered VM lists, checked against the database's view version on every use.
     pub list_cache: vms::ListCache,
     /// Wakes the reconciler for a pass now (e.g. a tenant was just suspended).
@@ -109,6 +131,19 @@ impl PendingHashes {
 }
 
 impl Provisioner {
+    /// A registered host with its connection and storage pool.
+    pub async fn host(&self, id: &HostId) -> anyhow::Result<fleet::Host> {
+        let row = crate::db::hosts::get(&self.db, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("host {id} is not registered"))?;
+        Ok(self.fleet.host(row).await?)
+    }
+
+    /// The libvirt connection of a VM's host.
+    pub async fn hv_of(&self, host: &HostId) -> anyhow::Result<Hv> {
+        Ok(self.host(host).await?.hv)
+    }
+
     /// Starts a worker for the operation; `previous_owner` is the dead process it takes over
     /// from (None for a fresh operation).
     pub fn spawn_operation(self: &Arc<Self>, op: OperationId, previous_owner: Option<String>) {

@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::disks::VmVolumes;
+use super::fleet::Host;
 use super::owner::Owner;
 use super::worker::observed;
 use super::{Provisioner, VmState, host};
 use crate::db;
-use crate::domain::ids::VmId;
+use crate::domain::ids::{HostId, VmId};
 use crate::hypervisor::storage::VmFiles;
 
 /// What one pass found and did.
@@ -56,27 +58,40 @@ pub async fn run_forever(p: Arc<Provisioner>) {
 /// One reconciliation pass.
 pub async fn pass(p: &Arc<Provisioner>) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    refresh_host(p).await;
     if let Err(e) = super::images::register_all(&p.db, &p.settings.image_dir).await {
         tracing::warn!(error = %e, "image registration failed");
     }
     let busy = resume_orphaned_operations(p, &mut report).await?;
-    observe_vms(p, &busy, &mut report).await?;
-    stop_suspended(p, &busy, &mut report).await?;
+    for row in db::hosts::list(&p.db).await? {
+        let name = row.name.clone();
+        let host = match p.fleet.host(row).await {
+            Ok(host) => host,
+            Err(e) => {
+                tracing::warn!(host = %name, error = %e, "cannot reach the host; its VMs are left as they are");
+                continue;
+            }
+        };
+        refresh_host(p, &host).await;
+        observe_vms(p, &host, &busy, &mut report).await?;
+        stop_suspended(p, &host.row.id, &busy, &mut report).await?;
+        remove_deleted_volumes(p, &host, &busy, &mut report).await?;
+    }
     report.released_ports = db::ports::release_orphans(&p.db).await?;
-    remove_deleted_dirs(p, &busy, &mut report).await?;
+    adopt_or_remove_vm_dirs(p, &busy, &mut report).await?;
     Ok(report)
 }
 
-/// Refreshes the host's capacity facts.
-async fn refresh_host(p: &Provisioner) {
-    match host::physical(&p.hv, &p.settings.vm_root).await {
+/// Refreshes a host's capacity facts.
+async fn refresh_host(p: &Provisioner, host: &Host) {
+    match host::physical(&host.hv, &host.row.storage_pool).await {
         Ok((_, phys)) => {
-            if let Err(e) = db::hosts::update_physical(&p.db, &p.host_id, phys).await {
+            if let Err(e) = db::hosts::update_physical(&p.db, &host.row.id, phys).await {
                 tracing::warn!(error = %e, "cannot record host facts");
             }
         }
-        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot read host facts"),
+        Err(e) => {
+            tracing::warn!(host = %host.row.name, error = format!("{e:#}"), "cannot read host facts")
+        }
     }
 }
 
@@ -110,14 +125,16 @@ async fn resume_orphaned_operations(
     Ok(busy)
 }
 
-/// Brings each idle VM's recorded state in line with libvirt and lists unmanaged domains.
+/// Brings each idle VM's recorded state in line with its host's libvirt and lists unmanaged
+/// domains.
 async fn observe_vms(
     p: &Provisioner,
+    host: &Host,
     busy: &HashSet<String>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let domains = p.hv.call(|h| h.list()).await?;
-    let vms = db::vms::list_on_host(&p.db, &p.host_id).await?;
+    let domains = host.hv.call(|h| h.list()).await?;
+    let vms = db::vms::list_on_host(&p.db, &host.row.id).await?;
     let ours: HashSet<&str> = vms.iter().map(|v| v.domain_name.as_str()).collect();
     for vm in &vms {
         // Transitional states belong to an operation (resumed above if its process died).
@@ -141,7 +158,7 @@ async fn observe_vms(
         }
         // The listing may be stale by now: ask again for this one domain.
         let name = vm.domain_name.clone();
-        let state = observed(p.hv.call(move |h| h.state(&name)).await?);
+        let state = observed(host.hv.call(move |h| h.state(&name)).await?);
         if state == vm.state {
             continue;
         }
@@ -162,15 +179,12 @@ async fn observe_vms(
         .filter(|n| !ours.contains(n.as_str()) && !n.starts_with("carve-probe-"))
         .collect();
     unmanaged.sort();
-    let host = db::hosts::get(&p.db, &p.host_id).await?;
-    let known: HashSet<String> = host
-        .map(|h| h.unmanaged().into_iter().collect())
-        .unwrap_or_default();
+    let known: HashSet<String> = host.row.unmanaged().into_iter().collect();
     for name in unmanaged.iter().filter(|n| !known.contains(*n)) {
-        tracing::warn!(domain = %name, "libvirt has a domain carve does not manage; leaving it alone");
+        tracing::warn!(host = %host.row.name, domain = %name, "libvirt has a domain carve does not manage; leaving it alone");
     }
-    db::hosts::set_unmanaged(&p.db, &p.host_id, &unmanaged).await?;
-    report.unmanaged = unmanaged;
+    db::hosts::set_unmanaged(&p.db, &host.row.id, &unmanaged).await?;
+    report.unmanaged.extend(unmanaged);
     Ok(())
 }
 
@@ -178,10 +192,11 @@ async fn observe_vms(
 /// started behind carve's back).
 async fn stop_suspended(
     p: &Arc<Provisioner>,
+    host: &HostId,
     busy: &HashSet<String>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    for vm in db::vms::running_of_suspended_tenants(&p.db, &p.host_id).await? {
+    for vm in db::vms::running_of_suspended_tenants(&p.db, host).await? {
         if busy.contains(vm.id.as_str()) {
             continue;
         }
@@ -207,10 +222,40 @@ async fn stop_suspended(
     Ok(())
 }
 
-/// Removes VM directories whose VM this database records as deleted (a crash between removing
-/// a VM's files and recording it can leave one). A directory of a VM this database does not
-/// know is reported, never removed: it may belong to another carve sharing the directory.
-async fn remove_deleted_dirs(
+/// Removes the volumes of VMs this database records as deleted (a crash between removing a
+/// VM's files and recording it can leave some). Volumes of VMs this database does not know are
+/// left alone: they may belong to another carve sharing the pool.
+async fn remove_deleted_volumes(
+    p: &Provisioner,
+    host: &Host,
+    busy: &HashSet<String>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let pool = host.row.storage_pool.clone();
+    let names = host.hv.call(move |h| h.volumes(&pool)).await?;
+    let mut owners: Vec<VmId> = names.iter().filter_map(|n| VmVolumes::owner(n)).collect();
+    owners.sort();
+    owners.dedup();
+    for vm_id in owners {
+        if busy.contains(vm_id.as_str()) {
+            continue;
+        }
+        if let Some(vm) = db::vms::get_any(&p.db, &vm_id).await?
+            && vm.deleted_at.is_some()
+        {
+            host.store.remove(&vm_id).await?;
+            tracing::info!(vm = %vm_id, host = %host.row.name, "removed the volumes of a deleted VM");
+            report.removed_dirs.push(vm_id.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// VM directories in the local pool's directory (where VMs made before volumes kept their
+/// files): a live VM's files become volumes of the pool (renamed in place, so a running guest
+/// keeps them open), a deleted VM's directory is removed, one this database does not know is
+/// reported and left alone (it may belong to another carve sharing the directory).
+async fn adopt_or_remove_vm_dirs(
     p: &Provisioner,
     busy: &HashSet<String>,
     report: &mut Report,
@@ -218,12 +263,13 @@ async fn remove_deleted_dirs(
     let Ok(mut entries) = tokio::fs::read_dir(&p.settings.vm_root).await else {
         return Ok(());
     };
+    let mut adopted = false;
     while let Some(entry) = entries.next_entry().await? {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(vm_id) = VmId::parse(&name) else {
             continue;
         };
-        if busy.contains(vm_id.as_str()) {
+        if busy.contains(vm_id.as_str()) || !entry.file_type().await?.is_dir() {
             continue;
         }
         match db::vms::get_any(&p.db, &vm_id).await? {
@@ -232,12 +278,32 @@ async fn remove_deleted_dirs(
                 tracing::info!(vm = %vm_id, "removed the files of a deleted VM");
                 report.removed_dirs.push(name);
             }
-            Some(_) => {}
+            Some(_) => {
+                let files = VmFiles::new(&p.settings.vm_root, &vm_id);
+                let volumes = VmVolumes::of(&vm_id);
+                for (from, to) in [
+                    (&files.disk, &volumes.disk),
+                    (&files.seed, &volumes.seed),
+                    (&files.console, &volumes.console),
+                ] {
+                    if tokio::fs::try_exists(from).await.unwrap_or(false) {
+                        tokio::fs::rename(from, p.settings.vm_root.join(to)).await?;
+                    }
+                }
+                files.remove().await?;
+                tracing::info!(vm = %vm_id, "moved a VM's files into the storage pool");
+                adopted = true;
+            }
             None => {
                 tracing::warn!(dir = %entry.path().display(), "a VM directory this database does not know; leaving it alone");
                 report.unknown_dirs.push(name);
             }
         }
+    }
+    if adopted {
+        let host = p.host(&p.local_host).await?;
+        let pool = host.row.storage_pool.clone();
+        host.hv.call(move |h| h.pool_facts(&pool)).await?;
     }
     Ok(())
 }

@@ -64,12 +64,40 @@ pub async fn sample_once(p: &Provisioner) -> anyhow::Result<()> {
         .filter(|i| i.guest_agent)
         .map(|i| i.id.to_string())
         .collect();
-    for vm in db::vms::list_on_host(&p.db, &p.host_id).await? {
+    for host in db::hosts::list(&p.db).await? {
+        if host.state != crate::domain::host::HostState::Active
+            && host.state != crate::domain::host::HostState::Maintenance
+        {
+            continue;
+        }
+        let id = host.id.clone();
+        let hv = match p.fleet.hv(&host).await {
+            Ok(hv) => hv,
+            Err(e) => {
+                tracing::debug!(host = %id, error = %e, "no statistics from an unreachable host");
+                continue;
+            }
+        };
+        sample_host(p, &hv, &id, slot, &with_agent).await?;
+    }
+    db::vm_samples::purge(&p.db, slot - 20 * 60).await?;
+    Ok(())
+}
+
+/// Samples the running VMs of one host.
+async fn sample_host(
+    p: &Provisioner,
+    hv: &crate::hypervisor::Hv,
+    host: &crate::domain::ids::HostId,
+    slot: i64,
+    with_agent: &std::collections::HashSet<String>,
+) -> anyhow::Result<()> {
+    for vm in db::vms::list_on_host(&p.db, host).await? {
         if vm.state != VmState::Running {
             continue;
         }
         let name = vm.domain_name.clone();
-        let Some(stats) = p.hv.call(move |h| h.stats(&name)).await? else {
+        let Some(stats) = hv.call(move |h| h.stats(&name)).await? else {
             continue;
         };
         let previous = db::vm_samples::previous(&p.db, &vm.id, slot).await?;
@@ -77,7 +105,7 @@ pub async fn sample_once(p: &Provisioner) -> anyhow::Result<()> {
         if with_agent.contains(vm.image_id.as_str()) {
             // The guest's own view: its hostname and addresses (when its agent answers).
             let name = vm.domain_name.clone();
-            if let Ok(Some(info)) = p.hv.call(move |h| h.guest_info(&name)).await {
+            if let Ok(Some(info)) = hv.call(move |h| h.guest_info(&name)).await {
                 db::vm_samples::put_guest_info(
                     &p.db,
                     &vm.id,
@@ -88,7 +116,6 @@ pub async fn sample_once(p: &Provisioner) -> anyhow::Result<()> {
             }
         }
     }
-    db::vm_samples::purge(&p.db, slot - 20 * 60).await?;
     Ok(())
 }
 

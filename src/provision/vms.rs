@@ -18,13 +18,12 @@ use crate::db::vms::{NewVm, VmRow};
 use crate::db::{self, Scope, WriteTx};
 use crate::domain::Invalid;
 use crate::domain::capacity::{self, Shortfall};
-use crate::domain::ids::{HostId, OperationId, VmId};
+use crate::domain::ids::{OperationId, VmId};
 use crate::domain::names::VmName;
 use crate::domain::sizes::Resources;
 use crate::domain::ssh::{self, SshPublicKey};
 use crate::error::AppError;
 use crate::hypervisor::PowerState;
-use crate::hypervisor::storage::VmFiles;
 use crate::quota::check_quota;
 
 mod actions;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
+use super::fleet::Host;
 use super::vms::ResizeParams;
 use super::{OpKind, OpState, Provisioner, VmState};
 use crate::db::images::ImageRow;
@@ -17,7 +18,7 @@ use crate::db::{self, Scope};
 use crate::domain::ids::OperationId;
 use crate::domain::operation::StepState;
 use crate::hypervisor::PowerState;
-use crate::hypervisor::storage::{self, Seed, VmFiles};
+use crate::hypervisor::storage::Seed;
 use crate::hypervisor::xml::{self, Boot, DomainSpec, DomainType, Network, PortForward};
 
 mod rebuild;
@@ -188,7 +189,14 @@ async fn execute(
 /// Sets the VM's state from libvirt's report.
 async fn settle_state(p: &Provisioner, vm: &VmRow) {
     let name = vm.domain_name.clone();
-    let state = match p.hv.call(move |h| h.state(&name)).await {
+    let hv = match p.hv_of(&vm.host_id).await {
+        Ok(hv) => hv,
+        Err(e) => {
+            tracing::warn!(vm = %vm.id, error = %format!("{e:#}"), "cannot reach the VM's host");
+            return;
+        }
+    };
+    let state = match hv.call(move |h| h.state(&name)).await {
         Ok(s) => observed(s),
         Err(e) => {
             tracing::warn!(vm = %vm.id, error = %e, "cannot read the VM's state");

@@ -353,6 +353,10 @@ async fn create_member(
                 ssh_keys: &ssh_keys,
                 user_data: g.user_data.as_deref(),
                 ports: &[port],
+                host: crate::provision::vms::HostWants {
+                    labels: &[],
+                    pool: Some(&g.pool_id),
+                },
             },
         )
         .await;

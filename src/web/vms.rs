@@ -206,6 +206,7 @@ pub async fn create(
         }
     };
     let req = CreateVm {
+        host_labels: Vec::new(),
         name: fields.get("name").trim().to_string(),
         plan: fields.get("plan").to_string(),
         image: fields.get("image").to_string(),

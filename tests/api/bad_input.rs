@@ -35,10 +35,8 @@ async fn assert_nothing_created(app: &TestApp) {
             .unwrap();
         assert_eq!(n, 0, "{table} has rows");
     }
-    let dirs = std::fs::read_dir(app.data_dir.path().join("vms"))
-        .unwrap()
-        .count();
-    assert_eq!(dirs, 0, "VM directories exist");
+    let files = crate::helpers::vms_with_files(&app.data_dir.path().join("vms"));
+    assert!(files.is_empty(), "VM files exist: {files:?}");
 }
 
 #[tokio::test]

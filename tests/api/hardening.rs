@@ -633,9 +633,8 @@ async fn the_reconciler_stops_vms_of_suspended_tenants() {
         .fetch_one(&app.state.db)
         .await
         .unwrap();
-    app.state
-        .prov
-        .hv
+    app.hv()
+        .await
         .call(move |h| h.start(&domain))
         .await
         .unwrap();

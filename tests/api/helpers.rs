@@ -287,11 +287,16 @@ impl TestApp {
         op
     }
 
+    /// The local host's libvirt connection.
+    pub async fn hv(&self) -> carve::hypervisor::Hv {
+        let prov = &self.state.prov;
+        prov.hv_of(&prov.local_host).await.expect("the local host")
+    }
+
     /// Names of libvirt domains of this app's live and deleted VMs that still exist.
     pub async fn domains(&self) -> Vec<String> {
-        self.state
-            .prov
-            .hv
+        self.hv()
+            .await
             .call(|h| h.list())
             .await
             .unwrap()
@@ -428,8 +433,8 @@ pub struct ChildServer {
 }
 
 /// When a test fails, removes the libvirt domains of its app's VMs, so a failed run does not
-/// leave guests running that load every later run. A passing test cleans up itself (or hands
-/// its VMs to another process on purpose), so this does nothing then.
+/// leave guests running that load every later run (a passing test cleans up itself, or hands
+/// its VMs to another process on purpose). Either way, removes the app's storage pool.
 struct Sweeper {
     vm_dir: PathBuf,
     armed: bool,
@@ -437,22 +442,73 @@ struct Sweeper {
 
 impl Drop for Sweeper {
     fn drop(&mut self) {
-        if !self.armed || !std::thread::panicking() {
+        if !self.armed {
             return;
         }
-        let Ok(entries) = std::fs::read_dir(&self.vm_dir) else {
-            return;
+        let virsh = |action: &str, name: &str| {
+            let _ = std::process::Command::new("virsh")
+                .args(["-q", "-c", "qemu:///system", action, name])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         };
-        for entry in entries.flatten() {
-            let domain = format!("carve-{}", entry.file_name().to_string_lossy());
-            for action in ["destroy", "undefine"] {
-                let _ = std::process::Command::new("virsh")
-                    .args(["-q", "-c", "qemu:///system", action, &domain])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
+        if std::thread::panicking() {
+            for vm in vms_with_files(&self.vm_dir) {
+                virsh("destroy", &format!("carve-{vm}"));
+                virsh("undefine", &format!("carve-{vm}"));
             }
         }
+        remove_pool(&self.vm_dir);
+    }
+}
+
+/// The VMs that have files (disk, seed or console log volumes) in the storage pool directory
+/// `vm_dir`, or a directory there (VMs made before volumes), sorted and without repeats.
+pub fn vms_with_files(vm_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(vm_dir) else {
+        return Vec::new();
+    };
+    let mut vms: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            carve::provision::disks::VmVolumes::owner(&name)
+                .map(|vm| vm.to_string())
+                .or_else(|| carve::domain::ids::VmId::parse(&name).map(|vm| vm.to_string()))
+        })
+        .collect();
+    vms.sort();
+    vms.dedup();
+    vms
+}
+
+/// Removes the storage pool carve made on the local libvirt for the data directory `data`
+/// (carve itself never removes a pool: it holds an installation's disks).
+fn remove_pool(vm_dir: &Path) {
+    let pool = carve::provision::host::local_pool_name(vm_dir);
+    for action in ["pool-destroy", "pool-undefine"] {
+        let _ = std::process::Command::new("virsh")
+            .args(["-q", "-c", "qemu:///system", action, &pool])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Removes, when dropped, the local storage pool of a data directory that `carve serve`
+/// children used (declare it after the directory, so it goes first).
+pub struct PoolCleanup(PathBuf);
+
+impl PoolCleanup {
+    /// The guard for the data directory `data`.
+    pub fn of(data: &Path) -> Self {
+        Self(data.join("vms"))
+    }
+}
+
+impl Drop for PoolCleanup {
+    fn drop(&mut self) {
+        remove_pool(&self.0);
     }
 }
 

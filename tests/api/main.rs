@@ -8,6 +8,7 @@ mod console;
 mod debian_guest;
 mod hardening;
 mod helpers;
+mod hosts;
 mod images;
 mod lb;
 mod lb_http;

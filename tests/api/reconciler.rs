@@ -31,9 +31,8 @@ async fn vanished_domains_are_marked_missing_and_start_brings_them_back() {
     let vm = running_vm(&app, "ghost").await;
     let domain = format!("carve-{vm}");
     let d = domain.clone();
-    app.state
-        .prov
-        .hv
+    app.hv()
+        .await
         .call(move |h| {
             h.destroy(&d)?;
             h.undefine(&d)
@@ -75,12 +74,7 @@ async fn unmanaged_domains_are_reported_and_left_alone() {
     let xml = format!(
         "<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>"
     );
-    app.state
-        .prov
-        .hv
-        .call(move |h| h.define(&xml))
-        .await
-        .unwrap();
+    app.hv().await.call(move |h| h.define(&xml)).await.unwrap();
     let report = reconciler::pass(&app.state.prov).await.unwrap();
     assert!(report.unmanaged.contains(&name), "{report:?}");
     let host = &app.call("GET", "/api/v1/hosts", None).await.body[0];
@@ -94,12 +88,7 @@ async fn unmanaged_domains_are_reported_and_left_alone() {
     );
     assert!(app.domains().await.contains(&name), "never deleted");
     let n = name.clone();
-    app.state
-        .prov
-        .hv
-        .call(move |h| h.undefine(&n))
-        .await
-        .unwrap();
+    app.hv().await.call(move |h| h.undefine(&n)).await.unwrap();
     app.stop().await;
 }
 
@@ -235,21 +224,30 @@ async fn a_failed_create_is_rolled_back_completely() {
         error.contains("everything made for it was removed"),
         "{error}"
     );
-    assert!(error.contains("step \"create disk\" failed"), "{error}");
+    assert!(
+        error.contains("step \"put the image on the host\" failed"),
+        "{error}"
+    );
     let steps: Vec<(&str, &str)> = op["steps"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(steps, [("create disk", "failed"), ("roll back", "done")]);
+    assert_eq!(
+        steps,
+        [
+            ("put the image on the host", "failed"),
+            ("roll back", "done")
+        ]
+    );
     assert_eq!(
         app.call("GET", &format!("/api/v1/vms/{vm}"), None)
             .await
             .status,
         404
     );
-    assert!(!app.data_dir.path().join("vms").join(&vm).exists());
+    assert!(!crate::helpers::vms_with_files(&app.data_dir.path().join("vms")).contains(&vm));
     assert!(!app.domains().await.contains(&format!("carve-{vm}")));
     let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
         .fetch_one(&app.state.db)
@@ -279,5 +277,79 @@ async fn directories_of_deleted_vms_go_and_unknown_ones_stay() {
     assert!(!vms.join(&vm).exists(), "{report:?}");
     assert!(vms.join(&stranger).exists(), "never removed: {report:?}");
     assert_eq!(report.unknown_dirs, vec![stranger]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn volumes_of_deleted_vms_go_and_unknown_ones_stay() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "leftover").await;
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    let prov = &app.state.prov;
+    let host = prov.host(&prov.local_host).await.unwrap();
+    let pool = host.row.storage_pool.clone();
+    let stranger = carve::domain::ids::VmId::generate().to_string();
+    // A crash between removing the volumes and recording the deletion would leave these; the
+    // stranger's belongs to a VM this database never heard of.
+    let names = [
+        format!("{vm}.qcow2"),
+        format!("{vm}-seed.iso"),
+        format!("{stranger}.qcow2"),
+    ];
+    let (p, n) = (pool.clone(), names.clone());
+    host.hv
+        .call(move |h| {
+            for name in &n {
+                h.upload(&p, name, &mut std::io::empty(), 0, false)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let report = reconciler::pass(prov).await.unwrap();
+    let left = host.hv.call(move |h| h.volumes(&pool)).await.unwrap();
+    assert!(
+        !left.contains(&names[0]) && !left.contains(&names[1]),
+        "{left:?} {report:?}"
+    );
+    assert!(left.contains(&names[2]), "never removed: {left:?}");
+    assert!(report.removed_dirs.contains(&vm), "{report:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn files_of_vms_made_before_volumes_move_into_the_pool() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "older").await;
+    // How a VM's files lay before storage pools: a directory of its own.
+    let vms = app.data_dir.path().join("vms");
+    let old = vms.join(&vm);
+    std::fs::create_dir(&old).unwrap();
+    for (name, bytes) in [
+        ("disk.qcow2", "disk"),
+        ("seed.iso", "seed"),
+        ("console.log", "log"),
+    ] {
+        std::fs::write(old.join(name), bytes).unwrap();
+    }
+    let report = reconciler::pass(&app.state.prov).await.unwrap();
+    assert!(!old.exists(), "{report:?}");
+    for (name, bytes) in [
+        (".qcow2", "disk"),
+        ("-seed.iso", "seed"),
+        ("-console.log", "log"),
+    ] {
+        let moved = vms.join(format!("{vm}{name}"));
+        assert_eq!(
+            std::fs::read_to_string(&moved).unwrap(),
+            bytes,
+            "{}",
+            moved.display()
+        );
+    }
+    assert!(report.unknown_dirs.is_empty(), "{report:?}");
     app.stop().await;
 }

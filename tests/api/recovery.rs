@@ -33,6 +33,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     let data = data_dir();
+    let _pool = crate::helpers::PoolCleanup::of(data.path());
     let http_port = free_port();
     // Bootstrap an admin through the CLI, as an operator would.
     let mut create = carve_command(data.path(), Backend::Qemu, http_port, SETTINGS)
@@ -163,7 +164,7 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
         )
         .await;
         let has_domain = domains.lines().any(|d| d.trim() == format!("carve-{vm}"));
-        let has_dir = data.path().join("vms").join(vm).exists();
+        let has_dir = crate::helpers::vms_with_files(&data.path().join("vms")).contains(vm);
         let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards WHERE vm_id = ?1")
             .bind(vm)
             .fetch_one(&db)
@@ -194,11 +195,8 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
         running.len(),
         "no orphan port reservations"
     );
-    let dirs = std::fs::read_dir(data.path().join("vms"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().is_dir())
-        .count();
-    assert_eq!(dirs, running.len(), "no orphan VM directories");
+    let dirs = crate::helpers::vms_with_files(&data.path().join("vms")).len();
+    assert_eq!(dirs, running.len(), "no orphan VM files");
     eprintln!(
         "after kill -9: {} of 10 VMs running, {} cleanly gone",
         running.len(),
@@ -280,6 +278,7 @@ fn bootstrap(data: &std::path::Path, http_port: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
     let data = data_dir();
+    let _pool = crate::helpers::PoolCleanup::of(data.path());
     let http_port = free_port();
     let token = bootstrap(data.path(), http_port);
     let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
@@ -396,11 +395,8 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
             .stdout,
     )
     .unwrap();
-    let dirs = std::fs::read_dir(data.path().join("vms"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().is_dir())
-        .count();
-    assert_eq!(dirs, 3, "no orphan VM directories");
+    let dirs = crate::helpers::vms_with_files(&data.path().join("vms")).len();
+    assert_eq!(dirs, 3, "no orphan VM files");
     for id in &ids {
         assert!(
             domains.lines().any(|d| d.trim() == format!("carve-{id}")),

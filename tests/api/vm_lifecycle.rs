@@ -38,6 +38,7 @@ async fn vm_lifecycle_on_real_libvirt() {
     assert_eq!(
         steps,
         [
+            "put the image on the host",
             "create disk",
             "write cloud-init seed",
             "define domain",
@@ -45,6 +46,15 @@ async fn vm_lifecycle_on_real_libvirt() {
             "wait until running"
         ]
     );
+
+    // Its disk, seed and console log are volumes of the app's storage pool.
+    let pool_dir = app.data_dir.path().join("vms");
+    for suffix in [".qcow2", "-seed.iso", "-console.log"] {
+        assert!(
+            pool_dir.join(format!("{vm}{suffix}")).exists(),
+            "{vm}{suffix} is missing"
+        );
+    }
 
     let got = app.call("GET", &format!("/api/v1/vms/{vm}"), None).await;
     assert_eq!(got.status, 200);
@@ -204,7 +214,7 @@ async fn vm_lifecycle_on_real_libvirt() {
     );
     assert!(!app.domains().await.contains(&domain), "domain removed");
     assert!(
-        !app.data_dir.path().join("vms").join(&vm).exists(),
+        !crate::helpers::vms_with_files(&app.data_dir.path().join("vms")).contains(&vm),
         "files removed"
     );
     let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")

@@ -8,7 +8,10 @@ pub(crate) async fn power_state(
     vm: &VmRow,
 ) -> Result<Option<PowerState>, AppError> {
     let name = vm.domain_name.clone();
-    Ok(p.hv.call(move |h| h.state(&name)).await?)
+    Ok(p.hv_of(&vm.host_id)
+        .await?
+        .call(move |h| h.state(&name))
+        .await?)
 }
 
 /// Records an operation on `vm` and sets its transitional state in one transaction; 409 if
@@ -428,32 +431,13 @@ pub async fn console_since(
     offset: Option<u64>,
     max_bytes: u64,
 ) -> Result<ConsoleChunk, AppError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let vm = load(p, &actor.scope(), id).await?;
-    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
-    let mut file = match tokio::fs::File::open(&files.console).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConsoleChunk::default()),
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context("reading the console log")
-                .into());
-        }
-    };
-    let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
-    let tail = len.saturating_sub(max_bytes);
-    let start = match offset {
-        Some(o) if o <= len => o.max(tail),
-        _ => tail,
-    };
-    file.seek(std::io::SeekFrom::Start(start))
+    let host = p.host(&vm.host_id).await?;
+    let (start, _len, mut bytes) = host
+        .store
+        .read_console(&vm.id, offset, max_bytes)
         .await
-        .map_err(anyhow::Error::from)?;
-    let mut bytes = Vec::with_capacity((len - start) as usize);
-    file.take(len - start)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(|e| AppError::Internal(e.context("reading the console log")))?;
     // A read that ends inside a multi-byte character keeps those bytes for the next read.
     if let Err(e) = std::str::from_utf8(&bytes)
         && e.error_len().is_none()

@@ -11,6 +11,7 @@ pub(crate) struct CheckedCreate {
     user_data: Option<String>,
     ports: Vec<u16>,
     root_password: Option<crate::domain::secret::Secret>,
+    host_labels: Vec<String>,
 }
 
 /// What is wrong with a root password: 10 to 1024 characters, no NUL or line breaks (it is
@@ -96,6 +97,9 @@ pub(crate) fn check_create_fields(
             "port forwards exist only in network mode \"user\"; bridged guests are reachable directly",
         ));
     }
+    let host_labels = crate::domain::host::labels("host_labels", &req.host_labels)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
     if req.pool.is_none() && req.pool_port.is_some() {
         errors.push(Invalid::new(
             "pool_port",
@@ -109,37 +113,89 @@ pub(crate) fn check_create_fields(
             user_data: req.user_data.clone().filter(|s| !s.is_empty()),
             ports,
             root_password: req.root_password.clone(),
+            host_labels,
         }),
         _ => Err(AppError::Invalid(errors)),
     }
 }
 
-/// Picks the host with the most free memory that fits `need`, inside the write transaction;
-/// if none fits, the shortfall of the roomiest host.
-pub(crate) async fn place(tx: &mut WriteTx, need: Resources) -> Result<HostId, AppError> {
+/// What a new VM asks of its host.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HostWants<'a> {
+    /// Labels the host must have.
+    pub labels: &'a [String],
+    /// The pool the VM joins: its members are spread over hosts when they can be.
+    pub pool: Option<&'a crate::domain::ids::PoolId>,
+}
+
+/// Picks an active host that has the labels asked for and room for `need`, inside the write
+/// transaction (so two creates cannot both take the last room, in any process): the one with
+/// the fewest members of the VM's pool, then by policy the most free memory (`spread`) or the
+/// least that still fits (`pack`). If none fits, says why.
+pub(crate) async fn place(
+    tx: &mut WriteTx,
+    need: Resources,
+    wants: HostWants<'_>,
+    policy: crate::config::Placement,
+) -> Result<db::hosts::HostRow, AppError> {
+    use crate::config::Placement;
+    use crate::domain::host::HostState;
     let hosts = db::hosts::list(&mut **tx).await?;
-    let mut best: Option<(u64, HostId)> = None;
+    let mut best: Option<((i64, i64), db::hosts::HostRow)> = None;
     let mut short: Option<Shortfall> = None;
+    let (mut not_active, mut unlabelled) = (0, 0);
     for host in hosts {
+        if host.state != HostState::Active {
+            not_active += 1;
+            continue;
+        }
+        let labels = host.labels();
+        if !wants.labels.iter().all(|l| labels.contains(l)) {
+            unlabelled += 1;
+            continue;
+        }
         let total = capacity::sellable(host.physical(), host.overcommit());
         let used = db::hosts::allocated(tx, &host.id).await?;
-        match capacity::check_fits(&host.name, total, used, need) {
-            Ok(()) => {
-                let free = total.memory_mib.saturating_sub(used.memory_mib);
-                if best.as_ref().is_none_or(|(f, _)| free > *f) {
-                    best = Some((free, host.id));
-                }
-            }
-            Err(e) => short = Some(e),
+        if let Err(e) = capacity::check_fits(&host.name, total, used, need) {
+            short = Some(e);
+            continue;
+        }
+        let peers = match wants.pool {
+            Some(pool) => db::pools::members_on_host(tx, pool, &host.id).await?,
+            None => 0,
+        };
+        let free = total.memory_mib.saturating_sub(used.memory_mib) as i64;
+        let key = match policy {
+            Placement::Spread => (peers, -free),
+            Placement::Pack => (peers, free),
+        };
+        if best.as_ref().is_none_or(|(k, _)| key < *k) {
+            best = Some((key, host));
         }
     }
-    match (best, short) {
-        (Some((_, id)), _) => Ok(id),
-        (None, Some(e)) => Err(e.into()),
-        (None, None) => Err(AppError::Conflict(
-            "no host is registered; start carve serve against libvirt first".into(),
-        )),
+    if let Some((_, host)) = best {
+        return Ok(host);
     }
+    if let Some(e) = short {
+        return Err(e.into());
+    }
+    if unlabelled > 0 {
+        return Err(AppError::invalid(
+            "host_labels",
+            format!(
+                "no active host has every label of {:?}; GET /api/v1/hosts shows each host's labels",
+                wants.labels
+            ),
+        ));
+    }
+    if not_active > 0 {
+        return Err(AppError::Conflict(
+            "no host takes new VMs now: every host is in maintenance or unreachable; try again later".into(),
+        ));
+    }
+    Err(AppError::Conflict(
+        "no host is registered; start carve serve against libvirt first".into(),
+    ))
 }
 
 /// Creates a VM: answers at once with the VM (state `creating`) and its operation.
@@ -159,6 +215,19 @@ pub async fn create(
             .await?;
     let (plan, image) = plan_and_image(&p.db, &req.plan, &req.image, actor.is_admin()).await?;
     let mut tx = db::begin_write(&p.db).await?;
+    let joins = match &req.pool {
+        Some(pool) => Some(
+            crate::pools::members::check_join(
+                &mut tx,
+                &tenant,
+                pool,
+                req.pool_port,
+                &checked.ports,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let (vm_id, op) = admit(
         p,
         &mut tx,
@@ -170,19 +239,15 @@ pub async fn create(
             ssh_keys: &checked.ssh_keys,
             user_data: checked.user_data.as_deref(),
             ports: &checked.ports,
+            host: HostWants {
+                labels: &checked.host_labels,
+                pool: joins.as_ref().map(|(pool, _)| pool),
+            },
         },
     )
     .await?;
-    if let Some(pool) = &req.pool {
-        let (pool, port) = crate::pools::members::check_join(
-            &mut tx,
-            &tenant,
-            pool,
-            req.pool_port,
-            &checked.ports,
-        )
-        .await?;
-        crate::pools::members::join_new_vm(&mut tx, &pool, &vm_id, port).await?;
+    if let Some((pool, port)) = &joins {
+        crate::pools::members::join_new_vm(&mut tx, pool, &vm_id, *port).await?;
     }
     tx.commit().await?;
     // In memory before the operation starts, so its seed step finds it.
@@ -258,6 +323,7 @@ pub(crate) struct Admission<'a> {
     pub ssh_keys: &'a [String],
     pub user_data: Option<&'a str>,
     pub ports: &'a [u16],
+    pub host: HostWants<'a>,
 }
 
 /// Inside the write transaction: reserves quota, host capacity and forwarded ports for a new
@@ -284,7 +350,8 @@ pub(crate) async fn admit(
         )));
     }
     check_quota(tx, &p.settings.default_quota, a.tenant, wanted).await?;
-    let host_id = place(tx, need).await?;
+    let host = place(tx, need, a.host, p.settings.placement).await?;
+    let host_id = host.id.clone();
     let inserted = db::vms::insert(
         tx,
         NewVm {
@@ -311,20 +378,26 @@ pub(crate) async fn admit(
             e.into()
         });
     }
-    let address = p.settings.network.forward_address;
-    db::ports::allocate(
-        tx,
-        &host_id,
-        &vm_id,
-        a.ports,
-        p.settings.network.forward_ports,
-        address,
-    )
-    .await
-    .map_err(|e| match e {
-        AllocateError::Exhausted(_) => AppError::Conflict(e.to_string()),
-        AllocateError::Db(e) => e.into(),
-    })?;
+    let address = host
+        .forward_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(p.settings.network.forward_address);
+    let range = match (host.forward_port_first, host.forward_port_last) {
+        (Some(first), Some(last)) => crate::config::PortRange {
+            first: first as u16,
+            last: last as u16,
+        },
+        _ => p.settings.network.forward_ports,
+    };
+    // Only on this machine can a listening program be seen; elsewhere the range is carve's.
+    let probe = (host.libvirt_uri == p.settings.libvirt_uri).then_some(address);
+    db::ports::allocate(tx, &host_id, &vm_id, a.ports, range, probe)
+        .await
+        .map_err(|e| match e {
+            AllocateError::Exhausted(_) => AppError::Conflict(e.to_string()),
+            AllocateError::Db(e) => e.into(),
+        })?;
     let op = db::operations::insert(
         tx,
         a.tenant,

@@ -31,6 +31,8 @@ pub struct CreateVm {
     pub pool_port: Option<u16>,
     /// Owning tenant (admins only; a customer's VMs go to its tenant).
     pub tenant_id: Option<String>,
+    /// Labels the VM's host must have (e.g. `ssd`, `zone=a`).
+    pub host_labels: Vec<String>,
 }
 
 /// A power action.
@@ -153,9 +155,10 @@ impl From<&OperationRow> for OperationView {
     }
 }
 
-/// Names of hosts and images, for views.
+/// Names of hosts and images, and where each host's forwards listen, for views.
 pub(crate) struct Names {
     hosts: HashMap<String, String>,
+    forward_addresses: HashMap<String, String>,
     images: HashMap<String, String>,
 }
 
@@ -163,7 +166,15 @@ impl Names {
     pub(crate) async fn load(p: &Provisioner) -> Result<Self, AppError> {
         let hosts = db::hosts::list(&p.db).await?;
         let images = db::images::list(&p.db).await?;
+        let default = p.settings.network.forward_address.to_string();
         Ok(Self {
+            forward_addresses: hosts
+                .iter()
+                .map(|h| {
+                    let address = h.forward_address.clone().unwrap_or_else(|| default.clone());
+                    (h.id.to_string(), address)
+                })
+                .collect(),
             hosts: hosts
                 .into_iter()
                 .map(|h| (h.id.to_string(), h.name))
@@ -176,7 +187,11 @@ impl Names {
     }
 
     pub(crate) fn view(&self, p: &Provisioner, vm: &VmRow, forwards: &[Forward]) -> VmView {
-        let address = p.settings.network.forward_address.to_string();
+        let address = self
+            .forward_addresses
+            .get(vm.host_id.as_str())
+            .cloned()
+            .unwrap_or_else(|| p.settings.network.forward_address.to_string());
         VmView {
             id: vm.id.to_string(),
             name: vm.name.clone(),

@@ -16,7 +16,7 @@ pub(super) async fn reset_password(
         .ok()
         .and_then(|v| v["reboot"].as_bool())
         .unwrap_or(false);
-    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let host = p.host(&vm.host_id).await?;
     let hash = p.root_password_hashes.get(&op.id);
     let written = progress
         .step("write cloud-init seed", async {
@@ -24,7 +24,6 @@ pub(super) async fn reset_password(
                 anyhow!("the new root password was lost (carve restarted before it reached the VM); ask for the reset again")
             })?;
             let keys = vm.ssh_keys();
-            let fresh = files.seed.with_extension("iso.new");
             let seed = Seed {
                 instance_id: vm.instance_id(),
                 hostname: &vm.name,
@@ -32,10 +31,10 @@ pub(super) async fn reset_password(
                 user_data: vm.user_data.as_deref(),
                 root_password_hash: Some(&hash),
             };
-            storage::write_seed(&fresh, &seed).await?;
-            let copied = tokio::fs::copy(&fresh, &files.seed).await;
-            let _ = tokio::fs::remove_file(&fresh).await;
-            copied.context("writing the new seed over the VM's seed")?;
+            host.store
+                .write_seed(&vm.id, &seed, &p.settings.scratch, true)
+                .await
+                .context("writing the new seed over the VM's seed")?;
             Ok(())
         })
         .await;
@@ -52,7 +51,8 @@ pub(super) async fn reset_password(
         let name = vm.domain_name.clone();
         let set = progress
             .step("set password (guest agent)", async move {
-                Ok(p.hv
+                Ok(host
+                    .hv
                     .call(move |h| h.set_password_hash(&name, "root", &hash))
                     .await?)
             })
@@ -94,15 +94,18 @@ async fn reinstall_steps(
         .await?
         .ok_or_else(|| anyhow!("image {} is gone", params.image_id))?;
     stop(p, vm, progress, false).await?;
-    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let host = p.host(&vm.host_id).await?;
+    let base = progress
+        .step(
+            "put the image on the host",
+            host.store.base(&image, &p.fleet.digests),
+        )
+        .await?;
     progress
         .step("replace disk", async {
-            let fresh = files.disk.with_extension("qcow2.new");
-            let _ = tokio::fs::remove_file(&fresh).await;
-            storage::create_overlay(image.disk_path.as_ref(), &fresh, vm.disk_gib as u64).await?;
-            tokio::fs::rename(&fresh, &files.disk)
-                .await
-                .context("putting the fresh disk in place")?;
+            host.store
+                .create_disk(&vm.id, &base, vm.disk_gib as u64)
+                .await?;
             Ok(())
         })
         .await?;
@@ -118,7 +121,9 @@ async fn reinstall_steps(
                 user_data: vm.user_data.as_deref(),
                 root_password_hash: hash.as_deref(),
             };
-            storage::write_seed(&files.seed, &seed).await?;
+            host.store
+                .write_seed(&vm.id, &seed, &p.settings.scratch, false)
+                .await?;
             Ok(())
         })
         .await?;
@@ -150,11 +155,16 @@ pub(super) async fn resize(
     let was_running = params.was_running;
     let result = resize_steps(p, vm, &params, was_running, progress).await;
     if let Err(e) = result {
-        let files = VmFiles::new(&p.settings.vm_root, &vm.id);
-        let disk_gib = storage::virtual_size(&files.disk)
-            .await
-            .map(|b| b >> 30)
-            .unwrap_or(params.from.disk_gib);
+        let disk_gib = match p.host(&vm.host_id).await {
+            Ok(host) => host
+                .store
+                .disk(&vm.id)
+                .await
+                .ok()
+                .flatten()
+                .map_or(params.from.disk_gib, |d| d.capacity_bytes >> 30),
+            Err(_) => params.from.disk_gib,
+        };
         let back = crate::domain::sizes::Resources {
             disk_gib: disk_gib.max(params.from.disk_gib),
             ..params.from
@@ -192,10 +202,10 @@ async fn resize_steps(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     stop(p, vm, progress, false).await?;
-    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let host = p.host(&vm.host_id).await?;
     progress
         .step("grow disk", async {
-            Ok(storage::grow(&files.disk, params.to.disk_gib).await?)
+            host.store.grow_disk(&vm.id, params.to.disk_gib).await
         })
         .await?;
     let image = db::images::find(&p.db, vm.image_id.as_str())

@@ -33,11 +33,17 @@ async fn build_and_boot(
     let image = db::images::find(&p.db, vm.image_id.as_str())
         .await?
         .ok_or_else(|| anyhow!("image {} is gone", vm.image_id))?;
-    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
+    let host = p.host(&vm.host_id).await?;
+    let base = progress
+        .step(
+            "put the image on the host",
+            host.store.base(&image, &p.fleet.digests),
+        )
+        .await?;
     progress
         .step("create disk", async {
-            files.create_dir().await?;
-            storage::create_overlay(image.disk_path.as_ref(), &files.disk, vm.disk_gib as u64)
+            host.store
+                .create_disk(&vm.id, &base, vm.disk_gib as u64)
                 .await?;
             Ok(())
         })
@@ -57,7 +63,9 @@ async fn build_and_boot(
                 user_data: vm.user_data.as_deref(),
                 root_password_hash: hash.as_deref(),
             };
-            storage::write_seed(&files.seed, &seed).await?;
+            host.store
+                .write_seed(&vm.id, &seed, &p.settings.scratch, false)
+                .await?;
             p.root_password_hashes.forget(op);
             Ok(())
         })
@@ -73,20 +81,23 @@ pub(super) async fn define(
     image: &ImageRow,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let xml = domain_xml(p, vm, image).await?;
+    let host = p.host(&vm.host_id).await?;
+    let xml = domain_xml(p, &host, vm, image).await?;
     progress
         .step("define domain", async {
-            Ok(p.hv.call(move |h| h.define(&xml)).await?)
+            Ok(host.hv.call(move |h| h.define(&xml)).await?)
         })
         .await
 }
 
-/// The domain XML for a VM as recorded now.
-async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Result<String> {
-    let host = db::hosts::get(&p.db, &vm.host_id)
-        .await?
-        .ok_or_else(|| anyhow!("host {} is not registered", vm.host_id))?;
-    let domain_type = DomainType::parse(&host.domain_type).unwrap_or(DomainType::Qemu);
+/// The domain XML for a VM as recorded now, naming its files on its host.
+async fn domain_xml(
+    p: &Provisioner,
+    host: &Host,
+    vm: &VmRow,
+    image: &ImageRow,
+) -> anyhow::Result<String> {
+    let domain_type = DomainType::parse(&host.row.domain_type).unwrap_or(DomainType::Qemu);
     let forwards: Vec<PortForward> = db::ports::for_vm(&p.db, &vm.id)
         .await?
         .iter()
@@ -95,18 +106,32 @@ async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Re
             guest_port: f.guest_port as u16,
         })
         .collect();
-    let files = VmFiles::new(&p.settings.vm_root, &vm.id);
-    let boot = match (image.boot, &image.kernel_path) {
+    let base = host.store.base(image, &p.fleet.digests).await?;
+    let disk = host.store.disk(&vm.id).await?.ok_or_else(|| {
+        anyhow!(
+            "the VM's disk is missing on host {}; reinstall the VM to make a new one",
+            host.row.name
+        )
+    })?;
+    let seed = host.store.seed_path(&vm.id).await?;
+    let console_log = host.store.console_log(&vm.id).await?;
+    let boot = match (image.boot, &base.kernel) {
         (BootMethod::Kernel, Some(kernel)) => Boot::Kernel {
             kernel: kernel.as_ref(),
-            initrd: image.initrd_path.as_deref().map(AsRef::as_ref),
+            initrd: base.initrd.as_deref().map(AsRef::as_ref),
             cmdline: image.cmdline.as_deref().unwrap_or("console=ttyS0"),
         },
         _ => Boot::Disk,
     };
+    let address = host
+        .row
+        .forward_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(p.settings.network.forward_address);
     let network = match p.settings.network.mode {
         crate::config::NetworkMode::User => Network::User {
-            address: p.settings.network.forward_address,
+            address,
             forwards: &forwards,
         },
         crate::config::NetworkMode::Bridge => Network::Bridge {
@@ -124,9 +149,9 @@ async fn domain_xml(p: &Provisioner, vm: &VmRow, image: &ImageRow) -> anyhow::Re
         vcpus: vm.vcpus as u32,
         memory_mib: vm.memory_mib as u64,
         boot,
-        disk: Some(&files.disk),
-        seed: Some(&files.seed),
-        console_log: &files.console,
+        disk: Some(disk.path.as_ref()),
+        seed: seed.as_deref().map(AsRef::as_ref),
+        console_log: console_log.as_ref(),
         network,
         guest_agent: image.guest_agent,
     }))
@@ -139,9 +164,10 @@ pub(super) async fn boot(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let name = vm.domain_name.clone();
+    let hv = p.hv_of(&vm.host_id).await?;
     progress
         .step("start domain", async {
-            Ok(p.hv.call(move |h| h.start(&name)).await?)
+            Ok(hv.call(move |h| h.start(&name)).await?)
         })
         .await?;
     progress
@@ -162,9 +188,10 @@ async fn wait_for(
     done: impl Fn(Option<PowerState>) -> bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
+    let hv = p.hv_of(&vm.host_id).await?;
     loop {
         let name = vm.domain_name.clone();
-        let state = p.hv.call(move |h| h.state(&name)).await?;
+        let state = hv.call(move |h| h.state(&name)).await?;
         if done(state) {
             return Ok(());
         }
@@ -201,7 +228,8 @@ pub(super) async fn stop(
     force: bool,
 ) -> anyhow::Result<()> {
     let name = vm.domain_name.clone();
-    let state = p.hv.call(move |h| h.state(&name)).await?;
+    let hv = p.hv_of(&vm.host_id).await?;
+    let state = hv.call(move |h| h.state(&name)).await?;
     if !state.is_some_and(PowerState::is_active) {
         return Ok(());
     }
@@ -224,7 +252,7 @@ pub(super) async fn stop(
     let name = vm.domain_name.clone();
     progress
         .step("power off", async {
-            Ok(p.hv.call(move |h| h.destroy(&name)).await?)
+            Ok(hv.call(move |h| h.destroy(&name)).await?)
         })
         .await
 }
@@ -260,9 +288,10 @@ async fn drain_from_pools(
 /// `stop_timeout` passes.
 async fn shutdown_and_wait(p: &Provisioner, vm: &VmRow, agent: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + p.settings.stop_timeout;
+    let hv = p.hv_of(&vm.host_id).await?;
     loop {
         let name = vm.domain_name.clone();
-        match p.hv.call(move |h| h.shutdown(&name, agent)).await {
+        match hv.call(move |h| h.shutdown(&name, agent)).await {
             Ok(()) => {}
             // It went off between our check and the call.
             Err(_) if !is_active(p, vm).await? => return Ok(()),
@@ -287,7 +316,8 @@ async fn shutdown_and_wait(p: &Provisioner, vm: &VmRow, agent: bool) -> anyhow::
 /// Whether the VM's domain is running (or paused).
 async fn is_active(p: &Provisioner, vm: &VmRow) -> anyhow::Result<bool> {
     let name = vm.domain_name.clone();
-    Ok(p.hv
+    Ok(p.hv_of(&vm.host_id)
+        .await?
         .call(move |h| h.state(&name))
         .await?
         .is_some_and(PowerState::is_active))
@@ -301,12 +331,13 @@ pub(super) async fn reboot(
 ) -> anyhow::Result<()> {
     drain_from_pools(p, vm, progress).await?;
     let name = vm.domain_name.clone();
+    let hv = p.hv_of(&vm.host_id).await?;
     progress
         .step("reboot", async {
             let n = name.clone();
-            if let Err(e) = p.hv.call(move |h| h.reboot(&n)).await {
+            if let Err(e) = hv.call(move |h| h.reboot(&n)).await {
                 tracing::info!(vm = %vm.id, error = %e, "ACPI reboot refused; resetting");
-                p.hv.call(move |h| h.reset(&name)).await?;
+                hv.call(move |h| h.reset(&name)).await?;
             }
             Ok(())
         })
@@ -336,16 +367,17 @@ pub(super) async fn delete(
         .await
 }
 
-/// Powers off and undefines the domain, then removes the VM's directory.
+/// Powers off and undefines the domain, then removes the VM's volumes.
 async fn remove_everything(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
+    let host = p.host(&vm.host_id).await?;
     let name = vm.domain_name.clone();
-    p.hv.call(move |h| {
-        h.destroy(&name)?;
-        h.undefine(&name)
-    })
-    .await?;
-    VmFiles::new(&p.settings.vm_root, &vm.id).remove().await?;
-    Ok(())
+    host.hv
+        .call(move |h| {
+            h.destroy(&name)?;
+            h.undefine(&name)
+        })
+        .await?;
+    host.store.remove(&vm.id).await
 }
 
 /// Frees the VM's ports and marks it deleted, in one transaction.

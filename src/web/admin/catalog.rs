@@ -1,5 +1,5 @@
-//! Plans (create, delete), images (what is registered and available), and hosts (capacity
-//! against allocation per resource, overcommit settings).
+//! Plans (create, delete) and images (what is registered and available, uploads, hiding and
+//! removal).
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -12,7 +12,6 @@ use crate::domain::image::{BootMethod, ImageSource};
 use crate::error::AppError;
 use crate::provision::catalog::{self, CreatePlan, ImageView, PlanView};
 use crate::provision::custom_images;
-use crate::provision::host::{self, HostView, UpdateHost};
 use crate::request::{AuditNote, with_note};
 use crate::web::errors::{WebError, describe};
 use crate::web::form::{FieldErrors, Fields, Panel, Posted};
@@ -240,146 +239,4 @@ pub async fn delete_image(
 ) -> Result<Response, WebError> {
     let result = custom_images::remove(&app.prov, &user.principal, &id).await;
     after_image_change(&app, &user, &headers, result).await
-}
-
-/// One resource of a host: allocated against sellable.
-pub struct Capacity {
-    pub label: &'static str,
-    pub allocated: u64,
-    pub sellable: u64,
-    pub physical: u64,
-    pub unit: &'static str,
-}
-
-/// A host with its capacity rows.
-pub struct HostRow {
-    pub host: HostView,
-    pub capacity: Vec<Capacity>,
-}
-
-#[derive(Template)]
-#[template(path = "admin_hosts.html")]
-struct HostsPage {
-    nav: Nav,
-    hosts: Vec<HostRow>,
-    message: Option<String>,
-    notice: Option<&'static str>,
-}
-
-async fn hosts_page(
-    app: &AppState,
-    user: &SessionUser,
-    message: Option<String>,
-    notice: Option<&'static str>,
-    status: StatusCode,
-) -> Result<Response, WebError> {
-    let hosts = host::list(&app.db, &user.principal, &PageRequest::FIRST_MAX)
-        .await?
-        .items
-        .into_iter()
-        .map(|h| HostRow {
-            capacity: vec![
-                Capacity {
-                    label: "vCPUs",
-                    allocated: h.allocated.vcpus,
-                    sellable: h.sellable.vcpus,
-                    physical: h.physical.vcpus,
-                    unit: "",
-                },
-                Capacity {
-                    label: "Memory",
-                    allocated: h.allocated.memory_mib,
-                    sellable: h.sellable.memory_mib,
-                    physical: h.physical.memory_mib,
-                    unit: " MiB",
-                },
-                Capacity {
-                    label: "Disk",
-                    allocated: h.allocated.disk_gib,
-                    sellable: h.sellable.disk_gib,
-                    physical: h.physical.disk_gib,
-                    unit: " GiB",
-                },
-            ],
-            host: h,
-        })
-        .collect();
-    Ok(page(
-        status,
-        &HostsPage {
-            nav: Nav::of(user, "/admin").at("/admin/hosts"),
-            hosts,
-            message,
-            notice,
-        },
-    ))
-}
-
-/// `GET /admin/hosts`.
-pub async fn hosts(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
-    hosts_page(&app, &user, None, None, StatusCode::OK).await
-}
-
-/// A decimal from a field, or the field's error.
-fn ratio(fields: &Fields, name: &'static str) -> Result<f64, AppError> {
-    fields
-        .get(name)
-        .trim()
-        .parse::<f64>()
-        .map_err(|_| AppError::invalid(name, "give a number such as 1.5"))
-}
-
-/// `POST /admin/hosts/{id}`: sets the overcommit ratios and reserved memory.
-pub async fn update_host(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    Posted { user, fields }: Posted,
-) -> Result<Response, WebError> {
-    let req = (|| {
-        Ok::<_, AppError>(UpdateHost {
-            cpu_overcommit: Some(ratio(&fields, "cpu_overcommit")?),
-            memory_overcommit: Some(ratio(&fields, "memory_overcommit")?),
-            disk_overcommit: Some(ratio(&fields, "disk_overcommit")?),
-            reserved_memory_mib: Some(
-                fields
-                    .get("reserved_memory_mib")
-                    .trim()
-                    .parse::<i64>()
-                    .map_err(|_| {
-                        AppError::invalid("reserved_memory_mib", "give a whole number of MiB")
-                    })?,
-            ),
-        })
-    })();
-    let result = match req {
-        Ok(req) => host::update(&app.db, &user.principal, &id, req).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(h) => {
-            let r = hosts_page(
-                &app,
-                &user,
-                None,
-                Some("The host's settings were saved."),
-                StatusCode::OK,
-            )
-            .await?;
-            Ok(with_note(
-                r,
-                AuditNote {
-                    target: Some(h.id.clone()),
-                    tenant_id: None,
-                    actor: None,
-                },
-            ))
-        }
-        Err(e @ (AppError::NotFound { .. } | AppError::Internal(_) | AppError::Forbidden(_))) => {
-            Err(WebError(e))
-        }
-        Err(e) => {
-            let status = e.status();
-            hosts_page(&app, &user, Some(describe(&e).1), None, status).await
-        }
-    }
 }

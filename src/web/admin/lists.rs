@@ -150,7 +150,7 @@ pub async fn vms(
     let tenants = accounts::list_tenants(&app.db, actor, &PageRequest::FIRST_MAX)
         .await?
         .items;
-    let hosts = host::list(&app.db, actor, &PageRequest::FIRST_MAX)
+    let hosts = host::list(&app.prov, actor, &PageRequest::FIRST_MAX)
         .await?
         .items;
     Ok(page(

@@ -3,6 +3,7 @@
 //! through the same services the API uses.
 
 mod catalog;
+mod hosts;
 mod image_upload;
 mod lists;
 mod tenants;
@@ -51,8 +52,9 @@ pub fn router() -> Router<AppState> {
             post(catalog::set_image_visibility),
         )
         .route("/admin/images/{id}/delete", post(catalog::delete_image))
-        .route("/admin/hosts", get(catalog::hosts))
-        .route("/admin/hosts/{id}", post(catalog::update_host))
+        .route("/admin/hosts", get(hosts::hosts).post(hosts::register))
+        .route("/admin/hosts/{id}", post(hosts::update_host))
+        .route("/admin/hosts/{id}/delete", post(hosts::remove))
         .route("/admin/vms", get(lists::vms))
         .route("/admin/operations", get(lists::operations))
         .route("/admin/audit", get(lists::audit))

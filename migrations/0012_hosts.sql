@@ -1,0 +1,15 @@
+-- Many hosts: each host's state (admins put one in maintenance; the reconciler marks one it
+-- cannot reach), its labels for placement, where its forwards listen, and the libvirt
+-- storage pool its disks live in. NULL forward settings mean the configured defaults.
+ALTER TABLE hosts ADD COLUMN state TEXT NOT NULL DEFAULT 'active'
+    CHECK (state IN ('active', 'maintenance', 'unreachable'));
+ALTER TABLE hosts ADD COLUMN state_reason TEXT;
+ALTER TABLE hosts ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE hosts ADD COLUMN forward_address TEXT;
+ALTER TABLE hosts ADD COLUMN forward_port_first INTEGER;
+ALTER TABLE hosts ADD COLUMN forward_port_last INTEGER;
+ALTER TABLE hosts ADD COLUMN storage_pool TEXT NOT NULL DEFAULT '';
+ALTER TABLE hosts ADD COLUMN storage_path TEXT NOT NULL DEFAULT '';
+-- A removed host stays as a tombstone for the history of the VMs it held (their rows point
+-- at it); its name and URI are freed for a new registration.
+ALTER TABLE hosts ADD COLUMN removed_at TEXT;

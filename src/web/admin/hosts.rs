@@ -1,0 +1,260 @@
+//! Hosts: each one's state, labels, forwards and storage, capacity against allocation per
+//! resource, its settings; registering a host by libvirt URI, maintenance, and removal.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::db::page::PageRequest;
+use crate::error::AppError;
+use crate::provision::host::{self, HostView, UpdateHost};
+use crate::provision::host_registry::{self, RegisterHost};
+use crate::request::{AuditNote, with_note};
+use crate::web::errors::{WebError, describe};
+use crate::web::form::{FieldErrors, Fields, Panel, Posted};
+use crate::web::layout::{Nav, page};
+use crate::web::session::SessionUser;
+
+/// One resource of a host: allocated against sellable.
+pub struct Capacity {
+    pub label: &'static str,
+    pub allocated: u64,
+    pub sellable: u64,
+    pub physical: u64,
+    pub unit: &'static str,
+}
+
+/// A host with its capacity rows.
+pub struct HostRow {
+    pub host: HostView,
+    pub capacity: Vec<Capacity>,
+}
+
+impl HostRow {
+    /// The host's labels as typed in its form.
+    pub fn labels_text(&self) -> String {
+        self.host.labels.join(" ")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin_hosts.html")]
+struct HostsPage {
+    nav: Nav,
+    hosts: Vec<HostRow>,
+    message: Option<String>,
+    notice: Option<&'static str>,
+    /// The registration form as typed, and its errors.
+    form: Fields,
+    errors: FieldErrors,
+}
+
+/// The hosts page; `form` and `errors` belong to the registration form.
+async fn hosts_page(
+    app: &AppState,
+    user: &SessionUser,
+    message: Option<String>,
+    notice: Option<&'static str>,
+    (form, errors): (Fields, FieldErrors),
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let hosts = host::list(&app.prov, &user.principal, &PageRequest::FIRST_MAX)
+        .await?
+        .items
+        .into_iter()
+        .map(|h| HostRow {
+            capacity: vec![
+                Capacity {
+                    label: "vCPUs",
+                    allocated: h.allocated.vcpus,
+                    sellable: h.sellable.vcpus,
+                    physical: h.physical.vcpus,
+                    unit: "",
+                },
+                Capacity {
+                    label: "Memory",
+                    allocated: h.allocated.memory_mib,
+                    sellable: h.sellable.memory_mib,
+                    physical: h.physical.memory_mib,
+                    unit: " MiB",
+                },
+                Capacity {
+                    label: "Disk",
+                    allocated: h.allocated.disk_gib,
+                    sellable: h.sellable.disk_gib,
+                    physical: h.physical.disk_gib,
+                    unit: " GiB",
+                },
+            ],
+            host: h,
+        })
+        .collect();
+    Ok(page(
+        status,
+        &HostsPage {
+            nav: Nav::of(user, "/admin").at("/admin/hosts"),
+            hosts,
+            message,
+            notice,
+            form,
+            errors,
+        },
+    ))
+}
+
+/// No registration form typed yet.
+fn blank() -> (Fields, FieldErrors) {
+    (Fields::default(), FieldErrors::default())
+}
+
+/// `GET /admin/hosts`.
+pub async fn hosts(State(app): State<AppState>, Panel(user): Panel) -> Result<Response, WebError> {
+    hosts_page(&app, &user, None, None, blank(), StatusCode::OK).await
+}
+
+/// A decimal from a field, or the field's error.
+fn ratio(fields: &Fields, name: &'static str) -> Result<Option<f64>, AppError> {
+    match fields.get(name).trim() {
+        "" => Ok(None),
+        v => v
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| AppError::invalid(name, "give a number such as 1.5")),
+    }
+}
+
+/// Labels typed as words separated by spaces or commas.
+fn labels(fields: &Fields) -> Vec<String> {
+    fields
+        .get("labels")
+        .split([' ', ','])
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A field's text, if it was filled in.
+fn text(fields: &Fields, name: &str) -> Option<String> {
+    Some(fields.get(name).trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// `POST /admin/hosts`: registers a host after carve's checks.
+pub async fn register(
+    State(app): State<AppState>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let req = RegisterHost {
+        libvirt_uri: fields.get("libvirt_uri").trim().to_string(),
+        name: text(&fields, "name"),
+        domain_type: text(&fields, "domain_type"),
+        storage_path: text(&fields, "storage_path"),
+        labels: labels(&fields),
+        forward_address: text(&fields, "forward_address"),
+        forward_ports: text(&fields, "forward_ports"),
+        ..RegisterHost::default()
+    };
+    match host_registry::register(&app.prov, &user.principal, req).await {
+        Ok(h) => {
+            let r = hosts_page(
+                &app,
+                &user,
+                None,
+                Some("The host was checked and registered."),
+                blank(),
+                StatusCode::CREATED,
+            )
+            .await?;
+            Ok(with_note(r, note(&h.id)))
+        }
+        Err(e @ (AppError::Internal(_) | AppError::Forbidden(_))) => Err(WebError(e)),
+        Err(e) => {
+            let status = e.status();
+            let errors = FieldErrors::from_error(&e);
+            hosts_page(&app, &user, None, None, (fields, errors), status).await
+        }
+    }
+}
+
+/// The audit note of a change to a host.
+fn note(id: &str) -> AuditNote {
+    AuditNote {
+        target: Some(id.to_string()),
+        tenant_id: None,
+        actor: None,
+    }
+}
+
+/// `POST /admin/hosts/{id}`: the host's labels, ratios and reserved memory, or (from its
+/// own button) its state.
+pub async fn update_host(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, fields }: Posted,
+) -> Result<Response, WebError> {
+    let req = (|| {
+        if let Some(state) = text(&fields, "state") {
+            return Ok::<_, AppError>(UpdateHost {
+                state: Some(state),
+                ..UpdateHost::default()
+            });
+        }
+        Ok(UpdateHost {
+            labels: Some(labels(&fields)),
+            cpu_overcommit: ratio(&fields, "cpu_overcommit")?,
+            memory_overcommit: ratio(&fields, "memory_overcommit")?,
+            disk_overcommit: ratio(&fields, "disk_overcommit")?,
+            reserved_memory_mib: match fields.get("reserved_memory_mib").trim() {
+                "" => None,
+                m => Some(m.parse::<i64>().map_err(|_| {
+                    AppError::invalid("reserved_memory_mib", "give a whole number of MiB")
+                })?),
+            },
+            ..UpdateHost::default()
+        })
+    })();
+    let result = match req {
+        Ok(req) => host::update(&app.prov, &user.principal, &id, req).await,
+        Err(e) => Err(e),
+    };
+    after_change(
+        &app,
+        &user,
+        result.map(|h| h.id),
+        "The host's settings were saved.",
+    )
+    .await
+}
+
+/// `POST /admin/hosts/{id}/delete`: removes a host that holds no VM.
+pub async fn remove(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, .. }: Posted,
+) -> Result<Response, WebError> {
+    let result = host_registry::remove(&app.prov, &user.principal, &id).await;
+    after_change(&app, &user, result.map(|()| id), "The host was removed.").await
+}
+
+/// The hosts page after a change: its notice, or what to fix.
+async fn after_change(
+    app: &AppState,
+    user: &SessionUser,
+    result: Result<String, AppError>,
+    done: &'static str,
+) -> Result<Response, WebError> {
+    match result {
+        Ok(id) => {
+            let r = hosts_page(app, user, None, Some(done), blank(), StatusCode::OK).await?;
+            Ok(with_note(r, note(&id)))
+        }
+        Err(e @ (AppError::NotFound { .. } | AppError::Internal(_) | AppError::Forbidden(_))) => {
+            Err(WebError(e))
+        }
+        Err(e) => {
+            let status = e.status();
+            hosts_page(app, user, Some(describe(&e).1), None, blank(), status).await
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! Many hosts: a second libvirt daemon on this machine stands in for a second machine (the
+//! session daemon of an unprivileged user the test makes, reached as
+//! `qemu+ssh://<user>@127.0.0.1:<port>/session` through a private sshd with a key the test
+//! makes). Hosts are checked before they are registered, VMs are placed on both by labels and
+//! serve HTTP on their forwards, and a host with VMs cannot be removed.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, free_port, port_range, spawn_app};
+
+/// User-data that serves "hello from <hostname>" on port 80 at every boot.
+const WEB_USER_DATA: &str = "#!/bin/sh
+mkdir -p /srv/www
+echo \"hello from $(hostname)\" > /srv/www/index.html
+printf '#!/bin/sh\\nhttpd -p 80 -h /srv/www\\n' > /etc/rc.local
+chmod +x /etc/rc.local
+";
+
+/// A second libvirt host: an unprivileged user's session daemon behind a private sshd.
+pub struct SecondHost {
+    pub user: String,
+    pub uri: String,
+    /// Where carve's storage pool goes on it.
+    pub pool_path: String,
+    sshd: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SecondHost {
+    /// Makes the user, its key and a private sshd on a free port of 127.0.0.1.
+    pub fn start() -> Self {
+        let user = format!("carveh{}", &uuid_hex()[..8]);
+        run(Command::new("useradd").args(["-m", "-s", "/bin/sh", &user]));
+        let home = PathBuf::from(format!("/home/{user}"));
+        let dir = tempfile::Builder::new()
+            .prefix("carve-host2-")
+            .tempdir()
+            .unwrap();
+        let key = dir.path().join("key");
+        let host_key = dir.path().join("host_key");
+        for k in [&key, &host_key] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(k));
+        }
+        let ssh = home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::copy(key.with_extension("pub"), ssh.join("authorized_keys")).unwrap();
+        run(Command::new("chown")
+            .args(["-R", &format!("{user}:{user}")])
+            .arg(&ssh));
+        run(Command::new("chmod").args(["700"]).arg(&ssh));
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = free_port();
+        let sshd = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .args(["-p", &port.to_string(), "-o", "ListenAddress=127.0.0.1"])
+            .arg("-o")
+            .arg(format!("HostKey={}", host_key.display()))
+            .arg("-o")
+            .arg(format!("PidFile={}", dir.path().join("sshd.pid").display()))
+            .args([
+                "-o",
+                "PasswordAuthentication=no",
+                "-o",
+                "KbdInteractiveAuthentication=no",
+                "-o",
+                &format!("AllowUsers={user}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (openssh-server) runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the test's sshd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let uri = format!(
+            "qemu+ssh://{user}@127.0.0.1:{port}/session?keyfile={}&no_verify=1",
+            key.display()
+        );
+        Self {
+            pool_path: format!("/home/{user}/carve-pool"),
+            user,
+            uri,
+            sshd,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `virsh` against the host; its output.
+    pub fn virsh(&self, args: &[&str]) -> String {
+        let out = Command::new("virsh")
+            .args(["-q", "-c", &self.uri])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for SecondHost {
+    fn drop(&mut self) {
+        // Guests a failed test left behind, then the daemon, sshd and the user.
+        for domain in self.virsh(&["list", "--all", "--name"]).lines() {
+            let domain = domain.trim();
+            if !domain.is_empty() {
+                self.virsh(&["destroy", domain]);
+                self.virsh(&["undefine", domain]);
+            }
+        }
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+        // The user's session daemons (started on demand over ssh), by their pid files.
+        for daemon in ["libvirtd", "virtqemud", "virtlogd"] {
+            let pidfile = format!("/home/{}/.cache/libvirt/{daemon}.pid", self.user);
+            if let Some(pid) = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+        // userdel refuses while a process of the user still runs: give them a moment to end.
+        for _ in 0..20 {
+            let _ = Command::new("userdel")
+                .args(["-r", &self.user])
+                .stderr(Stdio::null())
+                .status();
+            let exists = Command::new("id")
+                .arg(&self.user)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !exists {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn uuid_hex() -> String {
+    format!("{:032x}", rand_u128())
+}
+
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    u128::from_le_bytes(b)
+}
+
+/// Waits until `url` answers 200 with a body starting with `body`.
+async fn until_page(url: &str, body: &str, within: Duration) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        let got = match client.get(url).send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        };
+        if got.0 == 200 && got.1.starts_with(body) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} answered {got:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Creates a web VM with `labels` and waits until it runs; its id, host and forwarded port.
+async fn web_vm(app: &TestApp, name: &str, labels: &[&str]) -> (String, String, u16) {
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/vms",
+            Some(
+                json!({"name": name, "plan": "small", "image": "tiny", "ports": [80],
+                "user_data": WEB_USER_DATA, "host_labels": labels}),
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let op = app
+        .wait_operation(a.body["id"].as_str().unwrap(), Duration::from_secs(180))
+        .await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let vm = &a.body["vm"];
+    (
+        vm["id"].as_str().unwrap().to_string(),
+        vm["host"].as_str().unwrap().to_string(),
+        vm["forwards"][0]["host_port"].as_u64().unwrap() as u16,
+    )
+}
+
+fn problem_field(a: &crate::helpers::Answer) -> String {
+    a.body["errors"][0]["field"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_is_checked_registered_and_runs_vms_by_label() {
+    let app = spawn_app(Backend::Qemu).await;
+    app.plan("small", 1, 128, 1).await;
+    let second = SecondHost::start();
+    let (first_port, last_port) = port_range();
+    let ports = format!("{first_port}-{}", last_port - 8);
+    let register = |extra: Value| {
+        let mut body = json!({"libvirt_uri": second.uri, "name": "host2", "domain_type": "qemu",
+            "storage_path": second.pool_path, "labels": ["zone=b"], "forward_ports": ports});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    // What carve refuses, each naming the field to fix.
+    let closed = free_port();
+    let unreachable = format!(
+        "qemu+ssh://{}@127.0.0.1:{closed}/session?no_verify=1",
+        second.user
+    );
+    for (body, status, field, says) in [
+        (
+            register(json!({"libvirt_uri": unreachable})),
+            422,
+            "libvirt_uri",
+            "cannot connect",
+        ),
+        (
+            register(json!({"libvirt_uri": "xen:///system"})),
+            422,
+            "libvirt_uri",
+            "not a QEMU driver URI",
+        ),
+        (
+            register(json!({"storage_path": null})),
+            422,
+            "storage_path",
+            "needs storage_path",
+        ),
+        (
+            register(json!({"storage_path": "relative/dir"})),
+            422,
+            "storage_path",
+            "absolute",
+        ),
+        (
+            register(json!({"domain_type": "xen"})),
+            422,
+            "domain_type",
+            "not a domain type",
+        ),
+        (
+            register(json!({"labels": ["<b>"]})),
+            422,
+            "labels",
+            "is not a label",
+        ),
+        (
+            register(json!({"forward_ports": "9-1"})),
+            422,
+            "forward_ports",
+            "first-last",
+        ),
+        (
+            register(json!({"storage_path": "/proc/carve-pool"})),
+            422,
+            "storage_path",
+            "cannot make storage pool",
+        ),
+    ] {
+        let a = app.call("POST", "/api/v1/hosts", Some(body)).await;
+        assert_eq!(a.status, status, "{}", a.text);
+        assert_eq!(problem_field(&a), field, "{}", a.text);
+        assert!(a.text.contains(says), "{}", a.text);
+    }
+    // Forwards that would share ports with the local host's.
+    let local_ports = format!("{}-{}", app.forward_ports.0, app.forward_ports.0 + 5);
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/hosts",
+            Some(register(json!({"forward_ports": local_ports}))),
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("would share ports"), "{}", a.text);
+    let a = app
+        .call(
+            "POST",
+            "/api/v1/hosts",
+            Some(register(json!({"surprise": 1}))),
+        )
+        .await;
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert!(a.text.contains("unknown field `surprise`"), "{}", a.text);
+
+    // The real registration: checked, then listed with its pool, labels and forwards.
+    let a = app
+        .call("POST", "/api/v1/hosts", Some(register(json!({}))))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let host2 = a.body["id"].as_str().unwrap().to_string();
+    assert_eq!(a.body["state"], "active");
+    assert_eq!(a.body["domain_type"], "qemu");
+    assert_eq!(a.body["labels"], json!(["zone=b"]));
+    assert_eq!(a.body["storage_path"], second.pool_path.as_str());
+    assert_eq!(a.body["forward_ports"], ports.as_str());
+    assert!(
+        a.body["physical"]["vcpus"].as_u64().unwrap() > 0,
+        "{}",
+        a.text
+    );
+    assert!(std::path::Path::new(&second.pool_path).is_dir());
+    let again = app
+        .call(
+            "POST",
+            "/api/v1/hosts",
+            Some(register(json!({"name": "again"}))),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    let hosts = app.call("GET", "/api/v1/hosts", None).await;
+    assert_eq!(hosts.body.as_array().unwrap().len(), 2, "{}", hosts.text);
+    let local = hosts.body[0]["id"].as_str().unwrap().to_string();
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/hosts/{local}"),
+            Some(json!({"labels": ["zone=a"]})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    // A VM on each host, placed by label; each serves its page on its own forward.
+    let ((vm_b, on_b, port_b), (vm_a, on_a, port_a)) = tokio::join!(
+        web_vm(&app, "web-b", &["zone=b"]),
+        web_vm(&app, "web-a", &["zone=a"])
+    );
+    assert_eq!(on_b, host2);
+    assert_eq!(on_a, local);
+    assert!((first_port..=last_port).contains(&port_b), "{port_b}");
+    let (url_b, url_a) = (
+        format!("http://127.0.0.1:{port_b}/"),
+        format!("http://127.0.0.1:{port_a}/"),
+    );
+    tokio::join!(
+        until_page(&url_b, "hello from web-b", Duration::from_secs(120)),
+        until_page(&url_a, "hello from web-a", Duration::from_secs(120)),
+    );
+    // Its domain and files are the second host's: its user's daemon runs it, its pool holds
+    // its disk, the base it is backed by, and its console log (read through libvirt).
+    assert!(
+        second
+            .virsh(&["list", "--name"])
+            .contains(&format!("carve-{vm_b}"))
+    );
+    let files: Vec<String> = std::fs::read_dir(&second.pool_path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.contains(&format!("{vm_b}.qcow2")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("base-") && f.ends_with(".qcow2.checked")),
+        "{files:?}"
+    );
+    let console = app
+        .call("GET", &format!("/api/v1/vms/{vm_b}/console"), None)
+        .await;
+    assert!(console.text.contains("web-b"), "{}", console.text);
+
+    // No label matches: a clear 422. In maintenance: no new VMs there.
+    let a = app
+        .call("POST", "/api/v1/vms", Some(json!({"name": "nowhere", "plan": "small", "image": "tiny", "host_labels": ["zone=c"]})))
+        .await;
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(problem_field(&a), "host_labels");
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/hosts/{host2}"),
+            Some(json!({"state": "maintenance"})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["state"], "maintenance");
+    let a = app
+        .call("POST", "/api/v1/vms", Some(json!({"name": "blocked", "plan": "small", "image": "tiny", "host_labels": ["zone=b"]})))
+        .await;
+    assert_eq!(a.status, 422, "{}", a.text);
+
+    // A host with VMs stays; once empty it can go, and so can its registration's URI again.
+    let a = app
+        .call("DELETE", &format!("/api/v1/hosts/{host2}"), None)
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("still holds 1 VM"), "{}", a.text);
+    let a = app
+        .call("DELETE", &format!("/api/v1/hosts/{local}"), None)
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    for vm in [&vm_a, &vm_b] {
+        app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+            .await;
+    }
+    assert!(
+        !second
+            .virsh(&["list", "--all", "--name"])
+            .contains("carve-")
+    );
+    let a = app
+        .call("DELETE", &format!("/api/v1/hosts/{host2}"), None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = app
+        .call("GET", &format!("/api/v1/hosts/{host2}"), None)
+        .await;
+    assert_eq!(a.status, 404, "{}", a.text);
+    app.stop().await;
+}
