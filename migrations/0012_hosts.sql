@@ -4,12 +4,17 @@
 ALTER TABLE hosts ADD COLUMN state TEXT NOT NULL DEFAULT 'active'
     CHECK (state IN ('active', 'maintenance', 'unreachable'));
 ALTER TABLE hosts ADD COLUMN state_reason TEXT;
+-- The state an unreachable host goes back to when it answers again.
+ALTER TABLE hosts ADD COLUMN resume_state TEXT NOT NULL DEFAULT 'active'
+    CHECK (resume_state IN ('active', 'maintenance'));
 ALTER TABLE hosts ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE hosts ADD COLUMN forward_address TEXT;
 ALTER TABLE hosts ADD COLUMN forward_port_first INTEGER;
 ALTER TABLE hosts ADD COLUMN forward_port_last INTEGER;
 ALTER TABLE hosts ADD COLUMN storage_pool TEXT NOT NULL DEFAULT '';
 ALTER TABLE hosts ADD COLUMN storage_path TEXT NOT NULL DEFAULT '';
+-- The host a VM is being moved to: its resources count there from the start of the move.
+ALTER TABLE vms ADD COLUMN moving_to TEXT REFERENCES hosts(id);
 -- A removed host stays as a tombstone for the history of the VMs it held (their rows point
 -- at it); its name and URI are freed for a new registration.
 ALTER TABLE hosts ADD COLUMN removed_at TEXT;

@@ -17,6 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_hosts, register_host))
         .routes(routes!(get_host, update_host, remove_host))
+        .routes(routes!(evacuate_host))
 }
 
 /// List hosts with capacity and allocation (admins).
@@ -84,6 +85,27 @@ async fn remove_host(
 ) -> Result<axum::http::StatusCode, AppError> {
     host_registry::remove(&app.prov, &actor, &id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Move every VM off a host in maintenance to other hosts (admins): one `move` operation per
+/// VM (stop, copy its disk through libvirt streams, start on the new host, then remove the
+/// old copy); VMs with nowhere to go are listed with the reason.
+#[utoipa::path(post, path = "/hosts/{id}/evacuate", tag = "hosts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 202, description = "The moves started, and the VMs that stay", body = crate::provision::evacuate::Evacuation), WriteErrors))]
+async fn evacuate_host(
+    State(app): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<
+    (
+        axum::http::StatusCode,
+        Json<crate::provision::evacuate::Evacuation>,
+    ),
+    AppError,
+> {
+    let started = crate::provision::evacuate::evacuate(&app.prov, &actor, &id).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(started)))
 }
 
 /// A host to register.

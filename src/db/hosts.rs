@@ -198,6 +198,32 @@ pub async fn set_storage(db: &Db, id: &HostId, pool: &str, path: &str) -> Result
     Ok(())
 }
 
+/// Marks a host unreachable with libvirt's reason, remembering the state it goes back to;
+/// false if it already was.
+pub async fn mark_unreachable(db: &Db, id: &HostId, reason: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE hosts SET resume_state = state, state = 'unreachable', state_reason = ?2
+         WHERE id = ?1 AND state != 'unreachable'",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A host that answers again goes back to the state it had; false if it was not unreachable.
+pub async fn mark_reachable(db: &Db, id: &HostId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE hosts SET state = resume_state, state_reason = NULL
+         WHERE id = ?1 AND state = 'unreachable'",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Changes a host's state; `reason` says why it is unreachable.
 pub async fn set_state(
     db: &Db,
@@ -339,11 +365,12 @@ pub async fn set_unmanaged(db: &Db, id: &HostId, names: &[String]) -> Result<(),
     Ok(())
 }
 
-/// What the live VMs on a host have reserved, counted from the rows that exist.
+/// What the live VMs on a host (and those being moved to it) have reserved, counted from the
+/// rows that exist.
 pub async fn allocated(conn: &mut SqliteConnection, id: &HostId) -> Result<Resources, sqlx::Error> {
     let (vcpus, memory_mib, disk_gib): (i64, i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(vcpus), 0), COALESCE(SUM(memory_mib), 0), COALESCE(SUM(disk_gib), 0)
-         FROM vms WHERE host_id = ?1 AND deleted_at IS NULL",
+         FROM vms WHERE (host_id = ?1 OR moving_to = ?1) AND deleted_at IS NULL",
     )
     .bind(id)
     .fetch_one(conn)

@@ -29,6 +29,8 @@ pub struct VmRow {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub instance_id: Option<String>,
+    /// The host the VM is being moved to, during a move.
+    pub moving_to: Option<HostId>,
 }
 
 impl VmRow {
@@ -56,7 +58,8 @@ impl VmRow {
 macro_rules! vm_columns {
     () => {
         "id, tenant_id, name, host_id, plan_id, image_id, vcpus, memory_mib, disk_gib, state, \
-         ssh_keys, user_data, domain_name, created_at, updated_at, deleted_at, instance_id"
+         ssh_keys, user_data, domain_name, created_at, updated_at, deleted_at, instance_id, \
+         moving_to"
     };
 }
 
@@ -306,4 +309,50 @@ pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> 
     sqlx::query_as("SELECT state, COUNT(*) FROM vms WHERE deleted_at IS NULL GROUP BY state")
         .fetch_all(db)
         .await
+}
+
+/// Marks the settled VMs of a host `unknown` (its libvirt does not answer); VMs an operation
+/// is changing are left to it. Returns how many.
+pub async fn mark_unknown_on_host(db: &Db, host: &HostId) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE vms SET state = 'unknown', updated_at = ?2
+         WHERE host_id = ?1 AND deleted_at IS NULL
+           AND state IN ('running', 'stopped', 'paused', 'crashed', 'missing')
+           AND id NOT IN (SELECT target_id FROM operations WHERE state IN ('pending', 'running'))",
+    )
+    .bind(host)
+    .bind(now())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Reserves room on `to` for a move of the VM (or, with `None`, gives it back).
+pub async fn set_moving_to(
+    conn: &mut SqliteConnection,
+    id: &VmId,
+    to: Option<&HostId>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE vms SET moving_to = ?2, updated_at = ?3 WHERE id = ?1")
+        .bind(id)
+        .bind(to)
+        .bind(now())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that the VM now lives on `to` (the end of a move).
+pub async fn switch_host(
+    conn: &mut SqliteConnection,
+    id: &VmId,
+    to: &HostId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE vms SET host_id = ?2, moving_to = NULL, updated_at = ?3 WHERE id = ?1")
+        .bind(id)
+        .bind(to)
+        .bind(now())
+        .execute(conn)
+        .await?;
+    Ok(())
 }

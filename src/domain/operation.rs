@@ -25,6 +25,8 @@ pub enum OpKind {
     ResetPassword,
     /// Replaces the VM's disk with a fresh one of an image.
     Reinstall,
+    /// Moves a VM to another host (an evacuation).
+    Move,
     /// A scale group's rolling replacement (its target is the pool; the group's controller
     /// drives it, not a worker).
     Refresh,
@@ -32,7 +34,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind, in the order the panel offers them as filters.
-    pub const ALL: [OpKind; 10] = [
+    pub const ALL: [OpKind; 11] = [
         OpKind::Create,
         OpKind::Start,
         OpKind::Stop,
@@ -42,6 +44,7 @@ impl OpKind {
         OpKind::Delete,
         OpKind::ResetPassword,
         OpKind::Reinstall,
+        OpKind::Move,
         OpKind::Refresh,
     ];
 
@@ -57,6 +60,7 @@ impl OpKind {
             OpKind::Delete => "delete",
             OpKind::ResetPassword => "reset_password",
             OpKind::Refresh => "refresh",
+            OpKind::Move => "move",
             OpKind::Reinstall => "reinstall",
         }
     }

@@ -29,6 +29,11 @@ pub enum VmState {
     Crashed,
     /// The domain vanished from libvirt behind carve's back.
     Missing,
+    /// Being moved to another host (its disk is copied there).
+    Moving,
+    /// Its host does not answer: carve cannot tell (nothing is deleted; it is observed again
+    /// when the host answers).
+    Unknown,
     Deleted,
 }
 
@@ -48,6 +53,8 @@ impl VmState {
             VmState::Paused => "paused",
             VmState::Crashed => "crashed",
             VmState::Missing => "missing",
+            VmState::Unknown => "unknown",
+            VmState::Moving => "moving",
             VmState::Deleted => "deleted",
         }
     }

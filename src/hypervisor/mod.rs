@@ -5,6 +5,7 @@ pub mod host_setup;
 pub mod libvirt;
 pub mod probe;
 pub mod qcow2;
+pub mod qcow2_backing;
 pub mod storage;
 pub mod volumes;
 pub mod xml;

@@ -25,6 +25,8 @@ pub struct Volume {
     pub path: String,
     /// Its size as the guest sees it (for raw volumes, the file's length), in bytes.
     pub capacity_bytes: u64,
+    /// The length of its file on the host, in bytes (what a copy moves).
+    pub length_bytes: u64,
 }
 
 /// Bytes moved per stream call.
@@ -59,9 +61,14 @@ fn lookup(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>, Hypervis
 
 fn facts(vol: &StorageVol) -> Result<Volume, HypervisorError> {
     let info = vol.info().map_err(|e| lv(&e))?;
+    // With GET_PHYSICAL, "allocation" is the file's length (the test driver lacks the flag).
+    let length = vol
+        .info_flags(virt::sys::VIR_STORAGE_VOL_GET_PHYSICAL)
+        .map_or(info.allocation, |i| i.allocation);
     Ok(Volume {
         path: vol.path().map_err(|e| lv(&e))?,
         capacity_bytes: info.capacity,
+        length_bytes: length,
     })
 }
 

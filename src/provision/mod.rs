@@ -5,7 +5,9 @@
 pub mod catalog;
 pub mod crypt;
 pub mod custom_images;
+pub mod disk_copy;
 pub mod disks;
+pub mod evacuate;
 pub mod fleet;
 pub mod host;
 pub mod host_registry;

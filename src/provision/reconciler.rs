@@ -15,6 +15,7 @@ use super::owner::Owner;
 use super::worker::observed;
 use super::{Provisioner, VmState, host};
 use crate::db;
+use crate::domain::host::HostState;
 use crate::domain::ids::{HostId, VmId};
 use crate::hypervisor::storage::VmFiles;
 
@@ -37,6 +38,10 @@ pub struct Report {
     pub released_ports: u64,
     /// VMs of suspended tenants found running and being stopped.
     pub stopped_suspended: Vec<String>,
+    /// Hosts found not answering this pass (their settled VMs are now `unknown`).
+    pub unreachable: Vec<String>,
+    /// Hosts that answer again.
+    pub reachable_again: Vec<String>,
 }
 
 /// Runs passes forever, every `reconcile_interval` or sooner when woken.
@@ -63,13 +68,8 @@ pub async fn pass(p: &Arc<Provisioner>) -> anyhow::Result<Report> {
     }
     let busy = resume_orphaned_operations(p, &mut report).await?;
     for row in db::hosts::list(&p.db).await? {
-        let name = row.name.clone();
-        let host = match p.fleet.host(row).await {
-            Ok(host) => host,
-            Err(e) => {
-                tracing::warn!(host = %name, error = %e, "cannot reach the host; its VMs are left as they are");
-                continue;
-            }
+        let Some(host) = reach(p, row, &mut report).await? else {
+            continue;
         };
         refresh_host(p, &host).await;
         observe_vms(p, &host, &busy, &mut report).await?;
@@ -79,6 +79,44 @@ pub async fn pass(p: &Arc<Provisioner>) -> anyhow::Result<Report> {
     report.released_ports = db::ports::release_orphans(&p.db).await?;
     adopt_or_remove_vm_dirs(p, &busy, &mut report).await?;
     Ok(report)
+}
+
+/// The host, if its libvirt answers. One that does not is marked unreachable and its settled
+/// VMs `unknown` (nothing is deleted); one that answers again goes back to its state.
+async fn reach(
+    p: &Provisioner,
+    row: db::hosts::HostRow,
+    report: &mut Report,
+) -> anyhow::Result<Option<Host>> {
+    let (id, name, was) = (row.id.clone(), row.name.clone(), row.state);
+    let answered = match p.fleet.host(row).await {
+        Ok(host) => match host.hv.call(|h| h.node()).await {
+            Ok(_) => Ok(host),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match answered {
+        Ok(host) => {
+            if was == HostState::Unreachable && db::hosts::mark_reachable(&p.db, &id).await? {
+                tracing::info!(host = %name, "the host answers again");
+                report.reachable_again.push(name);
+            }
+            Ok(Some(host))
+        }
+        Err(e) => {
+            p.fleet.forget(&id);
+            let reason = e.to_string();
+            if db::hosts::mark_unreachable(&p.db, &id, &reason).await? {
+                tracing::warn!(host = %name, error = %reason, "the host does not answer; its VMs are unknown until it does");
+            }
+            let marked = db::vms::mark_unknown_on_host(&p.db, &id).await?;
+            if marked > 0 || was != HostState::Unreachable {
+                report.unreachable.push(name);
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Refreshes a host's capacity facts.
@@ -145,6 +183,7 @@ async fn observe_vms(
                 | VmState::Paused
                 | VmState::Crashed
                 | VmState::Missing
+                | VmState::Unknown
         );
         if busy.contains(vm.id.as_str()) || !settled {
             continue;

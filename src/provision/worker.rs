@@ -21,9 +21,12 @@ use crate::hypervisor::PowerState;
 use crate::hypervisor::storage::Seed;
 use crate::hypervisor::xml::{self, Boot, DomainSpec, DomainType, Network, PortForward};
 
+mod moves;
 mod rebuild;
 mod steps;
 
+pub use moves::MoveParams;
+use moves::relocate;
 use rebuild::{reinstall, reset_password, resize};
 pub use steps::purge;
 use steps::{create, delete, reboot, start, stop};
@@ -177,6 +180,7 @@ async fn execute(
         OpKind::Delete => return delete(p, &vm, progress).await,
         OpKind::ResetPassword => reset_password(p, &vm, op, progress).await,
         OpKind::Reinstall => reinstall(p, &vm, op, progress).await,
+        OpKind::Move => relocate(p, &vm, op, progress).await,
         OpKind::Refresh => anyhow::bail!("a refresh is driven by its scale group, not a worker"),
     };
     if kind != OpKind::Create || result.is_ok() {
@@ -188,6 +192,12 @@ async fn execute(
 
 /// Sets the VM's state from libvirt's report.
 async fn settle_state(p: &Provisioner, vm: &VmRow) {
+    // As recorded now: a move changes the VM's host.
+    let vm = match db::vms::get_any(&p.db, &vm.id).await {
+        Ok(Some(now)) => now,
+        _ => vm.clone(),
+    };
+    let vm = &vm;
     let name = vm.domain_name.clone();
     let hv = match p.hv_of(&vm.host_id).await {
         Ok(hv) => hv,

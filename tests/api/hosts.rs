@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use carve::provision::reconciler;
+
 use crate::helpers::{Backend, TestApp, free_port, port_range, spawn_app};
 
-/// User-data that serves "hello from <hostname>" on port 80 at every boot.
+/// User-data that serves "hello from <hostname> <a random id>" on port 80 at every boot (the
+/// page is written once, at first boot: the same id after a move shows the same disk).
 const WEB_USER_DATA: &str = "#!/bin/sh
 mkdir -p /srv/www
-echo \"hello from $(hostname)\" > /srv/www/index.html
+echo \"hello from $(hostname) $(cat /proc/sys/kernel/random/uuid)\" > /srv/www/index.html
 printf '#!/bin/sh\\nhttpd -p 80 -h /srv/www\\n' > /etc/rc.local
 chmod +x /etc/rc.local
 ";
@@ -26,8 +29,9 @@ pub struct SecondHost {
     pub uri: String,
     /// Where carve's storage pool goes on it.
     pub pool_path: String,
-    sshd: Child,
-    _dir: tempfile::TempDir,
+    port: u16,
+    sshd: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 fn run(cmd: &mut Command) {
@@ -63,42 +67,79 @@ impl SecondHost {
             .args(["-R", &format!("{user}:{user}")])
             .arg(&ssh));
         run(Command::new("chmod").args(["700"]).arg(&ssh));
-        std::fs::create_dir_all("/run/sshd").unwrap();
         let port = free_port();
+        let uri = format!(
+            "qemu+ssh://{user}@127.0.0.1:{port}/session?keyfile={}&no_verify=1",
+            key.display()
+        );
+        let mut host = Self {
+            pool_path: format!("/home/{user}/carve-pool"),
+            user,
+            uri,
+            port,
+            sshd: None,
+            dir,
+        };
+        host.start_sshd();
+        host
+    }
+
+    /// Starts (again) the private sshd, on the same port with the same host key.
+    pub fn start_sshd(&mut self) {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = self.dir.path();
         let sshd = Command::new("/usr/sbin/sshd")
             .arg("-D")
-            .args(["-p", &port.to_string(), "-o", "ListenAddress=127.0.0.1"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-o",
+                "ListenAddress=127.0.0.1",
+            ])
             .arg("-o")
-            .arg(format!("HostKey={}", host_key.display()))
+            .arg(format!("HostKey={}", dir.join("host_key").display()))
             .arg("-o")
-            .arg(format!("PidFile={}", dir.path().join("sshd.pid").display()))
+            .arg(format!("PidFile={}", dir.join("sshd.pid").display()))
             .args([
                 "-o",
                 "PasswordAuthentication=no",
                 "-o",
                 "KbdInteractiveAuthentication=no",
                 "-o",
-                &format!("AllowUsers={user}"),
+                &format!("AllowUsers={}", self.user),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("sshd (openssh-server) runs");
+        self.sshd = Some(sshd);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "the test's sshd did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let uri = format!(
-            "qemu+ssh://{user}@127.0.0.1:{port}/session?keyfile={}&no_verify=1",
-            key.display()
-        );
-        Self {
-            pool_path: format!("/home/{user}/carve-pool"),
-            user,
-            uri,
-            sshd,
-            _dir: dir,
+    }
+
+    /// Takes the "machine" off the network: sshd stops, and the user's libvirt daemon with it
+    /// (its guests keep running, as they do when libvirtd restarts).
+    pub fn cut_off(&mut self) {
+        if let Some(mut sshd) = self.sshd.take() {
+            let _ = sshd.kill();
+            let _ = sshd.wait();
+        }
+        self.kill_daemons(&["libvirtd", "virtqemud"]);
+    }
+
+    /// Ends the user's session daemons, by their pid files.
+    fn kill_daemons(&self, names: &[&str]) {
+        for daemon in names {
+            let pidfile = format!("/home/{}/.cache/libvirt/{daemon}.pid", self.user);
+            if let Some(pid) = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
         }
     }
 
@@ -123,18 +164,12 @@ impl Drop for SecondHost {
                 self.virsh(&["undefine", domain]);
             }
         }
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
-        // The user's session daemons (started on demand over ssh), by their pid files.
-        for daemon in ["libvirtd", "virtqemud", "virtlogd"] {
-            let pidfile = format!("/home/{}/.cache/libvirt/{daemon}.pid", self.user);
-            if let Some(pid) = std::fs::read_to_string(pidfile)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
+        if let Some(mut sshd) = self.sshd.take() {
+            let _ = sshd.kill();
+            let _ = sshd.wait();
         }
+        // The user's session daemons (started on demand over ssh).
+        self.kill_daemons(&["libvirtd", "virtqemud", "virtlogd"]);
         // userdel refuses while a process of the user still runs: give them a moment to end.
         for _ in 0..20 {
             let _ = Command::new("userdel")
@@ -220,10 +255,10 @@ fn problem_field(a: &crate::helpers::Answer) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_host_is_checked_registered_and_runs_vms_by_label() {
+async fn a_second_host_is_checked_runs_vms_by_label_outlives_an_outage_and_is_evacuated() {
     let app = spawn_app(Backend::Qemu).await;
     app.plan("small", 1, 128, 1).await;
-    let second = SecondHost::start();
+    let mut second = SecondHost::start();
     let (first_port, last_port) = port_range();
     let ports = format!("{first_port}-{}", last_port - 8);
     let register = |extra: Value| {
@@ -393,12 +428,55 @@ async fn a_second_host_is_checked_registered_and_runs_vms_by_label() {
         .await;
     assert!(console.text.contains("web-b"), "{}", console.text);
 
-    // No label matches: a clear 422. In maintenance: no new VMs there.
+    // No label matches: a clear 422.
     let a = app
         .call("POST", "/api/v1/vms", Some(json!({"name": "nowhere", "plan": "small", "image": "tiny", "host_labels": ["zone=c"]})))
         .await;
     assert_eq!(a.status, 422, "{}", a.text);
     assert_eq!(problem_field(&a), "host_labels");
+
+    // The second machine goes off the network: the host is unreachable, its VM unknown, and
+    // nothing is deleted. When it answers again both come back, the guest never stopped.
+    let page_b = reqwest::get(&url_b).await.unwrap().text().await.unwrap();
+    second.cut_off();
+    let report = reconciler::pass(&app.state.prov).await.unwrap();
+    assert_eq!(report.unreachable, vec!["host2".to_string()], "{report:?}");
+    let h = app
+        .call("GET", &format!("/api/v1/hosts/{host2}"), None)
+        .await;
+    assert_eq!(h.body["state"], "unreachable", "{}", h.text);
+    assert!(h.body["state_reason"].as_str().is_some(), "{}", h.text);
+    let v = app.call("GET", &format!("/api/v1/vms/{vm_b}"), None).await;
+    assert_eq!(v.body["state"], "unknown", "{}", v.text);
+    let a = app
+        .call("POST", "/api/v1/vms", Some(json!({"name": "meanwhile", "plan": "small", "image": "tiny", "host_labels": ["zone=b"]})))
+        .await;
+    assert_eq!(
+        a.status, 422,
+        "no new VM on an unreachable host: {}",
+        a.text
+    );
+    second.start_sshd();
+    let report = reconciler::pass(&app.state.prov).await.unwrap();
+    assert_eq!(
+        report.reachable_again,
+        vec!["host2".to_string()],
+        "{report:?}"
+    );
+    let h = app
+        .call("GET", &format!("/api/v1/hosts/{host2}"), None)
+        .await;
+    assert_eq!(h.body["state"], "active", "{}", h.text);
+    let v = app.call("GET", &format!("/api/v1/vms/{vm_b}"), None).await;
+    assert_eq!(v.body["state"], "running", "{}", v.text);
+    until_page(&url_b, &page_b, Duration::from_secs(10)).await;
+
+    // Evacuation: only from maintenance; the VM moves to the local host with its disk (the
+    // page its first boot wrote), on a forward made again there; the old copy goes.
+    let evacuate = format!("/api/v1/hosts/{host2}/evacuate");
+    let a = app.call("POST", &evacuate, None).await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("maintenance first"), "{}", a.text);
     let a = app
         .call(
             "PATCH",
@@ -411,27 +489,58 @@ async fn a_second_host_is_checked_registered_and_runs_vms_by_label() {
     let a = app
         .call("POST", "/api/v1/vms", Some(json!({"name": "blocked", "plan": "small", "image": "tiny", "host_labels": ["zone=b"]})))
         .await;
-    assert_eq!(a.status, 422, "{}", a.text);
-
-    // A host with VMs stays; once empty it can go, and so can its registration's URI again.
+    assert_eq!(
+        a.status, 422,
+        "no new VM on a host in maintenance: {}",
+        a.text
+    );
     let a = app
         .call("DELETE", &format!("/api/v1/hosts/{host2}"), None)
         .await;
     assert_eq!(a.status, 409, "{}", a.text);
     assert!(a.text.contains("still holds 1 VM"), "{}", a.text);
-    let a = app
-        .call("DELETE", &format!("/api/v1/hosts/{local}"), None)
+    let a = app.call("POST", &evacuate, None).await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    assert_eq!(a.body["refused"], json!([]), "{}", a.text);
+    let moves = a.body["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{}", a.text);
+    assert_eq!(moves[0]["kind"], "move");
+    let op = app
+        .wait_operation(moves[0]["id"].as_str().unwrap(), Duration::from_secs(240))
         .await;
-    assert_eq!(a.status, 409, "{}", a.text);
-    for vm in [&vm_a, &vm_b] {
-        app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
-            .await;
-    }
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let v = app.call("GET", &format!("/api/v1/vms/{vm_b}"), None).await;
+    assert_eq!(v.body["host"], local.as_str(), "{}", v.text);
+    assert_eq!(v.body["state"], "running", "{}", v.text);
+    let moved_port = v.body["forwards"][0]["host_port"].as_u64().unwrap();
+    assert!(
+        (app.forward_ports.0..=app.forward_ports.1).contains(&(moved_port as u16)),
+        "{}",
+        v.text
+    );
+    until_page(
+        &format!("http://127.0.0.1:{moved_port}/"),
+        &page_b,
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(
         !second
             .virsh(&["list", "--all", "--name"])
             .contains("carve-")
     );
+    let left: Vec<String> = std::fs::read_dir(&second.pool_path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with(&vm_b))
+        .collect();
+    assert!(left.is_empty(), "the old copy stayed: {left:?}");
+
+    // An empty host can go, and its URI can be registered again later.
+    let a = app
+        .call("DELETE", &format!("/api/v1/hosts/{local}"), None)
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
     let a = app
         .call("DELETE", &format!("/api/v1/hosts/{host2}"), None)
         .await;
@@ -440,5 +549,9 @@ async fn a_second_host_is_checked_registered_and_runs_vms_by_label() {
         .call("GET", &format!("/api/v1/hosts/{host2}"), None)
         .await;
     assert_eq!(a.status, 404, "{}", a.text);
+    for vm in [&vm_a, &vm_b] {
+        app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+            .await;
+    }
     app.stop().await;
 }

@@ -186,7 +186,7 @@ struct OperationsPage {
     ops: Vec<OperationView>,
     tenants: Vec<TenantView>,
     states: [OpState; 4],
-    kinds: [OpKind; 10],
+    kinds: [OpKind; 11],
     q: ListQuery,
     next: Option<String>,
 }

@@ -1,0 +1,168 @@
+//! Moving a VM to another host (an evacuation): stop it, put its image on the target, copy its
+//! disk (pointed at the base there), seed and console log through libvirt streams, switch it
+//! to the target with its forwards made again there, define and start it there, and only
+//! then remove it from the source. A failure before the switch undoes the move; a resumed
+//! move after a crash goes on from where the VM is recorded.
+
+use super::steps::{boot, define, stop};
+use super::*;
+use crate::domain::ids::HostId;
+use crate::provision::disk_copy::copy_volume;
+use crate::provision::disks::VmVolumes;
+
+/// What a move was asked to do, as recorded in its operation.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MoveParams {
+    pub from: String,
+    pub to: String,
+    pub was_running: bool,
+}
+
+/// [`MoveParams`] with their host ids checked.
+struct Move {
+    from: HostId,
+    to: HostId,
+    was_running: bool,
+}
+
+impl Move {
+    fn of(op: &OperationRow) -> anyhow::Result<Self> {
+        let params: MoveParams =
+            serde_json::from_str(&op.params).context("move parameters are unreadable")?;
+        let host = |id: &str| HostId::parse(id).ok_or_else(|| anyhow!("{id:?} is not a host id"));
+        Ok(Self {
+            from: host(&params.from)?,
+            to: host(&params.to)?,
+            was_running: params.was_running,
+        })
+    }
+}
+
+/// Moves a VM from `from` to `to` (recorded in the operation's parameters).
+pub(super) async fn relocate(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    op: &OperationRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let params = Move::of(op)?;
+    let image = db::images::find(&p.db, vm.image_id.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("image {} is gone", vm.image_id))?;
+    if vm.host_id == params.from
+        && let Err(e) = copy_over(p, vm, &params, &image, progress).await
+    {
+        let undone = progress.step("undo the move", undo(p, vm, &params)).await;
+        return Err(match undone {
+            Ok(()) => e.context("the move was undone; the VM stays on its host"),
+            Err(u) => e.context(format!("the move failed and undoing it failed too ({u:#})")),
+        });
+    }
+    let vm = db::vms::get_any(&p.db, &vm.id)
+        .await?
+        .ok_or_else(|| anyhow!("VM {} vanished", vm.id))?;
+    define(p, &vm, &image, progress).await?;
+    if params.was_running {
+        boot(p, &vm, progress).await?;
+    }
+    let source = p.host(&params.from).await?;
+    progress
+        .step("remove from the old host", async {
+            let name = vm.domain_name.clone();
+            source
+                .hv
+                .call(move |h| {
+                    h.destroy(&name)?;
+                    h.undefine(&name)
+                })
+                .await?;
+            source.store.remove(&vm.id).await
+        })
+        .await
+}
+
+/// Stops the VM, copies its files to the target and switches it there.
+async fn copy_over(
+    p: &Arc<Provisioner>,
+    vm: &VmRow,
+    params: &Move,
+    image: &ImageRow,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    stop(p, vm, progress, false).await?;
+    let source = p.host(&params.from).await?;
+    let target = p.host(&params.to).await?;
+    let base = progress
+        .step(
+            "put the image on the new host",
+            target.store.base(image, &p.fleet.digests),
+        )
+        .await?;
+    let names = VmVolumes::of(&vm.id);
+    let copied = progress
+        .step(
+            "copy the disk to the new host",
+            copy_volume(&source, &target, &names.disk, Some(base.disk.clone())),
+        )
+        .await?;
+    tracing::info!(vm = %vm.id, bytes = copied, from = %source.row.name, to = %target.row.name, "disk copied");
+    progress
+        .step("copy the seed and console log", async {
+            copy_volume(&source, &target, &names.seed, None).await?;
+            copy_volume(&source, &target, &names.console, None).await?;
+            Ok(())
+        })
+        .await?;
+    progress
+        .step("switch to the new host", switch(p, vm, &target))
+        .await
+}
+
+/// Records the VM on the target with its forwards made again from the target's ports, in one
+/// transaction.
+async fn switch(p: &Provisioner, vm: &VmRow, target: &Host) -> anyhow::Result<()> {
+    let guest_ports: Vec<u16> = db::ports::for_vm(&p.db, &vm.id)
+        .await?
+        .iter()
+        .map(|f| f.guest_port as u16)
+        .collect();
+    let address = target
+        .row
+        .forward_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(p.settings.network.forward_address);
+    let range = match (target.row.forward_port_first, target.row.forward_port_last) {
+        (Some(first), Some(last)) => crate::config::PortRange {
+            first: first as u16,
+            last: last as u16,
+        },
+        _ => p.settings.network.forward_ports,
+    };
+    let probe = (target.row.libvirt_uri == p.settings.libvirt_uri).then_some(address);
+    let mut tx = db::begin_write(&p.db).await?;
+    db::ports::release(&mut tx, &vm.id).await?;
+    db::ports::allocate(&mut tx, &target.row.id, &vm.id, &guest_ports, range, probe).await?;
+    db::vms::switch_host(&mut tx, &vm.id, &target.row.id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Gives back the target's room, removes what was copied there, and starts the VM again on
+/// its host if it ran.
+async fn undo(p: &Arc<Provisioner>, vm: &VmRow, params: &Move) -> anyhow::Result<()> {
+    let mut conn = p.db.acquire().await?;
+    db::vms::set_moving_to(&mut conn, &vm.id, None).await?;
+    drop(conn);
+    if let Ok(target) = p.host(&params.to).await {
+        target.store.remove(&vm.id).await?;
+    }
+    if params.was_running {
+        let name = vm.domain_name.clone();
+        p.hv_of(&params.from)
+            .await?
+            .call(move |h| h.start(&name))
+            .await?;
+    }
+    Ok(())
+}
