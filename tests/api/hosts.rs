@@ -555,3 +555,164 @@ async fn a_second_host_is_checked_runs_vms_by_label_outlives_an_outage_and_is_ev
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_an_evacuation_converges() {
+    use crate::recovery::{bootstrap, call};
+    let settings: &[(&str, &str)] = &[
+        ("CARVE_RECONCILER_INTERVAL_SECS", "2"),
+        ("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6"),
+    ];
+    let data = crate::helpers::data_dir();
+    let _pool = crate::helpers::PoolCleanup::of(data.path());
+    let http_port = free_port();
+    let token = bootstrap(data.path(), http_port, settings);
+    let mut server =
+        crate::helpers::serve_child(data.path(), Backend::Qemu, http_port, settings).await;
+    let second = SecondHost::start();
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let api = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        call(&client, &token, method, format!("{base}{path}"), body)
+    };
+    use reqwest::Method;
+    let a = api(
+        Method::POST,
+        "/api/v1/plans",
+        Some(json!({"name": "small", "vcpus": 1, "memory_mib": 128, "disk_gib": 1})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let (first, last) = port_range();
+    let a = api(
+        Method::POST,
+        "/api/v1/hosts",
+        Some(json!({"libvirt_uri": second.uri, "name": "host2",
+        "domain_type": "qemu", "storage_path": second.pool_path, "labels": ["far"],
+        "forward_ports": format!("{first}-{}", last - 8)})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let host2 = a.body["id"].as_str().unwrap().to_string();
+    let a = api(
+        Method::POST,
+        "/api/v1/vms",
+        Some(json!({"name": "mover", "plan": "small", "image": "tiny",
+        "ports": [80], "user_data": WEB_USER_DATA, "host_labels": ["far"]})),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let vm = a.body["vm"]["id"].as_str().unwrap().to_string();
+    let created = a.body["id"].as_str().unwrap().to_string();
+    let op_state = async |id: &str| {
+        api(Method::GET, &format!("/api/v1/operations/{id}"), None)
+            .await
+            .body
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while op_state(&created).await["state"] != "succeeded" {
+        assert!(Instant::now() < deadline, "the create did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let port = a.body["vm"]["forwards"][0]["host_port"].as_u64().unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    until_page(&url, "hello from mover", Duration::from_secs(120)).await;
+    let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
+
+    let a = api(
+        Method::PATCH,
+        &format!("/api/v1/hosts/{host2}"),
+        Some(json!({"state": "maintenance"})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = api(
+        Method::POST,
+        &format!("/api/v1/hosts/{host2}/evacuate"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let moving = a.body["moves"][0]["id"].as_str().unwrap().to_string();
+    // Kill carve once the move has begun.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let op = op_state(&moving).await;
+        if op["steps"].as_array().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the move did not start: {op}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        data.path().join("carve.db").display()
+    ))
+    .await
+    .unwrap();
+    let left: (String, String) =
+        sqlx::query_as("SELECT state, steps FROM operations WHERE id = ?1")
+            .bind(&moving)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    eprintln!("killed during the move: {left:?}");
+    assert_eq!(left.0, "running", "the kill came too late to test recovery");
+    db.close().await;
+    server = crate::helpers::serve_child(data.path(), Backend::Qemu, http_port, settings).await;
+    let base = server.base.clone();
+    let get = |path: String| call(&client, &token, Method::GET, format!("{base}{path}"), None);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let op = loop {
+        let op = get(format!("/api/v1/operations/{moving}")).await.body;
+        if op["state"] == "succeeded" || op["state"] == "failed" {
+            break op;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the move did not finish after the restart: {op}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let v = get(format!("/api/v1/vms/{vm}")).await;
+    assert_eq!(v.body["state"], "running", "{}", v.text);
+    assert_ne!(v.body["host"], host2.as_str(), "{}", v.text);
+    let moved = v.body["forwards"][0]["host_port"].as_u64().unwrap();
+    until_page(
+        &format!("http://127.0.0.1:{moved}/"),
+        &page,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        !second
+            .virsh(&["list", "--all", "--name"])
+            .contains("carve-")
+    );
+    assert!(
+        !std::fs::read_dir(&second.pool_path).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&vm)),
+        "the old copy stayed"
+    );
+    let a = call(
+        &client,
+        &token,
+        Method::DELETE,
+        format!("{base}/api/v1/vms/{vm}"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let deleting = a.body["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(format!("/api/v1/operations/{deleting}")).await.body["state"] != "succeeded" {
+        assert!(Instant::now() < deadline, "the delete did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -16,7 +16,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("CARVE_RECONCILER_OPERATION_LEASE_SECS", "6"),
 ];
 
-async fn call(
+pub async fn call(
     client: &reqwest::Client,
     token: &str,
     method: reqwest::Method,
@@ -35,44 +35,8 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     let data = data_dir();
     let _pool = crate::helpers::PoolCleanup::of(data.path());
     let http_port = free_port();
-    // Bootstrap an admin through the CLI, as an operator would.
-    let mut create = carve_command(data.path(), Backend::Qemu, http_port, SETTINGS)
-        .args([
-            "admin",
-            "create-user",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "admin",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long password\n")
-        .unwrap();
-    assert!(create.wait().unwrap().success());
-    let out = carve_command(data.path(), Backend::Qemu, http_port, SETTINGS)
-        .args([
-            "admin",
-            "create-token",
-            "--email",
-            "ops@example.com",
-            "--name",
-            "ci",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // An admin through the CLI, as an operator would.
+    let token = bootstrap(data.path(), http_port, SETTINGS);
 
     let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
     let client = reqwest::Client::new();
@@ -235,9 +199,9 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
 }
 
 /// An admin and a token for a fresh data directory, made through the CLI.
-fn bootstrap(data: &std::path::Path, http_port: u16) -> String {
+pub fn bootstrap(data: &std::path::Path, http_port: u16, settings: &[(&str, &str)]) -> String {
     use std::io::Write;
-    let mut create = carve_command(data, Backend::Qemu, http_port, SETTINGS)
+    let mut create = carve_command(data, Backend::Qemu, http_port, settings)
         .args([
             "admin",
             "create-user",
@@ -280,7 +244,7 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
     let data = data_dir();
     let _pool = crate::helpers::PoolCleanup::of(data.path());
     let http_port = free_port();
-    let token = bootstrap(data.path(), http_port);
+    let token = bootstrap(data.path(), http_port, SETTINGS);
     let mut server = serve_child(data.path(), Backend::Qemu, http_port, SETTINGS).await;
     let client = reqwest::Client::new();
     let base = server.base.clone();

@@ -45,7 +45,7 @@ struct HostsPage {
     nav: Nav,
     hosts: Vec<HostRow>,
     message: Option<String>,
-    notice: Option<&'static str>,
+    notice: Option<String>,
     /// The registration form as typed, and its errors.
     form: Fields,
     errors: FieldErrors,
@@ -56,7 +56,7 @@ async fn hosts_page(
     app: &AppState,
     user: &SessionUser,
     message: Option<String>,
-    notice: Option<&'static str>,
+    notice: Option<String>,
     (form, errors): (Fields, FieldErrors),
     status: StatusCode,
 ) -> Result<Response, WebError> {
@@ -161,7 +161,7 @@ pub async fn register(
                 &app,
                 &user,
                 None,
-                Some("The host was checked and registered."),
+                Some("The host was checked and registered.".into()),
                 blank(),
                 StatusCode::CREATED,
             )
@@ -237,16 +237,37 @@ pub async fn remove(
     after_change(&app, &user, result.map(|()| id), "The host was removed.").await
 }
 
+/// `POST /admin/hosts/{id}/evacuate`: moves every VM off a host in maintenance.
+pub async fn evacuate(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Posted { user, .. }: Posted,
+) -> Result<Response, WebError> {
+    match crate::provision::evacuate::evacuate(&app.prov, &user.principal, &id).await {
+        Ok(started) => {
+            let mut words = format!(
+                "{} VM(s) are moving to other hosts; Operations shows their progress.",
+                started.moves.len()
+            );
+            for r in &started.refused {
+                words.push_str(&format!(" {} stays: {}.", r.name, r.reason));
+            }
+            after_change(&app, &user, Ok(id), &words).await
+        }
+        Err(e) => after_change(&app, &user, Err(e), "").await,
+    }
+}
+
 /// The hosts page after a change: its notice, or what to fix.
 async fn after_change(
     app: &AppState,
     user: &SessionUser,
     result: Result<String, AppError>,
-    done: &'static str,
+    done: &str,
 ) -> Result<Response, WebError> {
     match result {
         Ok(id) => {
-            let r = hosts_page(app, user, None, Some(done), blank(), StatusCode::OK).await?;
+            let r = hosts_page(app, user, None, Some(done.into()), blank(), StatusCode::OK).await?;
             Ok(with_note(r, note(&id)))
         }
         Err(e @ (AppError::NotFound { .. } | AppError::Internal(_) | AppError::Forbidden(_))) => {

@@ -55,6 +55,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/hosts", get(hosts::hosts).post(hosts::register))
         .route("/admin/hosts/{id}", post(hosts::update_host))
         .route("/admin/hosts/{id}/delete", post(hosts::remove))
+        .route("/admin/hosts/{id}/evacuate", post(hosts::evacuate))
         .route("/admin/vms", get(lists::vms))
         .route("/admin/operations", get(lists::operations))
         .route("/admin/audit", get(lists::audit))
