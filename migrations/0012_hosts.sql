@@ -13,6 +13,9 @@ ALTER TABLE hosts ADD COLUMN forward_port_first INTEGER;
 ALTER TABLE hosts ADD COLUMN forward_port_last INTEGER;
 ALTER TABLE hosts ADD COLUMN storage_pool TEXT NOT NULL DEFAULT '';
 ALTER TABLE hosts ADD COLUMN storage_path TEXT NOT NULL DEFAULT '';
+-- The machine's UUID (libvirt's host UUID): two hosts on one machine must not share a pool
+-- directory, or one's moves and clean-ups would touch the other's disks.
+ALTER TABLE hosts ADD COLUMN machine_id TEXT NOT NULL DEFAULT '';
 -- The host a VM is being moved to: its resources count there from the start of the move.
 ALTER TABLE vms ADD COLUMN moving_to TEXT REFERENCES hosts(id);
 -- A removed host stays as a tombstone for the history of the VMs it held (their rows point

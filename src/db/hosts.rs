@@ -41,6 +41,8 @@ pub struct HostRow {
     pub storage_pool: String,
     /// That pool's directory on the host.
     pub storage_path: String,
+    /// libvirt's UUID of the machine.
+    pub machine_id: String,
 }
 
 impl HostRow {
@@ -80,7 +82,7 @@ macro_rules! host_columns {
         "id, name, libvirt_uri, domain_type, cpus, memory_mib, disk_gib, \
     cpu_overcommit, memory_overcommit, disk_overcommit, reserved_memory_mib, unmanaged_domains, \
     refreshed_at, created_at, state, state_reason, labels, forward_address, forward_port_first, \
-    forward_port_last, storage_pool, storage_path"
+    forward_port_last, storage_pool, storage_path, machine_id"
     };
 }
 
@@ -150,6 +152,7 @@ pub struct NewHost<'a> {
     pub forward_ports: Option<(u16, u16)>,
     pub storage_pool: &'a str,
     pub storage_path: &'a str,
+    pub machine_id: &'a str,
 }
 
 /// Registers a host with its facts and ratios. Fails with a unique violation when the name or
@@ -161,8 +164,8 @@ pub async fn insert(db: &Db, h: &NewHost<'_>) -> Result<HostId, sqlx::Error> {
         "INSERT INTO hosts (id, name, libvirt_uri, domain_type, cpus, memory_mib, disk_gib,
             cpu_overcommit, memory_overcommit, disk_overcommit, reserved_memory_mib,
             refreshed_at, created_at, labels, forward_address, forward_port_first,
-            forward_port_last, storage_pool, storage_path)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            forward_port_last, storage_pool, storage_path, machine_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )
     .bind(&id)
     .bind(h.name)
@@ -182,19 +185,29 @@ pub async fn insert(db: &Db, h: &NewHost<'_>) -> Result<HostId, sqlx::Error> {
     .bind(h.forward_ports.map(|p| i64::from(p.1)))
     .bind(h.storage_pool)
     .bind(h.storage_path)
+    .bind(h.machine_id)
     .execute(db)
     .await?;
     Ok(id)
 }
 
-/// Records where the host's storage pool is.
-pub async fn set_storage(db: &Db, id: &HostId, pool: &str, path: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET storage_pool = ?2, storage_path = ?3 WHERE id = ?1")
-        .bind(id)
-        .bind(pool)
-        .bind(path)
-        .execute(db)
-        .await?;
+/// Records where the host's storage pool is, and its machine.
+pub async fn set_storage(
+    db: &Db,
+    id: &HostId,
+    pool: &str,
+    path: &str,
+    machine_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE hosts SET storage_pool = ?2, storage_path = ?3, machine_id = ?4 WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(pool)
+    .bind(path)
+    .bind(machine_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -231,12 +244,15 @@ pub async fn set_state(
     state: HostState,
     reason: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE hosts SET state = ?2, state_reason = ?3 WHERE id = ?1")
-        .bind(id)
-        .bind(state)
-        .bind(reason)
-        .execute(db)
-        .await?;
+    // An unreachable host's state is the reconciler's: it goes back by itself.
+    let done = sqlx::query(
+        "UPDATE hosts SET state = ?2, state_reason = ?3 WHERE id = ?1 AND state != 'unreachable'",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(reason)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -284,11 +300,12 @@ pub async fn update_settings(db: &Db, id: &HostId, s: &HostSettings) -> Result<(
 /// Checked and done in one write transaction, so a VM placed meanwhile keeps its host.
 pub async fn delete_if_empty(db: &Db, id: &HostId) -> Result<bool, sqlx::Error> {
     let mut tx = super::begin_write(db).await?;
-    let live: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE host_id = ?1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM vms WHERE (host_id = ?1 OR moving_to = ?1) AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     if live > 0 {
         return Ok(false);
     }
@@ -380,4 +397,15 @@ pub async fn allocated(conn: &mut SqliteConnection, id: &HostId) -> Result<Resou
         memory_mib: memory_mib as u64,
         disk_gib: disk_gib as u64,
     })
+}
+
+/// A host's state, read inside a transaction (`None`: no such host).
+pub async fn state_of(
+    conn: &mut SqliteConnection,
+    id: &HostId,
+) -> Result<Option<HostState>, sqlx::Error> {
+    sqlx::query_scalar("SELECT state FROM hosts WHERE id = ?1 AND removed_at IS NULL")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }

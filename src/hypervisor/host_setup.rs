@@ -13,6 +13,8 @@ use super::HypervisorError;
 /// What a host offers guests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostCapabilities {
+    /// The machine's UUID as libvirt reports it (the same for every daemon on one machine).
+    pub uuid: String,
     /// The host's CPU architecture, e.g. `x86_64`.
     pub arch: String,
     /// Domain types that run full-virtualisation guests of that architecture (`kvm`, `qemu`;
@@ -45,6 +47,7 @@ pub fn parse_capabilities(xml: &str) -> Result<HostCapabilities, HypervisorError
     let mut reader = Reader::from_str(xml);
     let mut path: Vec<String> = Vec::new();
     let mut host_arch = String::new();
+    let mut uuid = String::new();
     // Per guest: its os_type, its arch and that arch's domain types.
     let mut guests: Vec<(String, String, Vec<String>)> = Vec::new();
     loop {
@@ -80,6 +83,8 @@ pub fn parse_capabilities(xml: &str) -> Result<HostCapabilities, HypervisorError
                 let text = t.decode().map_err(|e| bad(&e))?.trim().to_string();
                 if path_is(&path, &["capabilities", "host", "cpu", "arch"]) {
                     host_arch = text;
+                } else if path_is(&path, &["capabilities", "host", "uuid"]) {
+                    uuid = text;
                 } else if path_is(&path, &["capabilities", "guest", "os_type"])
                     && let Some(g) = guests.last_mut()
                 {
@@ -104,6 +109,7 @@ pub fn parse_capabilities(xml: &str) -> Result<HostCapabilities, HypervisorError
         }
     }
     Ok(HostCapabilities {
+        uuid,
         arch: host_arch,
         domain_types,
     })
@@ -236,6 +242,7 @@ mod tests {
     fn capabilities_give_the_host_arch_and_its_domain_types() {
         let caps = parse_capabilities(CAPS).unwrap();
         assert_eq!(caps.arch, "x86_64");
+        assert_eq!(caps.uuid, "x");
         assert_eq!(caps.domain_types, vec!["qemu", "kvm"]);
         let none = parse_capabilities(
             "<capabilities><host><cpu><arch>aarch64</arch></cpu></host></capabilities>",

@@ -4,8 +4,8 @@
 //! filesystem and no agent are needed.
 //!
 //! libvirt's test driver keeps volumes in memory and cannot stream or resize them; there
-//! uploads keep only their size, downloads read nothing and resizes record the new size, so
-//! fast tests of carve's own logic run the same code.
+//! uploads keep only their size, downloads read nothing and resizes do nothing, so fast
+//! tests of carve's own logic run the same code.
 
 use std::io::{Read, Write};
 
@@ -88,6 +88,10 @@ fn volume_xml(
             w.create_element("capacity")
                 .with_attribute(("unit", "bytes"))
                 .write_text_content(BytesText::new(&capacity.to_string()))?;
+            // Sparse: space is taken as the guest writes, not up front.
+            w.create_element("allocation")
+                .with_attribute(("unit", "bytes"))
+                .write_text_content(BytesText::new("0"))?;
             w.create_element("target").write_inner_content(|w| {
                 w.create_element("format")
                     .with_attribute(("type", format))

@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use anyhow::{Context as _, anyhow};
 
-use super::fleet::Host;
+use super::disks::HostStore;
 use crate::hypervisor::qcow2_backing;
 
 /// Chunks in flight between the two hosts.
@@ -103,17 +103,17 @@ impl Read for Receiving {
 /// one there), pointing a qcow2 overlay at `repoint` (its base's path on `to`) on the way.
 /// Returns the bytes copied.
 pub async fn copy_volume(
-    from: &Host,
-    to: &Host,
+    from: &HostStore,
+    to: &HostStore,
     name: &str,
     repoint: Option<String>,
 ) -> anyhow::Result<u64> {
-    let (pool, n) = (from.store.pool.clone(), name.to_string());
+    let (pool, n) = (from.pool.clone(), name.to_string());
     let source = from
         .hv
         .call(move |h| h.volume(&pool, &n))
         .await?
-        .ok_or_else(|| anyhow!("volume {name} is missing on host {}", from.row.name))?;
+        .ok_or_else(|| anyhow!("volume {name} is missing on the old host"))?;
     let len = source.length_bytes;
     let (tx, rx) = sync_channel(IN_FLIGHT);
     let gathering = if repoint.is_some() {
@@ -127,7 +127,7 @@ pub async fn copy_volume(
         repoint,
         gathering,
     };
-    let (pool, n) = (from.store.pool.clone(), name.to_string());
+    let (pool, n) = (from.pool.clone(), name.to_string());
     let reading = from.hv.call(move |h| {
         let read = h.download(&pool, &n, 0, len, &mut sender)?;
         // A file shorter than the head: what was gathered goes now.
@@ -141,15 +141,15 @@ pub async fn copy_volume(
         chunk: Vec::new(),
         at: 0,
     };
-    let (pool, n) = (to.store.pool.clone(), name.to_string());
+    let (pool, n) = (to.pool.clone(), name.to_string());
     let writing = to
         .hv
         .call(move |h| h.upload(&pool, &n, &mut receiving, len, false));
     let (read, written) = tokio::join!(reading, writing);
-    let read = read.with_context(|| format!("reading {name} on host {}", from.row.name))?;
-    written.with_context(|| format!("writing {name} on host {}", to.row.name))?;
+    let read = read.with_context(|| format!("reading {name} on the old host"))?;
+    written.with_context(|| format!("writing {name} on the new host"))?;
     // libvirt learns the copy's format (a qcow2 overlay, not raw) when it looks again.
-    let pool = to.store.pool.clone();
+    let pool = to.pool.clone();
     to.hv.call(move |h| h.pool_facts(&pool)).await?;
     Ok(read)
 }

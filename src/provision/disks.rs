@@ -132,6 +132,57 @@ impl HostStore {
         })
     }
 
+    /// A local base file (a disk's backing file) as a checked volume of this host.
+    pub async fn upload_base_file(
+        &self,
+        local: &Path,
+        digests: &Digests,
+    ) -> anyhow::Result<String> {
+        self.file(local, "qcow2", digests).await
+    }
+
+    /// Base volume `name` of `from`'s pool on this host: found (checked), or copied from
+    /// there and marked checked once whole.
+    pub async fn copy_base_from(&self, from: &HostStore, name: &str) -> anyhow::Result<String> {
+        let marker = format!("{name}.checked");
+        let lock = {
+            let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(name.to_string()).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        let (pool, n, m) = (self.pool.clone(), name.to_string(), marker.clone());
+        if let (Some(vol), true) = self
+            .hv
+            .call(move |h| Ok((h.volume(&pool, &n)?, h.volume(&pool, &m)?.is_some())))
+            .await?
+        {
+            return Ok(vol.path);
+        }
+        let (pool, n) = (from.pool.clone(), name.to_string());
+        let source = from
+            .hv
+            .call(move |h| h.volume(&pool, &n))
+            .await?
+            .ok_or_else(|| anyhow!("base {name} is missing on the source host"))?;
+        let copied = super::disk_copy::copy_volume(from, self, name, None).await?;
+        anyhow::ensure!(
+            copied == source.length_bytes,
+            "base {name} was cut short on its way ({copied} of {} bytes)",
+            source.length_bytes
+        );
+        let (pool, n) = (self.pool.clone(), name.to_string());
+        let vol = self
+            .hv
+            .call(move |h| h.volume(&pool, &n))
+            .await?
+            .ok_or_else(|| anyhow!("base {name} vanished after its copy"))?;
+        let (pool, m) = (self.pool.clone(), marker);
+        self.hv
+            .call(move |h| h.upload(&pool, &m, &mut std::io::empty(), 0, false))
+            .await?;
+        Ok(vol.path)
+    }
+
     /// A local file as a volume named by its digest: found, or uploaded, read back and
     /// checked, then marked as checked (a cut-off upload is never mistaken for a whole one).
     async fn file(&self, local: &Path, ext: &str, digests: &Digests) -> anyhow::Result<String> {

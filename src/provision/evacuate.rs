@@ -85,10 +85,20 @@ async fn start_move(p: &Arc<Provisioner>, vm: &VmRow) -> Result<OperationView, A
         }
     };
     let mut tx = db::begin_write(&p.db).await?;
+    // Under the write lock: the host is still in maintenance (an admin may have made it
+    // active meanwhile), so it cannot be picked as its own target.
+    if db::hosts::state_of(&mut tx, &vm.host_id).await? != Some(HostState::Maintenance) {
+        return Err(AppError::Conflict(
+            "its host left maintenance meanwhile; evacuate again once it is in maintenance".into(),
+        ));
+    }
     let target = place(
         &mut tx,
         vm.resources(),
-        HostWants::default(),
+        HostWants {
+            exclude: Some(&vm.host_id),
+            ..HostWants::default()
+        },
         p.settings.placement,
     )
     .await?;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::disks::{Digests, HostStore};
 use crate::db::hosts::HostRow;
@@ -23,9 +23,19 @@ pub struct Host {
     pub store: HostStore,
 }
 
+/// How long a failed connection is remembered: calls for that host fail at once meanwhile,
+/// instead of each waiting for a host that did not answer a moment ago.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(15);
+
+/// Failed passes in a row before the reconciler calls a host unreachable (one missed answer,
+/// e.g. libvirtd restarting, is not enough).
+pub const FAILURES_TO_UNREACHABLE: u32 = 2;
+
 /// The open connections, by host.
 pub struct Fleet {
     conns: Mutex<HashMap<HostId, (String, Hv)>>,
+    /// Per host: failures in a row, when the last was, and what it said.
+    failures: Mutex<HashMap<HostId, (u32, Instant, String)>>,
     /// Digests of local base files, for uploads to every host.
     pub digests: Digests,
     upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -38,14 +48,28 @@ impl Fleet {
         conns.insert(local.clone(), (uri.to_string(), hv));
         Self {
             conns: Mutex::new(conns),
+            failures: Mutex::default(),
             digests: Digests::default(),
             upload_locks: Arc::default(),
         }
     }
 
     /// The host's connection: the kept one, or a new one (on a blocking thread, at most
-    /// [`CONNECT_TIMEOUT`]).
+    /// [`CONNECT_TIMEOUT`]); fails at once while a failure is fresh.
     pub async fn hv(&self, host: &HostRow) -> Result<Hv, HypervisorError> {
+        if let Some((_, at, why)) = self.failed().get(&host.id)
+            && at.elapsed() < FAILURE_MEMORY
+        {
+            return Err(HypervisorError::Libvirt(format!(
+                "host {} did not answer a moment ago: {why}",
+                host.name
+            )));
+        }
+        self.connect(host).await
+    }
+
+    /// The host's connection, tried now whatever happened before (the reconciler's probe).
+    pub async fn connect(&self, host: &HostRow) -> Result<Hv, HypervisorError> {
         if let Some((uri, hv)) = self.lock().get(&host.id)
             && *uri == host.libvirt_uri
         {
@@ -55,6 +79,26 @@ impl Fleet {
         self.lock()
             .insert(host.id.clone(), (host.libvirt_uri.clone(), hv.clone()));
         Ok(hv)
+    }
+
+    /// Records a failed probe of a host; returns how many in a row it has failed.
+    pub fn failed_once(&self, id: &HostId, why: &str) -> u32 {
+        self.forget(id);
+        let mut failed = self.failed();
+        let entry = failed
+            .entry(id.clone())
+            .or_insert((0, Instant::now(), String::new()));
+        *entry = (entry.0 + 1, Instant::now(), why.to_string());
+        entry.0
+    }
+
+    /// Records that a host answered.
+    pub fn answered(&self, id: &HostId) {
+        self.failed().remove(id);
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, HashMap<HostId, (u32, Instant, String)>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The host with its connection and storage pool.

@@ -64,6 +64,7 @@ pub async fn register_local(
         made.path
     );
     let (hostname, phys) = physical(hv, &pool).await?;
+    let machine = hv.call(|h| h.capabilities()).await?.uuid;
     let uri = hv.uri().to_string();
     let existing = db::hosts::get_by_uri(db, &uri).await?;
     let domain_type = match config.libvirt.domain_type {
@@ -81,7 +82,7 @@ pub async fn register_local(
         Some(host) => {
             db::hosts::update_physical(db, &host.id, phys).await?;
             db::hosts::update_domain_type(db, &host.id, domain_type.as_str()).await?;
-            db::hosts::set_storage(db, &host.id, &pool, &path).await?;
+            db::hosts::set_storage(db, &host.id, &pool, &path, &machine).await?;
             host.id
         }
         None => {
@@ -105,6 +106,7 @@ pub async fn register_local(
                     forward_ports: None,
                     storage_pool: &pool,
                     storage_path: &path,
+                    machine_id: &machine,
                 },
             )
             .await?

@@ -81,20 +81,48 @@ fn check_uri(uri: &str, configured: &str, errors: &mut Vec<Invalid>) {
     let testing = configured.starts_with("test:");
     let known = matches!(
         scheme,
-        "qemu"
-            | "qemu+ssh"
-            | "qemu+libssh"
-            | "qemu+libssh2"
-            | "qemu+tls"
-            | "qemu+tcp"
-            | "qemu+unix"
+        "qemu" | "qemu+ssh" | "qemu+libssh" | "qemu+libssh2" | "qemu+tls" | "qemu+unix"
     ) || (testing && scheme == "test");
+    if scheme == "qemu+tcp" {
+        errors.push(Invalid::new(
+            field,
+            "qemu+tcp sends everything (cloud-init seeds with password hashes too) unencrypted: use qemu+ssh:// or qemu+tls://",
+        ));
+        return;
+    }
     if !known {
         errors.push(Invalid::new(
             field,
             format!("scheme {scheme:?} is not a QEMU driver URI: use qemu:// (this machine), qemu+ssh:// or qemu+tls://"),
         ));
         return;
+    }
+    // Parameters that run programs or open other sockets (command, netcat, socket, ...) are
+    // not for an API: only the ones that pick keys and host-key checks.
+    if let Some((_, query)) = rest.split_once('?') {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let key = pair.split('=').next().unwrap_or("");
+            let allowed = [
+                "keyfile",
+                "known_hosts",
+                "known_hosts_verify",
+                "sshauth",
+                "pkipath",
+                "no_verify",
+                "no_tty",
+            ];
+            if !allowed.contains(&key) {
+                errors.push(Invalid::new(
+                    field,
+                    format!(
+                        "the URI parameter {:?} is not accepted: use {}",
+                        key.chars().take(40).collect::<String>(),
+                        allowed.join(", ")
+                    ),
+                ));
+                return;
+            }
+        }
     }
     let path = rest
         .split_once('/')
@@ -144,13 +172,23 @@ fn check(req: &RegisterHost, p: &Provisioner) -> Result<Checked, AppError> {
             let ok = path.starts_with('/')
                 && path.len() <= MAX_TEXT
                 && !path.chars().any(char::is_control)
-                && !path.split('/').any(|part| part == "..");
+                && !path.split('/').any(|part| part == ".." || part == ".");
+            let system = [
+                "", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+                "/var/tmp", "/var/log", "/var/run",
+            ];
             if !ok {
                 errors.push(Invalid::new(
                     "storage_path",
                     format!(
                         "give an absolute directory of at most {MAX_TEXT} characters, without '..'"
                     ),
+                ));
+            } else if system.contains(&path.trim_end_matches('/')) {
+                errors.push(Invalid::new(
+                    "storage_path",
+                    "that is a system directory: give a directory of carve's own, e.g. /var/lib/carve/pool",
                 ));
             }
             path.trim_end_matches('/').to_string()
@@ -373,6 +411,16 @@ pub async fn register(
             ),
         ));
     }
+    let shared = db::hosts::list(&p.db)
+        .await?
+        .into_iter()
+        .find(|h| h.machine_id == caps.uuid && h.storage_path == pool.path);
+    if let Some(other) = shared {
+        return Err(AppError::Conflict(format!(
+            "{} on that machine already holds host {}'s disks; two hosts must not share a storage directory (give another storage_path, or it is the same host)",
+            pool.path, other.name
+        )));
+    }
     let (hostname, physical) = host::physical(&hv, POOL).await.map_err(|e| {
         AppError::invalid("libvirt_uri", format!("cannot read the host's size: {e:#}"))
     })?;
@@ -391,6 +439,7 @@ pub async fn register(
             forward_ports: c.forward_ports.map(|r| (r.first, r.last)),
             storage_pool: POOL,
             storage_path: &pool.path,
+            machine_id: &caps.uuid,
         },
     )
     .await;
@@ -478,6 +527,10 @@ mod tests {
             "not a uri",
             "qemu:///system\n",
             "test:///default",
+            "qemu+tcp://host2/system",
+            "qemu+ssh://root@host2/system?command=/bin/evil",
+            "qemu+ssh://root@host2/system?keyfile=/k&netcat=/bin/nc",
+            "qemu+unix:///system?socket=/tmp/other",
         ] {
             assert!(!uri_errors(bad, "qemu:///system").is_empty(), "{bad:?}");
         }

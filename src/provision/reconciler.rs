@@ -72,9 +72,18 @@ pub async fn pass(p: &Arc<Provisioner>) -> anyhow::Result<Report> {
             continue;
         };
         refresh_host(p, &host).await;
-        observe_vms(p, &host, &busy, &mut report).await?;
-        stop_suspended(p, &host.row.id, &busy, &mut report).await?;
-        remove_deleted_volumes(p, &host, &busy, &mut report).await?;
+        // One host's trouble does not keep the others from their pass.
+        let name = host.row.name.clone();
+        let mut done = observe_vms(p, &host, &busy, &mut report).await;
+        if done.is_ok() {
+            done = stop_suspended(p, &host.row.id, &busy, &mut report).await;
+        }
+        if done.is_ok() {
+            done = remove_deleted_volumes(p, &host, &busy, &mut report).await;
+        }
+        if let Err(e) = done {
+            tracing::warn!(host = %name, error = format!("{e:#}"), "reconciling the host failed; next pass retries");
+        }
     }
     report.released_ports = db::ports::release_orphans(&p.db).await?;
     adopt_or_remove_vm_dirs(p, &busy, &mut report).await?;
@@ -89,15 +98,14 @@ async fn reach(
     report: &mut Report,
 ) -> anyhow::Result<Option<Host>> {
     let (id, name, was) = (row.id.clone(), row.name.clone(), row.state);
-    let answered = match p.fleet.host(row).await {
-        Ok(host) => match host.hv.call(|h| h.node()).await {
-            Ok(_) => Ok(host),
-            Err(e) => Err(e),
-        },
+    let answered = match p.fleet.connect(&row).await {
+        Ok(hv) => hv.call(|h| h.node()).await,
         Err(e) => Err(e),
     };
     match answered {
-        Ok(host) => {
+        Ok(_) => {
+            p.fleet.answered(&id);
+            let host = p.fleet.host(row).await?;
             if was == HostState::Unreachable && db::hosts::mark_reachable(&p.db, &id).await? {
                 tracing::info!(host = %name, "the host answers again");
                 report.reachable_again.push(name);
@@ -105,8 +113,12 @@ async fn reach(
             Ok(Some(host))
         }
         Err(e) => {
-            p.fleet.forget(&id);
             let reason = e.to_string();
+            let failures = p.fleet.failed_once(&id, &reason);
+            if failures < super::fleet::FAILURES_TO_UNREACHABLE {
+                tracing::info!(host = %name, error = %reason, "the host did not answer this pass");
+                return Ok(None);
+            }
             if db::hosts::mark_unreachable(&p.db, &id, &reason).await? {
                 tracing::warn!(host = %name, error = %reason, "the host does not answer; its VMs are unknown until it does");
             }
@@ -184,9 +196,16 @@ async fn observe_vms(
                 | VmState::Crashed
                 | VmState::Missing
                 | VmState::Unknown
+                // No operation drives it (it would be busy): a move that ended without a word.
+                | VmState::Moving
         );
         if busy.contains(vm.id.as_str()) || !settled {
             continue;
+        }
+        if vm.moving_to.is_some() {
+            // A move that no operation drives any more holds no room on its target.
+            let mut conn = p.db.acquire().await?;
+            db::vms::set_moving_to(&mut conn, &vm.id, None).await?;
         }
         let listed = domains
             .iter()
@@ -325,8 +344,12 @@ async fn adopt_or_remove_vm_dirs(
                     (&files.seed, &volumes.seed),
                     (&files.console, &volumes.console),
                 ] {
-                    if tokio::fs::try_exists(from).await.unwrap_or(false) {
-                        tokio::fs::rename(from, p.settings.vm_root.join(to)).await?;
+                    let into = p.settings.vm_root.join(to);
+                    // Never over a volume made since (a reinstall's fresh disk, say).
+                    if tokio::fs::try_exists(from).await.unwrap_or(false)
+                        && !tokio::fs::try_exists(&into).await.unwrap_or(true)
+                    {
+                        tokio::fs::rename(from, &into).await?;
                     }
                 }
                 files.remove().await?;

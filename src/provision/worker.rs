@@ -202,7 +202,8 @@ async fn settle_state(p: &Provisioner, vm: &VmRow) {
     let hv = match p.hv_of(&vm.host_id).await {
         Ok(hv) => hv,
         Err(e) => {
-            tracing::warn!(vm = %vm.id, error = %format!("{e:#}"), "cannot reach the VM's host");
+            tracing::warn!(vm = %vm.id, error = %format!("{e:#}"), "cannot reach the VM's host; its state is unknown");
+            let _ = db::vms::set_state(&p.db, &vm.id, VmState::Unknown).await;
             return;
         }
     };

@@ -356,6 +356,7 @@ async fn create_member(
                 host: crate::provision::vms::HostWants {
                     labels: &[],
                     pool: Some(&g.pool_id),
+                    exclude: None,
                 },
             },
         )

@@ -126,6 +126,8 @@ pub(crate) struct HostWants<'a> {
     pub labels: &'a [String],
     /// The pool the VM joins: its members are spread over hosts when they can be.
     pub pool: Option<&'a crate::domain::ids::PoolId>,
+    /// A host it must not go to (the one a move leaves).
+    pub exclude: Option<&'a crate::domain::ids::HostId>,
 }
 
 /// Picks an active host that has the labels asked for and room for `need`, inside the write
@@ -145,7 +147,7 @@ pub(crate) async fn place(
     let mut short: Option<Shortfall> = None;
     let (mut not_active, mut unlabelled) = (0, 0);
     for host in hosts {
-        if host.state != HostState::Active {
+        if host.state != HostState::Active || wants.exclude == Some(&host.id) {
             not_active += 1;
             continue;
         }
@@ -242,6 +244,7 @@ pub async fn create(
             host: HostWants {
                 labels: &checked.host_labels,
                 pool: joins.as_ref().map(|(pool, _)| pool),
+                exclude: None,
             },
         },
     )

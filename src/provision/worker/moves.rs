@@ -46,6 +46,10 @@ pub(super) async fn relocate(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let params = Move::of(op)?;
+    anyhow::ensure!(
+        params.from != params.to,
+        "a move to the host the VM is on would overwrite its own disk; nothing was done"
+    );
     let image = db::images::find(&p.db, vm.image_id.as_str())
         .await?
         .ok_or_else(|| anyhow!("image {} is gone", vm.image_id))?;
@@ -99,22 +103,73 @@ async fn copy_over(
         )
         .await?;
     let names = VmVolumes::of(&vm.id);
+    // The disk stays on the base it was made from (the image may have been rebuilt since).
+    let backing = progress
+        .step(
+            "put the disk's base on the new host",
+            base_of_disk(p, &source, &target, &vm.id, &base.disk),
+        )
+        .await?;
     let copied = progress
         .step(
             "copy the disk to the new host",
-            copy_volume(&source, &target, &names.disk, Some(base.disk.clone())),
+            copy_volume(&source.store, &target.store, &names.disk, Some(backing)),
         )
         .await?;
     tracing::info!(vm = %vm.id, bytes = copied, from = %source.row.name, to = %target.row.name, "disk copied");
     progress
         .step("copy the seed and console log", async {
-            copy_volume(&source, &target, &names.seed, None).await?;
-            copy_volume(&source, &target, &names.console, None).await?;
+            copy_volume(&source.store, &target.store, &names.seed, None).await?;
+            copy_volume(&source.store, &target.store, &names.console, None).await?;
             Ok(())
         })
         .await?;
     progress
         .step("switch to the new host", switch(p, vm, &target))
+        .await
+}
+
+/// The path on the target of the base the VM's disk on the source is backed by: the same
+/// base volume, copied from the source's pool if the target lacks it (a base made of a
+/// file carve's image directory held before it became a volume is uploaded from there).
+/// `current` is the image's base on the target now, for a disk whose head names none (the
+/// test driver keeps no bytes).
+async fn base_of_disk(
+    p: &Provisioner,
+    source: &Host,
+    target: &Host,
+    vm: &crate::domain::ids::VmId,
+    current: &str,
+) -> anyhow::Result<String> {
+    let (pool, name) = (source.store.pool.clone(), VmVolumes::of(vm).disk);
+    let head = source
+        .hv
+        .call(move |h| {
+            let mut head = Vec::new();
+            h.download(
+                &pool,
+                &name,
+                0,
+                crate::hypervisor::qcow2_backing::HEAD_LEN as u64,
+                &mut head,
+            )?;
+            Ok(head)
+        })
+        .await?;
+    let Some(backing) = crate::hypervisor::qcow2_backing::backing_of(&head) else {
+        return Ok(current.to_string());
+    };
+    let file = std::path::Path::new(&backing)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if file.starts_with("base-") {
+        return target.store.copy_base_from(&source.store, &file).await;
+    }
+    // An older disk backed straight by a file of the image directory on this machine.
+    target
+        .store
+        .upload_base_file(std::path::Path::new(&backing), &p.fleet.digests)
         .await
 }
 

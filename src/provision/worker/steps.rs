@@ -109,7 +109,7 @@ async fn domain_xml(
     let base = host.store.base(image, &p.fleet.digests).await?;
     let disk = host.store.disk(&vm.id).await?.ok_or_else(|| {
         anyhow!(
-            "the VM's disk is missing on host {}; reinstall the VM to make a new one",
+            "the VM's disk is missing in the storage pool of host {} (files of VMs made before storage pools move there at the reconciler's next pass; try again in a minute)",
             host.row.name
         )
     })?;
