@@ -21,3 +21,12 @@ ALTER TABLE vms ADD COLUMN moving_to TEXT REFERENCES hosts(id);
 -- A removed host stays as a tombstone for the history of the VMs it held (their rows point
 -- at it); its name and URI are freed for a new registration.
 ALTER TABLE hosts ADD COLUMN removed_at TEXT;
+-- Who is putting a base file on a host (one process at a time, across processes): the others
+-- wait for its check mark instead of writing over a base that VMs may already use.
+CREATE TABLE base_copies (
+    host_id     TEXT NOT NULL,
+    volume      TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    started_ms  INTEGER NOT NULL,
+    PRIMARY KEY (host_id, volume)
+);

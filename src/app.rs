@@ -132,7 +132,13 @@ impl Application {
         let reconcile_now = Arc::new(tokio::sync::Notify::new());
         let prov = Arc::new(Provisioner {
             db: db.clone(),
-            fleet: provision::fleet::Fleet::new(&host.id, &host.libvirt_uri, hv),
+            fleet: provision::fleet::Fleet::new(
+                &host.id,
+                &host.libvirt_uri,
+                hv,
+                db.clone(),
+                Owner::current().id,
+            ),
             settings,
             owner: Owner::current(),
             local_host: host.id,

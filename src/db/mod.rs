@@ -3,6 +3,7 @@
 //! be written by accident.
 
 pub mod audit;
+pub mod base_copies;
 pub mod events;
 pub mod hosts;
 pub mod images;

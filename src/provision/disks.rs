@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow};
 use sha2::{Digest as _, Sha256};
 
-use crate::db::images::ImageRow;
-use crate::domain::ids::VmId;
+use super::owner::Owner;
+use crate::db::{self, images::ImageRow};
+use crate::domain::ids::{HostId, VmId};
 use crate::hypervisor::storage::{self, Seed};
 use crate::hypervisor::{Hv, Volume};
 
@@ -92,9 +93,25 @@ impl Digests {
 pub struct HostStore {
     pub hv: Hv,
     pub pool: String,
-    /// Serialises base uploads per volume within this process.
+    /// Serialises base uploads per host and volume within this process.
     pub upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// What claims a base copy across processes.
+    pub claims: Claims,
 }
+
+/// Who claims base copies to a host, in the database every carve process shares.
+#[derive(Clone)]
+pub struct Claims {
+    pub db: crate::db::Db,
+    pub host: HostId,
+    /// This process, as recorded in claims.
+    pub owner: String,
+    /// The pool's directory on the host.
+    pub pool_dir: String,
+}
+
+/// How long a process waits for another's base copy (and after which a claim is stale).
+const BASE_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A `Write` that only hashes (for checking what a host holds).
 struct HashSink(Sha256);
@@ -144,43 +161,26 @@ impl HostStore {
     /// Base volume `name` of `from`'s pool on this host: found (checked), or copied from
     /// there and marked checked once whole.
     pub async fn copy_base_from(&self, from: &HostStore, name: &str) -> anyhow::Result<String> {
-        let marker = format!("{name}.checked");
-        let lock = {
-            let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(name.to_string()).or_default().clone()
-        };
-        let _held = lock.lock().await;
-        let (pool, n, m) = (self.pool.clone(), name.to_string(), marker.clone());
-        if let (Some(vol), true) = self
-            .hv
-            .call(move |h| Ok((h.volume(&pool, &n)?, h.volume(&pool, &m)?.is_some())))
-            .await?
-        {
-            return Ok(vol.path);
-        }
-        let (pool, n) = (from.pool.clone(), name.to_string());
-        let source = from
-            .hv
-            .call(move |h| h.volume(&pool, &n))
-            .await?
-            .ok_or_else(|| anyhow!("base {name} is missing on the source host"))?;
-        let copied = super::disk_copy::copy_volume(from, self, name, None).await?;
-        anyhow::ensure!(
-            copied == source.length_bytes,
-            "base {name} was cut short on its way ({copied} of {} bytes)",
-            source.length_bytes
-        );
-        let (pool, n) = (self.pool.clone(), name.to_string());
-        let vol = self
-            .hv
-            .call(move |h| h.volume(&pool, &n))
-            .await?
-            .ok_or_else(|| anyhow!("base {name} vanished after its copy"))?;
-        let (pool, m) = (self.pool.clone(), marker);
-        self.hv
-            .call(move |h| h.upload(&pool, &m, &mut std::io::empty(), 0, false))
-            .await?;
-        Ok(vol.path)
+        self.once(name, || async {
+            let (pool, n) = (from.pool.clone(), name.to_string());
+            let source = from
+                .hv
+                .call(move |h| h.volume(&pool, &n))
+                .await?
+                .ok_or_else(|| anyhow!("base {name} is missing on the source host"))?;
+            let copied = super::disk_copy::copy_volume(from, self, name, None).await?;
+            anyhow::ensure!(
+                copied == source.length_bytes,
+                "base {name} was cut short on its way ({copied} of {} bytes)",
+                source.length_bytes
+            );
+            let (pool, m) = (self.pool.clone(), format!("{name}.checked"));
+            self.hv
+                .call(move |h| h.upload(&pool, &m, &mut std::io::empty(), 0, false))
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// A local file as a volume named by its digest: found, or uploaded, read back and
@@ -188,52 +188,113 @@ impl HostStore {
     async fn file(&self, local: &Path, ext: &str, digests: &Digests) -> anyhow::Result<String> {
         let digest = digests.of(local).await?;
         let name = format!("base-{}.{ext}", &digest[..32]);
-        let marker = format!("{name}.checked");
-        let lock = {
-            let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(name.clone()).or_default().clone()
-        };
-        let _held = lock.lock().await;
-        let (pool, n, m) = (self.pool.clone(), name.clone(), marker.clone());
+        self.once(&name, || async {
+            let len = tokio::fs::metadata(local).await?.len();
+            let (pool, n, path) = (self.pool.clone(), name.clone(), local.to_path_buf());
+            let want = digest.clone();
+            self.hv
+                .call(move |h| {
+                    let mut file = std::fs::File::open(&path).map_err(|e| {
+                        crate::hypervisor::HypervisorError::Libvirt(format!(
+                            "cannot read {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    h.upload(&pool, &n, &mut file, len, false)?;
+                    let mut sink = HashSink(Sha256::new());
+                    let read = h.download(&pool, &n, 0, len, &mut sink)?;
+                    // The test driver keeps no bytes: nothing to read back there.
+                    if read > 0 {
+                        let got = hex::encode(sink.0.finalize());
+                        if read != len || got != want {
+                            let _ = h.delete_volume(&pool, &n);
+                            return Err(crate::hypervisor::HypervisorError::Libvirt(format!(
+                                "the copy of {} on the host does not match it (sha256 {got}, {read} bytes; want {want}, {len} bytes)",
+                                path.display()
+                            )));
+                        }
+                    }
+                    h.upload(&pool, &format!("{n}.checked"), &mut want.as_bytes(), 64, false)?;
+                    Ok(())
+                })
+                .await?;
+            tracing::info!(volume = %name, bytes = len, "base file uploaded to the host and checked");
+            Ok(())
+        })
+        .await
+    }
+
+    /// The path of base `name` if it is on this host and checked.
+    async fn checked(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let (pool, n, m) = (
+            self.pool.clone(),
+            name.to_string(),
+            format!("{name}.checked"),
+        );
         let found = self
             .hv
             .call(move |h| Ok((h.volume(&pool, &n)?, h.volume(&pool, &m)?.is_some())))
             .await?;
-        if let (Some(vol), true) = found {
-            return Ok(vol.path);
+        Ok(match found {
+            (Some(vol), true) => Some(vol.path),
+            _ => None,
+        })
+    }
+
+    /// Base `name` on this host: there and checked already, or put there by `put` (which
+    /// writes it and its check mark) while this task holds it, in this process and across
+    /// the carve processes on the database; others wait for the check mark meanwhile.
+    async fn once<F, Fut>(&self, name: &str, put: F) -> anyhow::Result<String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let lock = {
+            let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
+            let key = format!("{}/{name}", self.claims.host);
+            locks.entry(key).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        let deadline = Instant::now() + BASE_COPY_WAIT;
+        loop {
+            if let Some(path) = self.checked(name).await? {
+                return Ok(path);
+            }
+            let c = &self.claims;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let stale = BASE_COPY_WAIT.as_millis() as i64;
+            if db::base_copies::claim(
+                &c.db,
+                &c.host,
+                name,
+                &c.owner,
+                now_ms,
+                stale,
+                Owner::is_dead,
+            )
+            .await?
+            {
+                let put = match self.checked(name).await? {
+                    Some(path) => Ok(path),
+                    None => put().await.map(|()| self.pool_path(name)),
+                };
+                let _ = db::base_copies::release(&c.db, &c.host, name, &c.owner).await;
+                let put = put?;
+                // The path as libvirt names it (the check above proved it exists).
+                return Ok(self.checked(name).await?.unwrap_or(put));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "another carve process has been putting {name} on the host for {} minutes; try again later",
+                BASE_COPY_WAIT.as_secs() / 60
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        let len = tokio::fs::metadata(local).await?.len();
-        let (pool, n, path) = (self.pool.clone(), name.clone(), local.to_path_buf());
-        let want = digest.clone();
-        let vol: Volume = self
-            .hv
-            .call(move |h| {
-                let mut file = std::fs::File::open(&path).map_err(|e| {
-                    crate::hypervisor::HypervisorError::Libvirt(format!(
-                        "cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let vol = h.upload(&pool, &n, &mut file, len, false)?;
-                let mut sink = HashSink(Sha256::new());
-                let read = h.download(&pool, &n, 0, len, &mut sink)?;
-                // The test driver keeps no bytes: nothing to read back there.
-                if read > 0 {
-                    let got = hex::encode(sink.0.finalize());
-                    if read != len || got != want {
-                        let _ = h.delete_volume(&pool, &n);
-                        return Err(crate::hypervisor::HypervisorError::Libvirt(format!(
-                            "the copy of {} on the host does not match it (sha256 {got}, {read} bytes; want {want}, {len} bytes)",
-                            path.display()
-                        )));
-                    }
-                }
-                h.upload(&pool, &format!("{n}.checked"), &mut want.as_bytes(), 64, false)?;
-                Ok(vol)
-            })
-            .await?;
-        tracing::info!(volume = %name, bytes = len, "base file uploaded to the host and checked");
-        Ok(vol.path)
+    }
+
+    /// A volume's path in this pool, by name.
+    fn pool_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.claims.pool_dir.trim_end_matches('/'))
     }
 
     /// Makes the VM's disk: a fresh qcow2 overlay of `gib` on the base (replacing any).

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::disks::{Digests, HostStore};
+use super::disks::{Claims, Digests, HostStore};
+use crate::db::Db;
 use crate::db::hosts::HostRow;
 use crate::domain::ids::HostId;
 use crate::hypervisor::libvirt::Libvirt;
@@ -33,6 +34,9 @@ pub const FAILURES_TO_UNREACHABLE: u32 = 2;
 
 /// The open connections, by host.
 pub struct Fleet {
+    db: Db,
+    /// This process, as recorded in base copy claims.
+    owner: String,
     conns: Mutex<HashMap<HostId, (String, Hv)>>,
     /// Per host: failures in a row, when the last was, and what it said.
     failures: Mutex<HashMap<HostId, (u32, Instant, String)>>,
@@ -43,10 +47,12 @@ pub struct Fleet {
 
 impl Fleet {
     /// A fleet that already holds the local host's connection.
-    pub fn new(local: &HostId, uri: &str, hv: Hv) -> Self {
+    pub fn new(local: &HostId, uri: &str, hv: Hv, db: Db, owner: String) -> Self {
         let mut conns = HashMap::new();
         conns.insert(local.clone(), (uri.to_string(), hv));
         Self {
+            db,
+            owner,
             conns: Mutex::new(conns),
             failures: Mutex::default(),
             digests: Digests::default(),
@@ -108,6 +114,12 @@ impl Fleet {
             hv: hv.clone(),
             pool: row.storage_pool.clone(),
             upload_locks: self.upload_locks.clone(),
+            claims: Claims {
+                db: self.db.clone(),
+                host: row.id.clone(),
+                owner: self.owner.clone(),
+                pool_dir: row.storage_path.clone(),
+            },
         };
         Ok(Host { row, hv, store })
     }
