@@ -472,3 +472,16 @@ pub async fn update(
     db::hosts::update_overcommit(&p.db, &host.id, r).await?;
     get(p, actor, id).await
 }
+
+/// The labels active hosts offer, sorted (what a create may ask for in `host_labels`).
+pub async fn offered_labels(db: &Db) -> Result<Vec<String>, AppError> {
+    let mut labels: Vec<String> = db::hosts::list(db)
+        .await?
+        .into_iter()
+        .filter(|h| h.state == HostState::Active)
+        .flat_map(|h| h.labels())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    Ok(labels)
+}

@@ -55,6 +55,8 @@ struct NewVmPage {
     tenants: Vec<(String, String)>,
     /// Pools a new VM may join: id and label.
     pools: Vec<(String, String)>,
+    /// Labels active hosts offer (the form shows the field only when there are some).
+    host_labels: Vec<String>,
     form: Fields,
     errors: FieldErrors,
 }
@@ -144,6 +146,7 @@ async fn new_page(
             keys,
             tenants,
             pools,
+            host_labels: crate::provision::host::offered_labels(&app.db).await?,
             form,
             errors,
         },
@@ -206,7 +209,12 @@ pub async fn create(
         }
     };
     let req = CreateVm {
-        host_labels: Vec::new(),
+        host_labels: fields
+            .get("host_labels")
+            .split([' ', ','])
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
         name: fields.get("name").trim().to_string(),
         plan: fields.get("plan").to_string(),
         image: fields.get("image").to_string(),

@@ -704,3 +704,68 @@ async fn admin_lists_filter_every_page_not_just_the_first() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_create_form_offers_host_labels_and_places_by_them() {
+    let app = spawn_app(Backend::TestDriver).await;
+    app.plan("small", 1, 128, 1).await;
+    let (_tenant, _token) = tenant_with_customer(&app, "labels").await;
+    let hosts = app.call("GET", "/api/v1/hosts", None).await;
+    let host = hosts.body[0]["id"].as_str().unwrap().to_string();
+    let client = panel_client(&app, "owner@labels.example", "customer password").await;
+    let form = async || {
+        client
+            .get(format!("{}/vms/new", app.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // No host has labels: no field to fill.
+    assert!(!form().await.contains("name=\"host_labels\""));
+    let a = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/hosts/{host}"),
+            Some(json!({"labels": ["ssd", "zone=a"]})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let page = form().await;
+    assert!(
+        page.contains("name=\"host_labels\"") && page.contains("<code>zone=a</code>"),
+        "{page}"
+    );
+    let csrf = field(&page, "csrf");
+    let create = async |name: &str, labels: &str| {
+        let r = client
+            .post(format!("{}/vms", app.addr))
+            .form(&[
+                ("name", name),
+                ("plan", "small"),
+                ("image", "tiny"),
+                ("host_labels", labels),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, body) = create("nowhere", "nvme").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("id=\"host_labels-error\"")
+            && body.contains("no active host has every label"),
+        "{body}"
+    );
+    assert!(
+        body.contains("value=\"nvme\""),
+        "the form keeps what was typed: {body}"
+    );
+    let (status, body) = create("fast", "ssd zone=a").await;
+    assert_eq!(status, 303, "{body}");
+    app.stop().await;
+}
