@@ -247,14 +247,7 @@ pub struct UpdateHost {
 }
 
 async fn view(p: &Provisioner, host: &HostRow) -> Result<HostView, AppError> {
-    let network = &p.settings.network;
-    let defaults = (
-        network.forward_address.to_string(),
-        format!(
-            "{}-{}",
-            network.forward_ports.first, network.forward_ports.last
-        ),
-    );
+    let (forward_address, forward_ports) = p.settings.forwards_of(host);
     let mut conn = p.db.acquire().await?;
     let allocated = db::hosts::allocated(&mut conn, &host.id).await?;
     let sellable = crate::domain::capacity::sellable(host.physical(), host.overcommit());
@@ -287,11 +280,8 @@ async fn view(p: &Provisioner, host: &HostRow) -> Result<HostView, AppError> {
         state: host.state,
         state_reason: host.state_reason.clone(),
         labels: host.labels(),
-        forward_address: host.forward_address.clone().unwrap_or(defaults.0),
-        forward_ports: match (host.forward_port_first, host.forward_port_last) {
-            (Some(a), Some(b)) => format!("{a}-{b}"),
-            _ => defaults.1,
-        },
+        forward_address: forward_address.to_string(),
+        forward_ports: format!("{}-{}", forward_ports.first, forward_ports.last),
         storage_pool: host.storage_pool.clone(),
         storage_path: host.storage_path.clone(),
     })

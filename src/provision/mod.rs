@@ -63,6 +63,37 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Where a host's forwards listen and the host ports they take: its own, or the
+    /// configured ones.
+    pub fn forwards_of(
+        &self,
+        host: &crate::db::hosts::HostRow,
+    ) -> (std::net::IpAddr, crate::config::PortRange) {
+        let address = host
+            .forward_address
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(self.network.forward_address);
+        let range = match (host.forward_port_first, host.forward_port_last) {
+            (Some(first), Some(last)) => crate::config::PortRange {
+                first: first as u16,
+                last: last as u16,
+            },
+            _ => self.network.forward_ports,
+        };
+        (address, range)
+    }
+
+    /// The address to check a port is free on before reserving it: only on the machine carve
+    /// runs on can a listening program be seen; elsewhere the range is carve's.
+    pub fn port_probe(
+        &self,
+        host: &crate::db::hosts::HostRow,
+        address: std::net::IpAddr,
+    ) -> Option<std::net::IpAddr> {
+        (host.libvirt_uri == self.libvirt_uri).then_some(address)
+    }
+
     /// The provisioning settings of a configuration.
     pub fn from_config(c: &Config) -> Self {
         Self {

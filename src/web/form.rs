@@ -45,6 +45,15 @@ impl Fields {
         Some(self.get(name).trim()).filter(|v| !v.is_empty())
     }
 
+    /// The words of `name`, separated by spaces or commas (labels typed in one field).
+    pub fn words(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .split([' ', ','])
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Every value of `name`.
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0

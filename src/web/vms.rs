@@ -209,12 +209,7 @@ pub async fn create(
         }
     };
     let req = CreateVm {
-        host_labels: fields
-            .get("host_labels")
-            .split([' ', ','])
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect(),
+        host_labels: fields.words("host_labels"),
         name: fields.get("name").trim().to_string(),
         plan: fields.get("plan").to_string(),
         image: fields.get("image").to_string(),

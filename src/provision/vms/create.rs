@@ -381,20 +381,8 @@ pub(crate) async fn admit(
             e.into()
         });
     }
-    let address = host
-        .forward_address
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(p.settings.network.forward_address);
-    let range = match (host.forward_port_first, host.forward_port_last) {
-        (Some(first), Some(last)) => crate::config::PortRange {
-            first: first as u16,
-            last: last as u16,
-        },
-        _ => p.settings.network.forward_ports,
-    };
-    // Only on this machine can a listening program be seen; elsewhere the range is carve's.
-    let probe = (host.libvirt_uri == p.settings.libvirt_uri).then_some(address);
+    let (address, range) = p.settings.forwards_of(&host);
+    let probe = p.settings.port_probe(&host, address);
     db::ports::allocate(tx, &host_id, &vm_id, a.ports, range, probe)
         .await
         .map_err(|e| match e {

@@ -166,14 +166,10 @@ impl Names {
     pub(crate) async fn load(p: &Provisioner) -> Result<Self, AppError> {
         let hosts = db::hosts::list(&p.db).await?;
         let images = db::images::list(&p.db).await?;
-        let default = p.settings.network.forward_address.to_string();
         Ok(Self {
             forward_addresses: hosts
                 .iter()
-                .map(|h| {
-                    let address = h.forward_address.clone().unwrap_or_else(|| default.clone());
-                    (h.id.to_string(), address)
-                })
+                .map(|h| (h.id.to_string(), p.settings.forwards_of(h).0.to_string()))
                 .collect(),
             hosts: hosts
                 .into_iter()

@@ -4,7 +4,7 @@
 //! then remove it from the source. A failure before the switch undoes the move; a resumed
 //! move after a crash goes on from where the VM is recorded.
 
-use super::steps::{boot, define, stop};
+use super::steps::{boot, define, remove_from, stop};
 use super::*;
 use crate::domain::ids::HostId;
 use crate::provision::disk_copy::copy_volume;
@@ -71,17 +71,7 @@ pub(super) async fn relocate(
     }
     let source = p.host(&params.from).await?;
     progress
-        .step("remove from the old host", async {
-            let name = vm.domain_name.clone();
-            source
-                .hv
-                .call(move |h| {
-                    h.destroy(&name)?;
-                    h.undefine(&name)
-                })
-                .await?;
-            source.store.remove(&vm.id).await
-        })
+        .step("remove from the old host", remove_from(&source, &vm))
         .await
 }
 
@@ -181,20 +171,8 @@ async fn switch(p: &Provisioner, vm: &VmRow, target: &Host) -> anyhow::Result<()
         .iter()
         .map(|f| f.guest_port as u16)
         .collect();
-    let address = target
-        .row
-        .forward_address
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(p.settings.network.forward_address);
-    let range = match (target.row.forward_port_first, target.row.forward_port_last) {
-        (Some(first), Some(last)) => crate::config::PortRange {
-            first: first as u16,
-            last: last as u16,
-        },
-        _ => p.settings.network.forward_ports,
-    };
-    let probe = (target.row.libvirt_uri == p.settings.libvirt_uri).then_some(address);
+    let (address, range) = p.settings.forwards_of(&target.row);
+    let probe = p.settings.port_probe(&target.row, address);
     let mut tx = db::begin_write(&p.db).await?;
     db::ports::release(&mut tx, &vm.id).await?;
     db::ports::allocate(&mut tx, &target.row.id, &vm.id, &guest_ports, range, probe).await?;

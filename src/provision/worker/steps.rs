@@ -123,12 +123,7 @@ async fn domain_xml(
         },
         _ => Boot::Disk,
     };
-    let address = host
-        .row
-        .forward_address
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(p.settings.network.forward_address);
+    let (address, _) = p.settings.forwards_of(&host.row);
     let network = match p.settings.network.mode {
         crate::config::NetworkMode::User => Network::User {
             address,
@@ -367,9 +362,13 @@ pub(super) async fn delete(
         .await
 }
 
-/// Powers off and undefines the domain, then removes the VM's volumes.
+/// Powers off and undefines the domain on the VM's host, then removes its volumes.
 async fn remove_everything(p: &Provisioner, vm: &VmRow) -> anyhow::Result<()> {
-    let host = p.host(&vm.host_id).await?;
+    remove_from(&p.host(&vm.host_id).await?, vm).await
+}
+
+/// Powers off and undefines the VM's domain on `host`, then removes its volumes there.
+pub(super) async fn remove_from(host: &Host, vm: &VmRow) -> anyhow::Result<()> {
     let name = vm.domain_name.clone();
     host.hv
         .call(move |h| {

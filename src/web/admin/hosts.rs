@@ -125,21 +125,6 @@ fn ratio(fields: &Fields, name: &'static str) -> Result<Option<f64>, AppError> {
     }
 }
 
-/// Labels typed as words separated by spaces or commas.
-fn labels(fields: &Fields) -> Vec<String> {
-    fields
-        .get("labels")
-        .split([' ', ','])
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// A field's text, if it was filled in.
-fn text(fields: &Fields, name: &str) -> Option<String> {
-    Some(fields.get(name).trim().to_string()).filter(|v| !v.is_empty())
-}
-
 /// `POST /admin/hosts`: registers a host after carve's checks.
 pub async fn register(
     State(app): State<AppState>,
@@ -147,12 +132,12 @@ pub async fn register(
 ) -> Result<Response, WebError> {
     let req = RegisterHost {
         libvirt_uri: fields.get("libvirt_uri").trim().to_string(),
-        name: text(&fields, "name"),
-        domain_type: text(&fields, "domain_type"),
-        storage_path: text(&fields, "storage_path"),
-        labels: labels(&fields),
-        forward_address: text(&fields, "forward_address"),
-        forward_ports: text(&fields, "forward_ports"),
+        name: fields.opt("name").map(str::to_string),
+        domain_type: fields.opt("domain_type").map(str::to_string),
+        storage_path: fields.opt("storage_path").map(str::to_string),
+        labels: fields.words("labels"),
+        forward_address: fields.opt("forward_address").map(str::to_string),
+        forward_ports: fields.opt("forward_ports").map(str::to_string),
         ..RegisterHost::default()
     };
     match host_registry::register(&app.prov, &user.principal, req).await {
@@ -194,14 +179,14 @@ pub async fn update_host(
     Posted { user, fields }: Posted,
 ) -> Result<Response, WebError> {
     let req = (|| {
-        if let Some(state) = text(&fields, "state") {
+        if let Some(state) = fields.opt("state").map(str::to_string) {
             return Ok::<_, AppError>(UpdateHost {
                 state: Some(state),
                 ..UpdateHost::default()
             });
         }
         Ok(UpdateHost {
-            labels: Some(labels(&fields)),
+            labels: Some(fields.words("labels")),
             cpu_overcommit: ratio(&fields, "cpu_overcommit")?,
             memory_overcommit: ratio(&fields, "memory_overcommit")?,
             disk_overcommit: ratio(&fields, "disk_overcommit")?,
