@@ -13,6 +13,7 @@ test: setup images
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	CARVETEST_IMAGE_DIR=$(IMAGE_DIR) cargo test
+	CARVETEST_IMAGE_DIR=$(IMAGE_DIR) ./tests/with-postgres.sh cargo test --test api
 	CARVE_IMAGE_DIR=$(IMAGE_DIR) ./tests/schemathesis.sh
 
 ## Install and start libvirt, QEMU and the image tools (Debian 12, as root).

@@ -102,7 +102,7 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     let url = config.database_url();
     let db = db::connect(&url)
         .await
-        .with_context(|| format!("opening the database {url}"))?;
+        .with_context(|| format!("opening the database {}", db::redacted(&url)))?;
     db::migrate(&db)
         .await
         .context("applying database migrations")?;
@@ -345,10 +345,7 @@ async fn openapi(State(app): State<AppState>) -> Response {
 
 /// Liveness and readiness: the database and libvirt answer.
 async fn healthz(State(app): State<AppState>) -> Response {
-    let database = sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(&app.db)
-        .await
-        .is_ok();
+    let database = app.db.ping().await.is_ok();
     let libvirt = match app.prov.hv_of(&app.prov.local_host).await {
         Ok(hv) => hv.call(|h| h.node()).await.is_ok(),
         Err(_) => false,

@@ -39,6 +39,23 @@ enum Command {
     /// Bootstrap users and tokens.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Move the database between engines.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Copy every table of a stopped installation's database into an empty one (SQLite to
+    /// PostgreSQL, or back) and check the counts; then point `database_url` at the copy.
+    Copy {
+        /// The database to read, e.g. `sqlite:///var/lib/carve/carve.db`.
+        #[arg(long)]
+        from: String,
+        /// The empty database to fill, e.g. `postgres://carve:PASSWORD@db.example/carve`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,9 +132,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             open_database(&config).await?;
-            println!("database is up to date: {}", config.database_url());
+            println!(
+                "database is up to date: {}",
+                db::redacted(&config.database_url())
+            );
             Ok(())
         }
+        Command::Db(DbCommand::Copy { from, to }) => copy_database(&from, &to).await,
         Command::Admin(AdminCommand::CreateUser {
             email,
             role,
@@ -129,6 +150,40 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             expires_in_days,
         }) => create_token(&config, &email, &name, expires_in_days).await,
     }
+}
+
+/// `carve db copy`: opens both databases (the source must exist), copies, prints the counts.
+async fn copy_database(from: &str, to: &str) -> anyhow::Result<()> {
+    if !db::is_postgres_url(from) {
+        let path = from
+            .strip_prefix("sqlite://")
+            .unwrap_or(from)
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        anyhow::ensure!(
+            std::path::Path::new(path).is_file(),
+            "--from: no SQLite database at {path}"
+        );
+    }
+    let source = db::connect(from)
+        .await
+        .with_context(|| format!("--from: cannot open {}", db::redacted(from)))?;
+    let target = db::connect(to)
+        .await
+        .with_context(|| format!("--to: cannot open {}", db::redacted(to)))?;
+    let counts = db::copy::copy(&source, &target).await?;
+    for (table, rows) in &counts {
+        println!("{table:>20}  {rows}");
+    }
+    println!(
+        "copied {} tables, {} rows, from {} to {}; the counts match",
+        counts.len(),
+        counts.values().sum::<i64>(),
+        db::redacted(from),
+        db::redacted(to)
+    );
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -37,6 +37,13 @@ pub enum AppError {
         detail: String,
         retry_after_secs: u64,
     },
+    /// A service carve depends on (the database) does not answer; retry after the given
+    /// seconds (503). The detail is logged, never shown.
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        retry_after_secs: u64,
+    },
     /// A server-side failure (500); the detail is logged, never shown.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -84,7 +91,37 @@ impl From<Shortfall> for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
+        if database_unreachable(&e) {
+            tracing::warn!(error = %e, "the database does not answer");
+            return AppError::Unavailable {
+                detail: "carve cannot reach its database just now; retry in a few seconds".into(),
+                retry_after_secs: 5,
+            };
+        }
         AppError::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+/// Whether a database error means the database is away (down, restarting, unreachable, or
+/// SQLite busy past its timeout) rather than a fault in the request or in carve.
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // PostgreSQL: connection exceptions (08), shutting down or not yet accepting (57P),
+            // too many connections (53300); SQLite: busy (5) and locked (6).
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
     }
 }
 

@@ -18,8 +18,10 @@ use crate::db::{self, Db, Scope};
 use crate::domain::ids::{TenantId, UserId};
 use crate::error::AppError;
 
-/// How often the tailer looks for new rows.
+/// How often the tailer looks for new rows when the database cannot announce them (SQLite).
 const TAIL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often it looks anyway when the database announces them (PostgreSQL `NOTIFY`).
+const TAIL_FALLBACK: Duration = Duration::from_secs(1);
 /// Most rows read at once (by the tailer or a resuming subscriber).
 const BATCH: i64 = 1000;
 /// Events kept in the table: one day, and at most this many.
@@ -138,6 +140,12 @@ impl Feed {
     pub async fn run(self: Arc<Self>) {
         let mut last = self.position();
         let mut purged_at = tokio::time::Instant::now();
+        let mut changes = db::events::ChangeWait::new(&self.db).await;
+        let pause = if changes.notified() {
+            TAIL_FALLBACK
+        } else {
+            TAIL_INTERVAL
+        };
         loop {
             match db::events::after(&self.db, last, None, BATCH).await {
                 Ok(rows) if !rows.is_empty() => {
@@ -162,7 +170,7 @@ impl Feed {
                     tracing::warn!(error = %e, "cannot trim the event feed");
                 }
             }
-            tokio::time::sleep(TAIL_INTERVAL).await;
+            changes.wait(pause).await;
         }
     }
 

@@ -25,7 +25,7 @@ pub fn default_quota(c: &QuotaConfig) -> Quota {
 
 /// The tenant's quota: its own, or the configured default.
 pub async fn quota_of(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::db::Tx,
     defaults: &QuotaConfig,
     tenant: &TenantId,
 ) -> Result<Quota, sqlx::Error> {
@@ -37,7 +37,7 @@ pub async fn quota_of(
 /// Refuses `need` more of each resource if the tenant's quota would be exceeded; call inside
 /// the write transaction that then creates the resource.
 pub async fn check_quota(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::db::Tx,
     defaults: &QuotaConfig,
     tenant: &TenantId,
     need: Usage,

@@ -20,6 +20,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +103,9 @@ impl IntoResponse for AppError {
         };
         let mut response = problem_response(status, detail, errors);
         if let AppError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | AppError::Unavailable {
             retry_after_secs, ..
         } = self
         {

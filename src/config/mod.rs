@@ -187,6 +187,22 @@ impl Config {
         Ok(())
     }
 
+    /// Where SFTP homes live.
+    pub fn sftp_root(&self) -> std::path::PathBuf {
+        self.sftp
+            .root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("sftp"))
+    }
+
+    /// The SFTP host key's file.
+    pub fn sftp_host_key(&self) -> std::path::PathBuf {
+        self.sftp
+            .host_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("ssh_host_ed25519_key"))
+    }
+
     /// The SQLite URL in use.
     pub fn database_url(&self) -> String {
         self.database_url

@@ -69,6 +69,12 @@ pub struct SftpConfig {
     pub max_sessions_per_account: usize,
     /// Connections open at once from one client address, logged in or not.
     pub max_connections_per_client: usize,
+    /// Where the accounts' homes live (default `<data_dir>/sftp`); clones of carve on one
+    /// database point this at one shared filesystem.
+    pub root: Option<std::path::PathBuf>,
+    /// The server's Ed25519 host key, made if missing (default
+    /// `<data_dir>/ssh_host_ed25519_key`); clones share one, so clients see one server.
+    pub host_key: Option<std::path::PathBuf>,
 }
 
 impl Default for SftpConfig {
@@ -81,6 +87,8 @@ impl Default for SftpConfig {
             max_unauthenticated_per_client: 8,
             max_sessions_per_account: 16,
             max_connections_per_client: 64,
+            root: None,
+            host_key: None,
         }
     }
 }

@@ -36,7 +36,9 @@ pub struct NewEntry {
 
 /// Records an entry.
 pub async fn insert(db: &Db, e: &NewEntry) -> Result<(), sqlx::Error> {
-    insert_one(db, e).await
+    crate::on_db!(db, db => {
+        insert_one(db, e).await
+    })
 }
 
 /// Longest actor stored (an email is at most 254 characters), in characters.
@@ -53,24 +55,26 @@ fn bounded(s: &str, max: usize) -> &str {
 }
 
 /// The INSERT of one entry, on any executor; every text is bounded in length.
-async fn insert_one(conn: impl sqlx::SqliteExecutor<'_>, e: &NewEntry) -> Result<(), sqlx::Error> {
-    let opt = |v: &Option<String>, max| v.as_deref().map(|s| bounded(s, max).to_string());
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .bind(now())
-    .bind(opt(&e.actor_id, 64))
-    .bind(bounded(&e.actor, MAX_ACTOR))
-    .bind(opt(&e.tenant_id, 64))
-    .bind(bounded(&e.action, MAX_FIELD))
-    .bind(opt(&e.target, MAX_FIELD))
-    .bind(e.outcome)
-    .bind(e.status.map(i64::from))
-    .bind(opt(&e.client, 64))
-    .execute(conn)
-    .await?;
-    Ok(())
+async fn insert_one(conn: impl Into<super::Ex<'_>>, e: &NewEntry) -> Result<(), sqlx::Error> {
+    crate::on_ex!(conn, conn => {
+        let opt = |v: &Option<String>, max| v.as_deref().map(|s| bounded(s, max).to_string());
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(now())
+        .bind(opt(&e.actor_id, 64))
+        .bind(bounded(&e.actor, MAX_ACTOR))
+        .bind(opt(&e.tenant_id, 64))
+        .bind(bounded(&e.action, MAX_FIELD))
+        .bind(opt(&e.target, MAX_FIELD))
+        .bind(e.outcome)
+        .bind(e.status.map(i64::from))
+        .bind(opt(&e.client, 64))
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
 }
 
 /// The newest entries the scope may see, older than `before` when given.
@@ -80,15 +84,17 @@ pub async fn list(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, at, actor_id, actor, tenant_id, action, target, outcome, status, client FROM audit_log
-         WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
-    )
-    .bind(scope.tenant())
-    .bind(before)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(
+            "SELECT id, at, actor_id, actor, tenant_id, action, target, outcome, status, client FROM audit_log
+             WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(scope.tenant())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// One page of the entries the scope may see, newest first.
@@ -124,53 +130,57 @@ pub async fn filtered_page(
     filter: &AuditFilter,
     page: &PageRequest,
 ) -> Result<Page<AuditRow>, sqlx::Error> {
-    let rows = sqlx::query_as(
-        "SELECT id, at, actor_id, actor, tenant_id, action, target, outcome, status, client FROM audit_log
-         WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2)
-           AND (?4 IS NULL OR instr(actor, ?4) > 0) AND (?5 IS NULL OR instr(action, ?5) > 0)
-           AND (?6 IS NULL OR tenant_id = ?6) AND (?7 IS NULL OR outcome = ?7)
-           AND (?8 IS NULL OR actor_id = ?8) AND (?9 IS NULL OR target = ?9)
-         ORDER BY id DESC LIMIT ?3",
-    )
-    .bind(scope.tenant())
-    .bind(page.int(0))
-    .bind(page.fetch())
-    .bind(filter.actor.as_deref())
-    .bind(filter.action.as_deref())
-    .bind(filter.tenant.as_deref())
-    .bind(filter.outcome)
-    .bind(filter.actor_id.as_deref())
-    .bind(filter.target.as_deref())
-    .fetch_all(db)
-    .await?;
-    Ok(page.finish(rows, |r: &AuditRow| vec![r.id.to_string()]))
+    crate::on_db!(db, db, pg => {
+        let rows = sqlx::query_as(&super::dialect(pg, "SELECT id, at, actor_id, actor, tenant_id, action, target, outcome, status, client FROM audit_log
+         WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR id < $2)
+           AND ($4 IS NULL OR instr(actor, $4) > 0) AND ($5 IS NULL OR instr(action, $5) > 0)
+           AND ($6 IS NULL OR tenant_id = $6) AND ($7 IS NULL OR outcome = $7)
+           AND ($8 IS NULL OR actor_id = $8) AND ($9 IS NULL OR target = $9)
+         ORDER BY id DESC LIMIT $3"))
+        .bind(scope.tenant())
+        .bind(page.int(0))
+        .bind(page.fetch())
+        .bind(filter.actor.as_deref())
+        .bind(filter.action.as_deref())
+        .bind(filter.tenant.as_deref())
+        .bind(filter.outcome)
+        .bind(filter.actor_id.as_deref())
+        .bind(filter.target.as_deref())
+        .fetch_all(db)
+        .await?;
+        Ok(page.finish(rows, |r: &AuditRow| vec![r.id.to_string()]))
+    })
 }
 
 /// Removes entries older than `keep` and, past that, the oldest beyond `max_rows`; returns
 /// how many went.
 pub async fn purge(db: &Db, keep: chrono::Duration, max_rows: i64) -> Result<u64, sqlx::Error> {
-    let old = sqlx::query("DELETE FROM audit_log WHERE at < ?1")
-        .bind(now() - keep)
+    crate::on_db!(db, db => {
+        let old = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(now() - keep)
+            .execute(db)
+            .await?
+            .rows_affected();
+        let excess = sqlx::query(
+            "DELETE FROM audit_log WHERE id <= (SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET $1)",
+        )
+        .bind(max_rows)
         .execute(db)
         .await?
         .rows_affected();
-    let excess = sqlx::query(
-        "DELETE FROM audit_log WHERE id <= (SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-    )
-    .bind(max_rows)
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(old + excess)
+        Ok(old + excess)
+    })
 }
 
 /// Records several entries in one transaction.
 pub async fn insert_many(db: &Db, entries: &[NewEntry]) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    for e in entries {
-        insert_one(&mut *tx, e).await?;
-    }
-    tx.commit().await
+    crate::on_db!(db, db => {
+        let mut tx = db.begin().await?;
+        for e in entries {
+            insert_one(&mut *tx, e).await?;
+        }
+        tx.commit().await
+    })
 }
 
 /// Writes entries sent to it in batches (one transaction per batch), so a busy SFTP session

@@ -68,67 +68,68 @@ macro_rules! image_columns {
     };
 }
 
+/// Binds an image's id and facts as $1 to $15 ($12: the time of registration).
+macro_rules! bind_facts {
+    ($q:expr, $id:expr, $f:expr $(,)?) => {{
+        let f: &ImageFacts = $f;
+        $q.bind($id)
+            .bind(&f.name)
+            .bind(&f.os)
+            .bind(&f.description)
+            .bind(f.boot)
+            .bind(&f.disk_path)
+            .bind(&f.kernel_path)
+            .bind(&f.initrd_path)
+            .bind(&f.cmdline)
+            .bind(f.virtual_size_bytes)
+            .bind(f.min_memory_mib)
+            .bind(now())
+            .bind(&f.version)
+            .bind(&f.default_user)
+            .bind(f.guest_agent)
+    }};
+}
+
 /// Inserts or refreshes the built image with this name, marking it available. Returns false
 /// when an uploaded image already has the name (it is left alone).
 pub async fn upsert(db: &Db, f: &ImageFacts) -> Result<bool, sqlx::Error> {
-    let id = ImageId::generate();
-    let done = bind_facts(
-        sqlx::query(
-        "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
+    crate::on_db!(db, db => {
+        let id = ImageId::generate();
+        let done = bind_facts!(
+            sqlx::query(
+            "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
             cmdline, virtual_size_bytes, min_memory_mib, available, registered_at, version,
             default_user, guest_agent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, TRUE, $12, $13, $14, $15)
          ON CONFLICT(name) DO UPDATE SET os = excluded.os, description = excluded.description,
             boot = excluded.boot, disk_path = excluded.disk_path,
             kernel_path = excluded.kernel_path, initrd_path = excluded.initrd_path,
             cmdline = excluded.cmdline, virtual_size_bytes = excluded.virtual_size_bytes,
-            min_memory_mib = excluded.min_memory_mib, available = 1, version = excluded.version,
+            min_memory_mib = excluded.min_memory_mib, available = TRUE, version = excluded.version,
             default_user = excluded.default_user, guest_agent = excluded.guest_agent
          WHERE images.source = 'built'",
-        ),
-        &id,
-        f,
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Binds an image's id and facts as ?1 to ?15 (?12: the time of registration).
-fn bind_facts<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    id: &'q ImageId,
-    f: &'q ImageFacts,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    q.bind(id)
-        .bind(&f.name)
-        .bind(&f.os)
-        .bind(&f.description)
-        .bind(f.boot)
-        .bind(&f.disk_path)
-        .bind(&f.kernel_path)
-        .bind(&f.initrd_path)
-        .bind(&f.cmdline)
-        .bind(f.virtual_size_bytes)
-        .bind(f.min_memory_mib)
-        .bind(now())
-        .bind(&f.version)
-        .bind(&f.default_user)
-        .bind(f.guest_agent)
+            ),
+            &id,
+            f,
+        )
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
 }
 
 /// Marks every built image not named here unavailable (its files are gone); rows stay for
 /// old VMs.
 pub async fn mark_missing_except(db: &Db, present: &[String]) -> Result<(), sqlx::Error> {
-    let json = serde_json::to_string(present).unwrap_or_else(|_| "[]".into());
-    sqlx::query(
-        "UPDATE images SET available = 0
-         WHERE source = 'built' AND name NOT IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(json)
-    .execute(db)
-    .await?;
-    Ok(())
+    crate::on_db!(db, db, pg => {
+        let json = serde_json::to_string(present).unwrap_or_else(|_| "[]".into());
+        sqlx::query(&super::dialect(pg, "UPDATE images SET available = FALSE
+             WHERE source = 'built' AND name NOT IN (SELECT value FROM json_each($1))"))
+        .bind(json)
+        .execute(db)
+        .await?;
+        Ok(())
+    })
 }
 
 /// One page of images, by name: every image not removed, or only visible ones.
@@ -137,41 +138,47 @@ pub async fn page(
     page: &PageRequest,
     visible_only: bool,
 ) -> Result<Page<ImageRow>, sqlx::Error> {
-    let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        image_columns!(),
-        " FROM images WHERE removed_at IS NULL AND (?3 = 0 OR visible = 1)
-           AND (?1 IS NULL OR name > ?1) ORDER BY name LIMIT ?2"
-    ))
-    .bind(page.key(0))
-    .bind(page.fetch())
-    .bind(visible_only)
-    .fetch_all(db)
-    .await?;
-    Ok(page.finish(rows, |i: &ImageRow| vec![i.name.clone()]))
+    crate::on_db!(db, db => {
+        let rows = sqlx::query_as(concat!(
+            "SELECT ",
+            image_columns!(),
+            " FROM images WHERE removed_at IS NULL AND (NOT $3 OR visible)
+               AND ($1 IS NULL OR name > $1) ORDER BY name LIMIT $2"
+        ))
+        .bind(page.key(0))
+        .bind(page.fetch())
+        .bind(visible_only)
+        .fetch_all(db)
+        .await?;
+        Ok(page.finish(rows, |i: &ImageRow| vec![i.name.clone()]))
+    })
 }
 
 /// All images, removed ones included, by name.
 pub async fn list(db: &Db) -> Result<Vec<ImageRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        image_columns!(),
-        " FROM images ORDER BY name"
-    ))
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            image_columns!(),
+            " FROM images ORDER BY name"
+        ))
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// The image with this id (removed or not) or name (not removed).
 pub async fn find(db: &Db, id_or_name: &str) -> Result<Option<ImageRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        image_columns!(),
-        " FROM images WHERE id = ?1 OR (name = ?1 AND removed_at IS NULL)"
-    ))
-    .bind(id_or_name)
-    .fetch_optional(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            image_columns!(),
+            " FROM images WHERE id = $1 OR (name = $1 AND removed_at IS NULL)"
+        ))
+        .bind(id_or_name)
+        .fetch_optional(db)
+        .await
+    })
 }
 
 /// An uploaded image to record.
@@ -185,22 +192,24 @@ pub struct UploadedImage {
 
 /// Records an uploaded image (its file is in place).
 pub async fn insert_uploaded(db: &Db, u: &UploadedImage) -> Result<(), sqlx::Error> {
-    bind_facts(
-        sqlx::query(
-        "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
+    crate::on_db!(db, db => {
+        bind_facts!(
+            sqlx::query(
+            "INSERT INTO images (id, name, os, description, boot, disk_path, kernel_path, initrd_path,
             cmdline, virtual_size_bytes, min_memory_mib, available, registered_at, version,
             default_user, guest_agent, source, visible, sha256)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15, 'uploaded',
-            ?16, ?17)",
-        ),
-        &u.id,
-        &u.facts,
-    )
-    .bind(u.visible)
-    .bind(&u.sha256)
-    .execute(db)
-    .await?;
-    Ok(())
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, TRUE, $12, $13, $14, $15, 'uploaded',
+            $16, $17)",
+            ),
+            &u.id,
+            &u.facts,
+        )
+        .bind(u.visible)
+        .bind(&u.sha256)
+        .execute(db)
+        .await?;
+        Ok(())
+    })
 }
 
 /// The fields of an image an admin may change (`None` leaves one as it is).
@@ -217,91 +226,94 @@ pub struct ImageChanges {
 
 /// Applies changes to an image that is not removed; false if there is none with this id.
 pub async fn update(db: &Db, id: &ImageId, c: &ImageChanges) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE images SET visible = COALESCE(?2, visible), os = COALESCE(?3, os),
-            version = COALESCE(?4, version), description = COALESCE(?5, description),
-            default_user = COALESCE(?6, default_user),
-            min_memory_mib = COALESCE(?7, min_memory_mib),
-            guest_agent = COALESCE(?8, guest_agent)
-         WHERE id = ?1 AND removed_at IS NULL",
-    )
-    .bind(id)
-    .bind(c.visible)
-    .bind(&c.os)
-    .bind(&c.version)
-    .bind(&c.description)
-    .bind(&c.default_user)
-    .bind(c.min_memory_mib)
-    .bind(c.guest_agent)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    crate::on_db!(db, db => {
+        let done = sqlx::query(
+            "UPDATE images SET visible = COALESCE($2, visible), os = COALESCE($3, os),
+            version = COALESCE($4, version), description = COALESCE($5, description),
+            default_user = COALESCE($6, default_user),
+            min_memory_mib = COALESCE($7, min_memory_mib),
+            guest_agent = COALESCE($8, guest_agent)
+         WHERE id = $1 AND removed_at IS NULL",
+        )
+        .bind(id)
+        .bind(c.visible)
+        .bind(&c.os)
+        .bind(&c.version)
+        .bind(&c.description)
+        .bind(&c.default_user)
+        .bind(c.min_memory_mib)
+        .bind(c.guest_agent)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
 }
 
 /// What still uses an image, if anything: a VM not deleted, a reinstall under way, or a scale
 /// group's template.
-pub async fn user_of<'e, E>(db: E, id: &ImageId) -> Result<Option<String>, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    sqlx::query_scalar(
-        "SELECT 'VM ' || name FROM vms WHERE image_id = ?1 AND state <> 'deleted'
+pub async fn user_of(
+    db: impl Into<super::Ex<'_>>,
+    id: &ImageId,
+) -> Result<Option<String>, sqlx::Error> {
+    crate::on_ex!(db, db, pg => {
+        sqlx::query_scalar(&super::dialect(pg, "SELECT 'VM ' || name FROM vms WHERE image_id = $1 AND state <> 'deleted'
          UNION ALL
          SELECT 'the scale group of pool ' || p.name FROM scale_groups g
-           JOIN pools p ON p.id = g.pool_id WHERE g.image_id = ?1
+           JOIN pools p ON p.id = g.pool_id WHERE g.image_id = $1
          UNION ALL
          SELECT 'a reinstall of VM ' || v.name FROM operations o JOIN vms v ON v.id = o.target_id
            WHERE o.kind = 'reinstall' AND o.state IN ('pending', 'running')
-             AND json_extract(o.params, '$.image_id') = ?1
-         LIMIT 1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
+             AND json_extract(o.params, '$.image_id') = $1
+         LIMIT 1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    })
 }
 
 /// Removes an uploaded image nothing uses, in one immediate transaction: the row goes, or
 /// (when deleted VMs still name it) stays with `removed_at` set and its name freed.
 /// `Err(Some(user))` names what still uses it.
 pub async fn remove_uploaded(db: &Db, id: &ImageId) -> Result<Result<(), String>, sqlx::Error> {
-    let mut tx = super::begin_write(db).await?;
-    if let Some(user) = user_of(&mut *tx, id).await? {
-        return Ok(Err(user));
-    }
-    let named: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE image_id = ?1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if named == 0 {
-        sqlx::query("DELETE FROM images WHERE id = ?1 AND source = 'uploaded'")
+    crate::on_db!(db, db => {
+        let mut tx = super::WritePool::begin_write(db).await?;
+        if let Some(user) = user_of(&mut *tx, id).await? {
+            return Ok(Err(user));
+        }
+        let named: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE image_id = $1")
             .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if named == 0 {
+            sqlx::query("DELETE FROM images WHERE id = $1 AND source = 'uploaded'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "UPDATE images SET removed_at = $2, available = FALSE, visible = FALSE,
+                name = name || '@removed-' || id
+             WHERE id = $1 AND source = 'uploaded' AND removed_at IS NULL",
+            )
+            .bind(id)
+            .bind(now())
             .execute(&mut *tx)
             .await?;
-    } else {
-        sqlx::query(
-            "UPDATE images SET removed_at = ?2, available = 0, visible = 0,
-                name = name || '@removed-' || id
-             WHERE id = ?1 AND source = 'uploaded' AND removed_at IS NULL",
-        )
-        .bind(id)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Ok(()))
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    })
 }
 
 /// Whether the image can still be used (inside an admission's write transaction, so a
 /// removal cannot slip between the check and the new VM).
-pub async fn is_usable<'e, E>(db: E, id: &str) -> Result<bool, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    let found: Option<bool> =
-        sqlx::query_scalar("SELECT available FROM images WHERE id = ?1 AND removed_at IS NULL")
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
-    Ok(found == Some(true))
+pub async fn is_usable(db: impl Into<super::Ex<'_>>, id: &str) -> Result<bool, sqlx::Error> {
+    crate::on_ex!(db, db => {
+        let found: Option<bool> =
+            sqlx::query_scalar("SELECT available FROM images WHERE id = $1 AND removed_at IS NULL")
+                .bind(id)
+                .fetch_optional(db)
+                .await?;
+        Ok(found == Some(true))
+    })
 }

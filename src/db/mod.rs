@@ -1,9 +1,19 @@
-//! The SQLite database: pool, migrations, write transactions, and one repository module per
-//! table. Every query on a tenant-owned table takes a [`Scope`], so a cross-tenant read cannot
-//! be written by accident.
+//! The database: SQLite (embedded, the default) or PostgreSQL (shared by clones), with its
+//! pool, migrations, write transactions, and one repository module per table. Every query on
+//! a tenant-owned table takes a [`Scope`], so a cross-tenant read cannot be written by accident.
+//!
+//! Both engines run the same query text (`$N` parameters, standard SQL, booleans as
+//! TRUE/FALSE, sums cast to BIGINT); [`dialect`] rewrites the four SQLite functions PostgreSQL
+//! names differently. Each repository function is written once and compiled per engine by
+//! [`on_db!`], [`on_tx!`] or [`on_ex!`], so rows decode with each engine's own types
+//! (TIMESTAMPTZ, BOOLEAN, BYTEA on PostgreSQL) and nothing goes through sqlx's `Any` driver,
+//! which cannot carry timestamps. What differs lives here and in the migrations: the write
+//! lock (`BEGIN IMMEDIATE`, or an advisory lock every writer takes first), the schema
+//! (`migrations/sqlite`, `migrations/postgres`), and change notification (`NOTIFY`).
 
 pub mod audit;
 pub mod base_copies;
+pub mod copy;
 pub mod events;
 pub mod hosts;
 pub mod images;
@@ -29,16 +39,202 @@ pub mod vms;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::domain::ids::TenantId;
 
-/// The shared database handle.
-pub type Db = SqlitePool;
-/// A write transaction taken with `BEGIN IMMEDIATE`.
-pub type WriteTx = Transaction<'static, Sqlite>;
+/// The shared database handle: SQLite (embedded, one machine) or PostgreSQL (shared by clones).
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A connection of either database: in a write transaction from [`begin_write`] (holding the
+/// database's write lock), in a read one from [`Db::begin_read`], or on its own from
+/// [`Db::acquire`] (each statement committed by itself).
+#[derive(Debug)]
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+    SqliteConn(PoolConnection<Sqlite>),
+    PostgresConn(PoolConnection<Postgres>),
+}
+
+/// A write transaction taken with [`begin_write`].
+pub type WriteTx = Tx;
+
+/// The connection under a [`Tx`], for running queries on it.
+pub enum RawConn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// What a query runs on: either database's pool, or an open transaction's connection.
+pub enum Ex<'a> {
+    SqlitePool(&'a SqlitePool),
+    PgPool(&'a PgPool),
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+impl<'a> From<&'a Db> for Ex<'a> {
+    fn from(db: &'a Db) -> Self {
+        match db {
+            Db::Sqlite(p) => Ex::SqlitePool(p),
+            Db::Postgres(p) => Ex::PgPool(p),
+        }
+    }
+}
+
+impl<'a> From<&'a mut Tx> for Ex<'a> {
+    fn from(tx: &'a mut Tx) -> Self {
+        match tx.raw() {
+            RawConn::Sqlite(c) => Ex::Sqlite(c),
+            RawConn::Postgres(c) => Ex::Postgres(c),
+        }
+    }
+}
+
+impl<'a> From<&'a SqlitePool> for Ex<'a> {
+    fn from(p: &'a SqlitePool) -> Self {
+        Ex::SqlitePool(p)
+    }
+}
+
+impl<'a> From<&'a PgPool> for Ex<'a> {
+    fn from(p: &'a PgPool) -> Self {
+        Ex::PgPool(p)
+    }
+}
+
+impl<'a> From<&'a mut SqliteConnection> for Ex<'a> {
+    fn from(c: &'a mut SqliteConnection) -> Self {
+        Ex::Sqlite(c)
+    }
+}
+
+impl<'a> From<&'a mut PgConnection> for Ex<'a> {
+    fn from(c: &'a mut PgConnection) -> Self {
+        Ex::Postgres(c)
+    }
+}
+
+/// Runs `$body` once per database, with `$c` bound to the pool (`&SqlitePool` or `&PgPool`)
+/// and the optional `$pg` to whether it is PostgreSQL (for the few queries that differ).
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($c) => $body,
+            $crate::db::Db::Postgres($c) => $body,
+        }
+    };
+    ($db:expr, $c:ident, $pg:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($c) => {
+                let $pg = false;
+                $body
+            }
+            $crate::db::Db::Postgres($c) => {
+                let $pg = true;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` once per database, with `$c` bound to the transaction's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`) and the optional `$pg` as in [`on_db!`].
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx.raw() {
+            $crate::db::RawConn::Sqlite($c) => $body,
+            $crate::db::RawConn::Postgres($c) => $body,
+        }
+    };
+    ($tx:expr, $c:ident, $pg:ident => $body:expr) => {
+        match $tx.raw() {
+            $crate::db::RawConn::Sqlite($c) => {
+                let $pg = false;
+                $body
+            }
+            $crate::db::RawConn::Postgres($c) => {
+                let $pg = true;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` on the pool or the connection an [`Ex`] holds, as [`on_db!`] does.
+#[macro_export]
+macro_rules! on_ex {
+    ($ex:expr, $c:ident => $body:expr) => {
+        $crate::on_ex!($ex, $c, _pg => $body)
+    };
+    ($ex:expr, $c:ident, $pg:ident => $body:expr) => {{
+        let ex: $crate::db::Ex<'_> = $ex.into();
+        match ex {
+            $crate::db::Ex::SqlitePool($c) => {
+                let $pg = false;
+                $body
+            }
+            $crate::db::Ex::PgPool($c) => {
+                let $pg = true;
+                $body
+            }
+            $crate::db::Ex::Sqlite($c) => {
+                let $pg = false;
+                $body
+            }
+            $crate::db::Ex::Postgres($c) => {
+                let $pg = true;
+                $body
+            }
+        }
+    }};
+}
+
+impl Tx {
+    /// The connection to run queries on.
+    pub fn raw(&mut self) -> RawConn<'_> {
+        match self {
+            Tx::Sqlite(t) => RawConn::Sqlite(t),
+            Tx::Postgres(t) => RawConn::Postgres(t),
+            Tx::SqliteConn(c) => RawConn::Sqlite(c),
+            Tx::PostgresConn(c) => RawConn::Postgres(c),
+        }
+    }
+
+    /// Commits the transaction (nothing to do for a connection on its own).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+            Tx::SqliteConn(_) | Tx::PostgresConn(_) => Ok(()),
+        }
+    }
+
+    /// Rolls the transaction back (dropping it does too).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.rollback().await,
+            Tx::Postgres(t) => t.rollback().await,
+            Tx::SqliteConn(_) | Tx::PostgresConn(_) => Ok(()),
+        }
+    }
+
+    /// Whether this is a PostgreSQL connection.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Postgres(_) | Tx::PostgresConn(_))
+    }
+}
 
 /// Whose rows a query may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +246,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The tenant to filter on, or `None` for all: bind as `(?N IS NULL OR tenant_id = ?N)`.
+    /// The tenant to filter on, or `None` for all: bind as `($N IS NULL OR tenant_id = $N)`.
     pub fn tenant(&self) -> Option<&str> {
         match self {
             Scope::All => None,
@@ -59,9 +255,31 @@ impl Scope {
     }
 }
 
-/// Opens (creating if needed) the database with WAL and a busy timeout, so several processes
-/// can share it.
+/// Whether a database URL names PostgreSQL (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL with its password (if any) replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Opens the database a URL names: PostgreSQL for `postgres://`, otherwise SQLite (created if
+/// missing, with WAL and a busy timeout, so several processes on one machine can share it).
 pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+    if is_postgres_url(url) {
+        return connect_postgres(url).await;
+    }
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -69,12 +287,70 @@ pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(15));
     restrict_files(options.get_filename()).map_err(sqlx::Error::Io)?;
-    SqlitePoolOptions::new()
+    let pool = SqlitePoolOptions::new()
         .max_connections(16)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
-        .await
+        .await?;
+    Ok(Db::Sqlite(pool))
+}
+
+/// Opens a PostgreSQL pool. A connection that broke (a database restart) is found before use
+/// and replaced, so carve answers 503 while the database is away and recovers by itself.
+async fn connect_postgres(url: &str) -> Result<Db, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("carve");
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await?;
+    Ok(Db::Postgres(pool))
+}
+
+impl Db {
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// The database's name for logs and `/healthz`.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// A read transaction: queries in it see one snapshot and take no write lock.
+    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// A connection of the pool on its own: each statement on it commits by itself.
+    pub async fn acquire(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::SqliteConn(p.acquire().await?),
+            Db::Postgres(p) => Tx::PostgresConn(p.acquire().await?),
+        })
+    }
+
+    /// Closes every connection (at shutdown).
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Answers whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_db!(self, c => sqlx::query("SELECT 1").execute(c).await.map(|_| ()))
+    }
 }
 
 /// Makes the database file (created empty if missing) and its `-wal` and `-shm` companions
@@ -101,23 +377,124 @@ fn restrict_files(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Applies the embedded migrations.
+/// Applies the embedded migrations of the database's kind.
 pub async fn migrate(db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(db).await
+    match db {
+        Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await,
+        Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await,
+    }
 }
 
-/// Starts a transaction that holds SQLite's write lock from its first statement, so a
-/// check-then-insert inside it cannot race another writer (in this or another process).
+/// The PostgreSQL advisory lock every write transaction takes: carve's equivalent of SQLite's
+/// single writer, across all clones.
+const WRITE_LOCK: i64 = 0x6361_7276_6500; // "carve\0"
+
+/// Starts a transaction that holds the database's write lock from its start, so a
+/// check-then-insert inside it cannot race another writer (in this or another process): SQLite's
+/// `BEGIN IMMEDIATE`, or on PostgreSQL a transaction-scoped advisory lock that every write
+/// transaction of every clone takes.
 pub async fn begin_write(db: &Db) -> Result<WriteTx, sqlx::Error> {
-    db.begin_with("BEGIN IMMEDIATE").await
+    Ok(match db {
+        Db::Sqlite(p) => Tx::Sqlite(WritePool::begin_write(p).await?),
+        Db::Postgres(p) => Tx::Postgres(WritePool::begin_write(p).await?),
+    })
 }
 
-/// The current time, as stored.
+/// [`begin_write`] on a pool already known to be SQLite or PostgreSQL (inside [`on_db!`]).
+pub trait WritePool {
+    type Database: sqlx::Database;
+    /// Starts a transaction holding the database's write lock, as [`begin_write`] does.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Transaction<'static, Self::Database>, sqlx::Error>>
+    + Send;
+}
+
+impl WritePool for SqlitePool {
+    type Database = Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for PgPool {
+    type Database = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+/// The current time, as stored: to the microsecond, which both databases keep exactly.
 pub fn now() -> DateTime<Utc> {
-    Utc::now()
+    Utc::now().trunc_subsecs(6)
 }
 
 /// Whether an error is a UNIQUE constraint violation.
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The few SQLite functions a query uses, in PostgreSQL's words when `pg`: substring search,
+/// the elements of a JSON array parameter, a field of a JSON column, and appending to one.
+pub fn dialect(pg: bool, sql: &str) -> std::borrow::Cow<'_, str> {
+    const TO_POSTGRES: [(&str, &str); 4] = [
+        ("instr(", "strpos("),
+        (
+            "json_each($1)",
+            "jsonb_array_elements_text(CAST($1 AS jsonb))",
+        ),
+        (
+            "json_extract(o.params, '$.image_id')",
+            "(CAST(o.params AS jsonb) ->> 'image_id')",
+        ),
+        (
+            "json_insert(steps, '$[#]', json($2))",
+            "CAST(CAST(steps AS jsonb) || jsonb_build_array(CAST($2 AS jsonb)) AS TEXT)",
+        ),
+    ];
+    if !pg {
+        return sql.into();
+    }
+    let mut out = sql.to_owned();
+    for (sqlite, postgres) in TO_POSTGRES {
+        out = out.replace(sqlite, postgres);
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redacted("postgres://carve:s3cret@db.example:5432/carve"),
+            "postgres://carve:***@db.example:5432/carve"
+        );
+        assert_eq!(
+            redacted("postgres://carve@db/carve"),
+            "postgres://carve@db/carve"
+        );
+        assert_eq!(
+            redacted("sqlite:///var/lib/carve/carve.db"),
+            "sqlite:///var/lib/carve/carve.db"
+        );
+        assert!(is_postgres_url("postgresql://x/y") && !is_postgres_url("sqlite://x"));
+    }
+
+    #[test]
+    fn the_dialect_rewrites_only_for_postgres() {
+        let sql = "SELECT value FROM json_each($1) WHERE instr(name, $2) > 0";
+        assert_eq!(dialect(false, sql), sql);
+        assert_eq!(
+            dialect(true, sql),
+            "SELECT value FROM jsonb_array_elements_text(CAST($1 AS jsonb)) WHERE strpos(name, $2) > 0"
+        );
+    }
 }

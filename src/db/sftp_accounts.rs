@@ -45,21 +45,23 @@ pub async fn insert(
     password_hash: Option<&str>,
     public_keys: &[String],
 ) -> Result<SftpAccountId, sqlx::Error> {
-    let id = SftpAccountId::generate();
-    let at = now();
-    sqlx::query(
-        "INSERT INTO sftp_accounts (id, tenant_id, username, password_hash, public_keys, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-    )
-    .bind(&id)
-    .bind(tenant)
-    .bind(username)
-    .bind(password_hash)
-    .bind(serde_json::to_string(public_keys).unwrap_or_else(|_| "[]".into()))
-    .bind(at)
-    .execute(db)
-    .await?;
-    Ok(id)
+    crate::on_db!(db, db => {
+        let id = SftpAccountId::generate();
+        let at = now();
+        sqlx::query(
+            "INSERT INTO sftp_accounts (id, tenant_id, username, password_hash, public_keys, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(username)
+        .bind(password_hash)
+        .bind(serde_json::to_string(public_keys).unwrap_or_else(|_| "[]".into()))
+        .bind(at)
+        .execute(db)
+        .await?;
+        Ok(id)
+    })
 }
 
 /// The account with this id, if the scope may see it.
@@ -68,15 +70,17 @@ pub async fn get(
     scope: &Scope,
     id: &SftpAccountId,
 ) -> Result<Option<SftpAccountRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        sftp_columns!(),
-        " FROM sftp_accounts WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)"
-    ))
-    .bind(id)
-    .bind(scope.tenant())
-    .fetch_optional(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            sftp_columns!(),
+            " FROM sftp_accounts WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)"
+        ))
+        .bind(id)
+        .bind(scope.tenant())
+        .fetch_optional(db)
+        .await
+    })
 }
 
 /// The account with this username (logins).
@@ -84,14 +88,16 @@ pub async fn find_by_username(
     db: &Db,
     username: &str,
 ) -> Result<Option<SftpAccountRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        sftp_columns!(),
-        " FROM sftp_accounts WHERE username = ?1"
-    ))
-    .bind(username)
-    .fetch_optional(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            sftp_columns!(),
+            " FROM sftp_accounts WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(db)
+        .await
+    })
 }
 
 /// Of `ids`, the accounts that may still log in: present, enabled, tenant not suspended.
@@ -99,14 +105,14 @@ pub async fn usable_among(
     db: &Db,
     ids: &[SftpAccountId],
 ) -> Result<Vec<SftpAccountId>, sqlx::Error> {
-    let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-    sqlx::query_scalar(
-        "SELECT a.id FROM sftp_accounts a JOIN tenants t ON t.id = a.tenant_id
-         WHERE a.enabled = 1 AND t.suspended = 0 AND a.id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(list)
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db, pg => {
+        let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        sqlx::query_scalar(&super::dialect(pg, "SELECT a.id FROM sftp_accounts a JOIN tenants t ON t.id = a.tenant_id
+             WHERE a.enabled AND NOT t.suspended AND a.id IN (SELECT value FROM json_each($1))"))
+        .bind(list)
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// One page of the accounts the scope may see, by username.
@@ -115,33 +121,37 @@ pub async fn page(
     scope: &Scope,
     page: &PageRequest,
 ) -> Result<Page<SftpAccountRow>, sqlx::Error> {
-    let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        sftp_columns!(),
-        " FROM sftp_accounts WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR username > ?2)
-          ORDER BY username LIMIT ?3"
-    ))
-    .bind(scope.tenant())
-    .bind(page.key(0))
-    .bind(page.fetch())
-    .fetch_all(db)
-    .await?;
-    Ok(page.finish(rows, |a: &SftpAccountRow| vec![a.username.clone()]))
+    crate::on_db!(db, db => {
+        let rows = sqlx::query_as(concat!(
+            "SELECT ",
+            sftp_columns!(),
+            " FROM sftp_accounts WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR username > $2)
+              ORDER BY username LIMIT $3"
+        ))
+        .bind(scope.tenant())
+        .bind(page.key(0))
+        .bind(page.fetch())
+        .fetch_all(db)
+        .await?;
+        Ok(page.finish(rows, |a: &SftpAccountRow| vec![a.username.clone()]))
+    })
 }
 
 /// The accounts the scope may see, by username.
 pub async fn list(
-    db: impl sqlx::SqliteExecutor<'_>,
+    db: impl Into<super::Ex<'_>>,
     scope: &Scope,
 ) -> Result<Vec<SftpAccountRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        sftp_columns!(),
-        " FROM sftp_accounts WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY username"
-    ))
-    .bind(scope.tenant())
-    .fetch_all(db)
-    .await
+    crate::on_ex!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            sftp_columns!(),
+            " FROM sftp_accounts WHERE ($1 IS NULL OR tenant_id = $1) ORDER BY username"
+        ))
+        .bind(scope.tenant())
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// Changes the password hash, keys and enabled flag.
@@ -152,17 +162,19 @@ pub async fn update(
     public_keys: &[String],
     enabled: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sftp_accounts SET password_hash = ?2, public_keys = ?3, enabled = ?4, updated_at = ?5 WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(password_hash)
-    .bind(serde_json::to_string(public_keys).unwrap_or_else(|_| "[]".into()))
-    .bind(enabled)
-    .bind(now())
-    .execute(db)
-    .await?;
-    Ok(())
+    crate::on_db!(db, db => {
+        sqlx::query(
+            "UPDATE sftp_accounts SET password_hash = $2, public_keys = $3, enabled = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(password_hash)
+        .bind(serde_json::to_string(public_keys).unwrap_or_else(|_| "[]".into()))
+        .bind(enabled)
+        .bind(now())
+        .execute(db)
+        .await?;
+        Ok(())
+    })
 }
 
 /// Records an account's usage; `scanned` when it comes from a scan of the disk.
@@ -173,55 +185,63 @@ pub async fn set_usage(
     files: i64,
     scanned: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sftp_accounts SET used_bytes = ?2, used_files = ?3,
-            scanned_at = CASE WHEN ?4 THEN ?5 ELSE scanned_at END WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(bytes)
-    .bind(files)
-    .bind(scanned)
-    .bind(now())
-    .execute(db)
-    .await?;
-    Ok(())
+    crate::on_db!(db, db => {
+        sqlx::query(
+            "UPDATE sftp_accounts SET used_bytes = $2, used_files = $3,
+                scanned_at = CASE WHEN $4 THEN $5 ELSE scanned_at END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(bytes)
+        .bind(files)
+        .bind(scanned)
+        .bind(now())
+        .execute(db)
+        .await?;
+        Ok(())
+    })
 }
 
 /// Adds flushed charges (negative: releases) to an account's usage, never below zero.
 pub async fn add_usage(
-    conn: impl sqlx::SqliteExecutor<'_>,
+    conn: impl Into<super::Ex<'_>>,
     id: &SftpAccountId,
     bytes: i64,
     files: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sftp_accounts SET used_bytes = MAX(used_bytes + ?2, 0),
-            used_files = MAX(used_files + ?3, 0) WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(bytes)
-    .bind(files)
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::on_ex!(conn, conn => {
+        sqlx::query(
+            "UPDATE sftp_accounts SET used_bytes = CASE WHEN used_bytes + $2 > 0 THEN used_bytes + $2 ELSE 0 END,
+                used_files = CASE WHEN used_files + $3 > 0 THEN used_files + $3 ELSE 0 END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(bytes)
+        .bind(files)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
 }
 
 /// Deletes an account.
 pub async fn delete(db: &Db, id: &SftpAccountId) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM sftp_accounts WHERE id = ?1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    crate::on_db!(db, db => {
+        let done = sqlx::query("DELETE FROM sftp_accounts WHERE id = $1")
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    })
 }
 
 /// A tenant's SFTP usage: bytes and files summed over its accounts.
 pub async fn tenant_usage(
-    conn: impl sqlx::SqliteExecutor<'_>,
+    conn: impl Into<super::Ex<'_>>,
     tenant: &TenantId,
 ) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as("SELECT COALESCE(SUM(used_bytes), 0), COALESCE(SUM(used_files), 0) FROM sftp_accounts WHERE tenant_id = ?1")
-        .bind(tenant)
-        .fetch_one(conn)
-        .await
+    crate::on_ex!(conn, conn => {
+        sqlx::query_as("SELECT CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT), CAST(COALESCE(SUM(used_files), 0) AS BIGINT) FROM sftp_accounts WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(conn)
+            .await
+    })
 }

@@ -20,22 +20,24 @@ pub struct Booked {
 /// Drops reservations whose lease ended (their process died) and reads the tenant's usage
 /// and reservations, inside a write transaction.
 pub async fn booked(tx: &mut WriteTx, tenant: &TenantId) -> Result<Booked, sqlx::Error> {
-    sqlx::query("DELETE FROM sftp_reservations WHERE expires_at < ?1")
-        .bind(now())
-        .execute(&mut **tx)
+    crate::on_tx!(tx, tx => {
+        sqlx::query("DELETE FROM sftp_reservations WHERE expires_at < $1")
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        let (used_bytes, used_files) = super::sftp_accounts::tenant_usage(&mut *tx, tenant).await?;
+        let (reserved_bytes, reserved_files): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT), CAST(COALESCE(SUM(files), 0) AS BIGINT) FROM sftp_reservations WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
         .await?;
-    let (used_bytes, used_files) = super::sftp_accounts::tenant_usage(&mut **tx, tenant).await?;
-    let (reserved_bytes, reserved_files): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(files), 0) FROM sftp_reservations WHERE tenant_id = ?1",
-    )
-    .bind(tenant)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Booked {
-        used_bytes,
-        used_files,
-        reserved_bytes,
-        reserved_files,
+        Ok(Booked {
+            used_bytes,
+            used_files,
+            reserved_bytes,
+            reserved_files,
+        })
     })
 }
 
@@ -49,28 +51,33 @@ pub async fn add(
     files: i64,
     lease: Duration,
 ) -> Result<(), sqlx::Error> {
-    let expires: DateTime<Utc> = now() + lease;
-    sqlx::query(
-        "INSERT INTO sftp_reservations (owner, tenant_id, bytes, files, expires_at)
-         VALUES (?1, ?2, MAX(?3, 0), MAX(?4, 0), ?5)
+    crate::on_tx!(tx, tx => {
+        let expires: DateTime<Utc> = now() + lease;
+        sqlx::query(
+            "INSERT INTO sftp_reservations (owner, tenant_id, bytes, files, expires_at)
+         VALUES ($1, $2, CASE WHEN $3 > 0 THEN $3 ELSE 0 END, CASE WHEN $4 > 0 THEN $4 ELSE 0 END, $5)
          ON CONFLICT(owner, tenant_id) DO UPDATE SET
-            bytes = MAX(bytes + ?3, 0), files = MAX(files + ?4, 0), expires_at = ?5",
-    )
-    .bind(owner)
-    .bind(tenant)
-    .bind(bytes)
-    .bind(files)
-    .bind(expires)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+            bytes = CASE WHEN sftp_reservations.bytes + $3 > 0 THEN sftp_reservations.bytes + $3 ELSE 0 END,
+            files = CASE WHEN sftp_reservations.files + $4 > 0 THEN sftp_reservations.files + $4 ELSE 0 END, expires_at = $5",
+        )
+        .bind(owner)
+        .bind(tenant)
+        .bind(bytes)
+        .bind(files)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    })
 }
 
 /// Removes `owner`'s empty reservations.
 pub async fn drop_empty(tx: &mut WriteTx, owner: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sftp_reservations WHERE owner = ?1 AND bytes = 0 AND files = 0")
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    crate::on_tx!(tx, tx => {
+        sqlx::query("DELETE FROM sftp_reservations WHERE owner = $1 AND bytes = 0 AND files = 0")
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    })
 }

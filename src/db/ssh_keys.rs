@@ -35,55 +35,61 @@ pub async fn insert(
     fingerprint: &str,
     limit: i64,
 ) -> Result<SshKeyRow, InsertError> {
-    let row = SshKeyRow {
-        id: SshKeyId::generate(),
-        user_id: user.clone(),
-        name: name.into(),
-        public_key: public_key.into(),
-        fingerprint: fingerprint.into(),
-        created_at: now(),
-    };
-    let done = sqlx::query(
-        "INSERT INTO user_ssh_keys (id, user_id, name, public_key, fingerprint, created_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6
-         WHERE (SELECT COUNT(*) FROM user_ssh_keys WHERE user_id = ?2) < ?7",
-    )
-    .bind(&row.id)
-    .bind(user)
-    .bind(name)
-    .bind(public_key)
-    .bind(fingerprint)
-    .bind(row.created_at)
-    .bind(limit)
-    .execute(db)
-    .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => InsertError::Duplicate,
-        _ => InsertError::Db(e),
-    })?;
-    if done.rows_affected() == 0 {
-        return Err(InsertError::TooMany);
-    }
-    Ok(row)
+    crate::on_db!(db, db => {
+        let row = SshKeyRow {
+            id: SshKeyId::generate(),
+            user_id: user.clone(),
+            name: name.into(),
+            public_key: public_key.into(),
+            fingerprint: fingerprint.into(),
+            created_at: now(),
+        };
+        let done = sqlx::query(
+            "INSERT INTO user_ssh_keys (id, user_id, name, public_key, fingerprint, created_at)
+         SELECT $1, $2, $3, $4, $5, $6
+         WHERE (SELECT COUNT(*) FROM user_ssh_keys WHERE user_id = $2) < $7",
+        )
+        .bind(&row.id)
+        .bind(user)
+        .bind(name)
+        .bind(public_key)
+        .bind(fingerprint)
+        .bind(row.created_at)
+        .bind(limit)
+        .execute(db)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => InsertError::Duplicate,
+            _ => InsertError::Db(e),
+        })?;
+        if done.rows_affected() == 0 {
+            return Err(InsertError::TooMany);
+        }
+        Ok(row)
+    })
 }
 
 /// The user's keys, by name.
 pub async fn list(db: &Db, user: &UserId) -> Result<Vec<SshKeyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, name, public_key, fingerprint, created_at FROM user_ssh_keys
-         WHERE user_id = ?1 ORDER BY name",
-    )
-    .bind(user)
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(
+            "SELECT id, user_id, name, public_key, fingerprint, created_at FROM user_ssh_keys
+             WHERE user_id = $1 ORDER BY name",
+        )
+        .bind(user)
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// Deletes one of the user's keys; false when the user has no such key.
 pub async fn delete(db: &Db, user: &UserId, id: &SshKeyId) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM user_ssh_keys WHERE id = ?1 AND user_id = ?2")
-        .bind(id)
-        .bind(user)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() > 0)
+    crate::on_db!(db, db => {
+        let done = sqlx::query("DELETE FROM user_ssh_keys WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    })
 }

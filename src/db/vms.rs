@@ -2,7 +2,6 @@
 //! disk, so operations and the audit trail keep their target.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
 
 use super::page::{Page, PageRequest, time_key};
 use super::{Db, Scope, now};
@@ -79,50 +78,56 @@ pub struct NewVm<'a> {
 
 /// Inserts a VM in state `creating`; fails with a unique violation if the tenant already has a
 /// live VM of that name.
-pub async fn insert(conn: &mut SqliteConnection, vm: NewVm<'_>) -> Result<(), sqlx::Error> {
-    let at = now();
-    sqlx::query(
-        "INSERT INTO vms (id, tenant_id, name, host_id, plan_id, image_id, vcpus, memory_mib,
+pub async fn insert(conn: &mut super::Tx, vm: NewVm<'_>) -> Result<(), sqlx::Error> {
+    crate::on_tx!(conn, conn => {
+        let at = now();
+        sqlx::query(
+            "INSERT INTO vms (id, tenant_id, name, host_id, plan_id, image_id, vcpus, memory_mib,
             disk_gib, state, ssh_keys, user_data, domain_name, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating', ?10, ?11, ?12, ?13, ?13)",
-    )
-    .bind(vm.id)
-    .bind(vm.tenant_id)
-    .bind(vm.name)
-    .bind(vm.host_id)
-    .bind(vm.plan_id)
-    .bind(vm.image_id)
-    .bind(i64::from(vm.resources.vcpus))
-    .bind(vm.resources.memory_mib as i64)
-    .bind(vm.resources.disk_gib as i64)
-    .bind(serde_json::to_string(vm.ssh_keys).unwrap_or_else(|_| "[]".into()))
-    .bind(vm.user_data)
-    .bind(vm.domain_name)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating', $10, $11, $12, $13, $13)",
+        )
+        .bind(vm.id)
+        .bind(vm.tenant_id)
+        .bind(vm.name)
+        .bind(vm.host_id)
+        .bind(vm.plan_id)
+        .bind(vm.image_id)
+        .bind(i64::from(vm.resources.vcpus))
+        .bind(vm.resources.memory_mib as i64)
+        .bind(vm.resources.disk_gib as i64)
+        .bind(serde_json::to_string(vm.ssh_keys).unwrap_or_else(|_| "[]".into()))
+        .bind(vm.user_data)
+        .bind(vm.domain_name)
+        .bind(at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
 }
 
 /// The live VM with this id, if the scope may see it.
 pub async fn get(db: &Db, scope: &Scope, id: &VmId) -> Result<Option<VmRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        vm_columns!(),
-        " FROM vms WHERE id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR tenant_id = ?2)"
-    ))
-    .bind(id)
-    .bind(scope.tenant())
-    .fetch_optional(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            vm_columns!(),
+            " FROM vms WHERE id = $1 AND deleted_at IS NULL AND ($2 IS NULL OR tenant_id = $2)"
+        ))
+        .bind(id)
+        .bind(scope.tenant())
+        .fetch_optional(db)
+        .await
+    })
 }
 
 /// The VM with this id whether or not it is deleted (workers and the reconciler).
 pub async fn get_any(db: &Db, id: &VmId) -> Result<Option<VmRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", vm_columns!(), " FROM vms WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!("SELECT ", vm_columns!(), " FROM vms WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await
+    })
 }
 
 /// Narrows a VM list; empty fields match everything.
@@ -150,53 +155,59 @@ pub async fn filtered_page(
     filter: &VmFilter,
     page: &PageRequest,
 ) -> Result<Page<VmRow>, sqlx::Error> {
-    let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        vm_columns!(),
-        " FROM vms WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant_id = ?1)
-          AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
-          AND (?5 IS NULL OR tenant_id = ?5) AND (?6 IS NULL OR state = ?6)
-          AND (?7 IS NULL OR host_id = ?7) AND (?8 IS NULL OR instr(name, ?8) > 0)
-          ORDER BY created_at DESC, id DESC LIMIT ?4"
-    ))
-    .bind(scope.tenant())
-    .bind(page.time(0))
-    .bind(page.key(1))
-    .bind(page.fetch())
-    .bind(filter.tenant.as_deref())
-    .bind(filter.state.as_deref())
-    .bind(filter.host.as_deref())
-    .bind(filter.name.as_deref())
-    .fetch_all(db)
-    .await?;
-    Ok(page.finish(rows, |v: &VmRow| {
-        vec![time_key(&v.created_at), v.id.to_string()]
-    }))
+    crate::on_db!(db, db, pg => {
+        let rows = sqlx::query_as(&super::dialect(pg, concat!(
+            "SELECT ",
+            vm_columns!(),
+            " FROM vms WHERE deleted_at IS NULL AND ($1 IS NULL OR tenant_id = $1)
+          AND ($2 IS NULL OR (created_at, id) < ($2, $3))
+          AND ($5 IS NULL OR tenant_id = $5) AND ($6 IS NULL OR state = $6)
+          AND ($7 IS NULL OR host_id = $7) AND ($8 IS NULL OR instr(name, $8) > 0)
+          ORDER BY created_at DESC, id DESC LIMIT $4"
+        )))
+        .bind(scope.tenant())
+        .bind(page.time(0))
+        .bind(page.key(1))
+        .bind(page.fetch())
+        .bind(filter.tenant.as_deref())
+        .bind(filter.state.as_deref())
+        .bind(filter.host.as_deref())
+        .bind(filter.name.as_deref())
+        .fetch_all(db)
+        .await?;
+        Ok(page.finish(rows, |v: &VmRow| {
+            vec![time_key(&v.created_at), v.id.to_string()]
+        }))
+    })
 }
 
 /// The live VMs the scope may see, newest first.
 pub async fn list(db: &Db, scope: &Scope) -> Result<Vec<VmRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        vm_columns!(),
-        " FROM vms WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant_id = ?1)
-          ORDER BY created_at DESC, id"
-    ))
-    .bind(scope.tenant())
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            vm_columns!(),
+            " FROM vms WHERE deleted_at IS NULL AND ($1 IS NULL OR tenant_id = $1)
+              ORDER BY created_at DESC, id"
+        ))
+        .bind(scope.tenant())
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// Every live VM on one host (the reconciler).
 pub async fn list_on_host(db: &Db, host: &HostId) -> Result<Vec<VmRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        vm_columns!(),
-        " FROM vms WHERE deleted_at IS NULL AND host_id = ?1 ORDER BY id"
-    ))
-    .bind(host)
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            vm_columns!(),
+            " FROM vms WHERE deleted_at IS NULL AND host_id = $1 ORDER BY id"
+        ))
+        .bind(host)
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// Running VMs on `host` whose tenant is suspended (they must be stopped).
@@ -204,30 +215,34 @@ pub async fn running_of_suspended_tenants(
     db: &Db,
     host: &HostId,
 ) -> Result<Vec<VmRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        vm_columns!(),
-        " FROM vms WHERE deleted_at IS NULL AND host_id = ?1 AND state = 'running'
-          AND tenant_id IN (SELECT id FROM tenants WHERE suspended = 1) ORDER BY id"
-    ))
-    .bind(host)
-    .fetch_all(db)
-    .await
+    crate::on_db!(db, db => {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            vm_columns!(),
+            " FROM vms WHERE deleted_at IS NULL AND host_id = $1 AND state = 'running'
+              AND tenant_id IN (SELECT id FROM tenants WHERE suspended) ORDER BY id"
+        ))
+        .bind(host)
+        .fetch_all(db)
+        .await
+    })
 }
 
 /// Sets a VM's state.
 pub async fn set_state(
-    db: impl sqlx::SqliteExecutor<'_>,
+    db: impl Into<super::Ex<'_>>,
     id: &VmId,
     state: crate::domain::vm_state::VmState,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE vms SET state = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL")
-        .bind(id)
-        .bind(state)
-        .bind(now())
-        .execute(db)
-        .await?;
-    Ok(())
+    crate::on_ex!(db, db => {
+        sqlx::query("UPDATE vms SET state = $2, updated_at = $3 WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .bind(state)
+            .bind(now())
+            .execute(db)
+            .await?;
+        Ok(())
+    })
 }
 
 /// Sets a VM's state only if it is still `expected` (the reconciler never overwrites a
@@ -238,39 +253,43 @@ pub async fn set_state_if(
     expected: crate::domain::vm_state::VmState,
     state: crate::domain::vm_state::VmState,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE vms SET state = ?3, updated_at = ?4
-         WHERE id = ?1 AND state = ?2 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .bind(expected)
-    .bind(state)
-    .bind(now())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    crate::on_db!(db, db => {
+        let done = sqlx::query(
+            "UPDATE vms SET state = $3, updated_at = $4
+             WHERE id = $1 AND state = $2 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(expected)
+        .bind(state)
+        .bind(now())
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
 }
 
 /// Records a VM's new size (a resize reserves it before the work starts).
 pub async fn set_resources(
-    conn: &mut SqliteConnection,
+    conn: &mut super::Tx,
     id: &VmId,
     plan_id: &str,
     r: Resources,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE vms SET plan_id = ?2, vcpus = ?3, memory_mib = ?4, disk_gib = ?5, updated_at = ?6
-         WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(plan_id)
-    .bind(i64::from(r.vcpus))
-    .bind(r.memory_mib as i64)
-    .bind(r.disk_gib as i64)
-    .bind(now())
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::on_tx!(conn, conn => {
+        sqlx::query(
+            "UPDATE vms SET plan_id = $2, vcpus = $3, memory_mib = $4, disk_gib = $5, updated_at = $6
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(plan_id)
+        .bind(i64::from(r.vcpus))
+        .bind(r.memory_mib as i64)
+        .bind(r.disk_gib as i64)
+        .bind(now())
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
 }
 
 /// Records a reinstall: the VM's new image and cloud-init instance id.
@@ -280,79 +299,87 @@ pub async fn set_image(
     image: &ImageId,
     instance_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE vms SET image_id = ?2, instance_id = ?3, updated_at = ?4 WHERE id = ?1")
-        .bind(id)
-        .bind(image)
-        .bind(instance_id)
-        .bind(now())
-        .execute(db)
-        .await?;
-    Ok(())
+    crate::on_db!(db, db => {
+        sqlx::query("UPDATE vms SET image_id = $2, instance_id = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(image)
+            .bind(instance_id)
+            .bind(now())
+            .execute(db)
+            .await?;
+        Ok(())
+    })
 }
 
 /// Marks a VM deleted: its resources and name are free again.
-pub async fn mark_deleted(conn: &mut SqliteConnection, id: &VmId) -> Result<(), sqlx::Error> {
-    let at = now();
-    sqlx::query(
-        "UPDATE vms SET state = 'deleted', deleted_at = ?2, updated_at = ?2
-         WHERE id = ?1 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+pub async fn mark_deleted(conn: &mut super::Tx, id: &VmId) -> Result<(), sqlx::Error> {
+    crate::on_tx!(conn, conn => {
+        let at = now();
+        sqlx::query(
+            "UPDATE vms SET state = 'deleted', deleted_at = $2, updated_at = $2
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
 }
 
 /// Live VMs counted by state (metrics).
 pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT state, COUNT(*) FROM vms WHERE deleted_at IS NULL GROUP BY state")
-        .fetch_all(db)
-        .await
+    crate::on_db!(db, db => {
+        sqlx::query_as("SELECT state, COUNT(*) FROM vms WHERE deleted_at IS NULL GROUP BY state")
+            .fetch_all(db)
+            .await
+    })
 }
 
 /// Marks the settled VMs of a host `unknown` (its libvirt does not answer); VMs an operation
 /// is changing are left to it. Returns how many.
 pub async fn mark_unknown_on_host(db: &Db, host: &HostId) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE vms SET state = 'unknown', updated_at = ?2
-         WHERE host_id = ?1 AND deleted_at IS NULL
+    crate::on_db!(db, db => {
+        let done = sqlx::query(
+            "UPDATE vms SET state = 'unknown', updated_at = $2
+         WHERE host_id = $1 AND deleted_at IS NULL
            AND state IN ('running', 'stopped', 'paused', 'crashed', 'missing')
            AND id NOT IN (SELECT target_id FROM operations WHERE state IN ('pending', 'running'))",
-    )
-    .bind(host)
-    .bind(now())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+        )
+        .bind(host)
+        .bind(now())
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected())
+    })
 }
 
 /// Reserves room on `to` for a move of the VM (or, with `None`, gives it back).
 pub async fn set_moving_to(
-    conn: &mut SqliteConnection,
+    conn: &mut super::Tx,
     id: &VmId,
     to: Option<&HostId>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE vms SET moving_to = ?2, updated_at = ?3 WHERE id = ?1")
-        .bind(id)
-        .bind(to)
-        .bind(now())
-        .execute(conn)
-        .await?;
-    Ok(())
+    crate::on_tx!(conn, conn => {
+        sqlx::query("UPDATE vms SET moving_to = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(to)
+            .bind(now())
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
 }
 
 /// Records that the VM now lives on `to` (the end of a move).
-pub async fn switch_host(
-    conn: &mut SqliteConnection,
-    id: &VmId,
-    to: &HostId,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE vms SET host_id = ?2, moving_to = NULL, updated_at = ?3 WHERE id = ?1")
-        .bind(id)
-        .bind(to)
-        .bind(now())
-        .execute(conn)
-        .await?;
-    Ok(())
+pub async fn switch_host(conn: &mut super::Tx, id: &VmId, to: &HostId) -> Result<(), sqlx::Error> {
+    crate::on_tx!(conn, conn => {
+        sqlx::query("UPDATE vms SET host_id = $2, moving_to = NULL, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(to)
+            .bind(now())
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
 }

@@ -73,8 +73,7 @@ impl Control {
         let mut seen = db::events::last_id(&self.db).await.unwrap_or(0);
         self.sync().await;
         let mut synced_at = Instant::now();
-        let mut tick = tokio::time::interval(WATCH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = db::events::ChangeWait::new(&self.db).await;
         let mut measure = tokio::time::interval(LOAD_INTERVAL);
         measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sent_before: HashMap<String, (u64, Instant)> = HashMap::new();
@@ -82,7 +81,7 @@ impl Control {
             tokio::select! {
                 Some(t) = self.transitions.recv() => self.record(t).await,
                 _ = measure.tick() => self.write_load(&mut sent_before).await,
-                _ = tick.tick() => {
+                _ = changes.wait(WATCH_INTERVAL) => {
                     let newest = match db::pools::changed_since(&self.db, seen).await {
                         Ok(n) => n,
                         Err(e) => {

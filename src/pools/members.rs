@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
-
 use super::{PoolView, load, probe, view};
 use crate::app::App;
 use crate::auth::Principal;
@@ -102,7 +100,7 @@ pub async fn attach(
 
 /// Adds the member row; a VM already in the pool is a conflict.
 async fn add(
-    conn: &mut SqliteConnection,
+    conn: &mut crate::db::Tx,
     pool: &PoolRow,
     vm: &VmRow,
     port: u16,
@@ -154,7 +152,7 @@ pub async fn detach(
 /// Checks the `pool` and `pool_port` of a VM create request: the pool (by id or name) of the
 /// VM's tenant, and a port among those the VM forwards.
 pub async fn check_join(
-    conn: &mut SqliteConnection,
+    conn: &mut crate::db::Tx,
     tenant: &TenantId,
     pool: &str,
     pool_port: Option<u16>,
@@ -187,7 +185,7 @@ pub async fn check_join(
 /// Adds a new VM (not running yet) to a pool checked by [`check_join`]: it joins when it
 /// runs and takes traffic once its first health check passes.
 pub async fn join_new_vm(
-    conn: &mut SqliteConnection,
+    conn: &mut crate::db::Tx,
     pool: &PoolId,
     vm: &VmId,
     port: u16,

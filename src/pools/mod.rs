@@ -163,7 +163,7 @@ pub async fn create(app: &App, actor: &Principal, req: CreatePool) -> Result<Poo
     let checked = settings::check_create(&req)?;
     let lb = &app.config.lb;
     let mut tx = db::begin_write(&app.db).await?;
-    let have = db::pools::count_of_tenant(&mut *tx, &tenant).await?;
+    let have = db::pools::count_of_tenant(&mut tx, &tenant).await?;
     if have >= i64::from(lb.max_pools_per_tenant) {
         return Err(AppError::Forbidden(format!(
             "this tenant has {have} pools, the most allowed (lb.max_pools_per_tenant); delete one first"

@@ -289,7 +289,7 @@ pub async fn listen_port(
     lb: &LbConfig,
     asked: Option<&str>,
 ) -> Result<u16, AppError> {
-    let taken: HashSet<i64> = db::pools::listen_ports(&mut **tx)
+    let taken: HashSet<i64> = db::pools::listen_ports(&mut *tx)
         .await?
         .into_iter()
         .collect();

@@ -127,7 +127,7 @@ async fn start_move(p: &Arc<Provisioner>, vm: &VmRow) -> Result<OperationView, A
         }
     })?;
     db::vms::set_moving_to(&mut tx, &vm.id, Some(&target.id)).await?;
-    db::vms::set_state(&mut *tx, &vm.id, VmState::Moving).await?;
+    db::vms::set_state(&mut tx, &vm.id, VmState::Moving).await?;
     tx.commit().await?;
     tracing::info!(vm = %vm.id, op = %op.id, to = %target.name, "move admitted");
     p.spawn_operation(op.id.clone(), None);

@@ -54,8 +54,30 @@ pub async fn register_local(
     config: &Config,
     settings: &Settings,
 ) -> anyhow::Result<HostRow> {
-    let pool = local_pool_name(&settings.vm_root);
-    let path = settings.vm_root.to_string_lossy().into_owned();
+    let machine = hv.call(|h| h.capabilities()).await?.uuid;
+    let uri = hv.uri().to_string();
+    let existing = db::hosts::get_by_uri(db, &uri).await?;
+    // A clone of carve (another process on the same database) that reaches the same libvirt
+    // daemon shares the host and its pool; one whose URI reaches another machine is refused.
+    let shared = existing
+        .as_ref()
+        .filter(|h| !h.storage_pool.is_empty() && !h.machine_id.is_empty());
+    if let Some(h) = shared {
+        anyhow::ensure!(
+            h.machine_id == machine,
+            "the host {uri} is registered as libvirt machine {}, but this libvirt is machine {machine}: \
+             carve processes sharing a database must reach the same hypervisors, so set \
+             libvirt.uri to one every clone reaches (such as qemu+ssh://host/system)",
+            h.machine_id
+        );
+    }
+    let (pool, path) = match shared {
+        Some(h) => (h.storage_pool.clone(), h.storage_path.clone()),
+        None => (
+            local_pool_name(&settings.vm_root),
+            settings.vm_root.to_string_lossy().into_owned(),
+        ),
+    };
     let (p, want) = (pool.clone(), path.clone());
     let made = hv.call(move |h| h.ensure_pool(&p, &want)).await?;
     anyhow::ensure!(
@@ -64,9 +86,6 @@ pub async fn register_local(
         made.path
     );
     let (hostname, phys) = physical(hv, &pool).await?;
-    let machine = hv.call(|h| h.capabilities()).await?.uuid;
-    let uri = hv.uri().to_string();
-    let existing = db::hosts::get_by_uri(db, &uri).await?;
     let domain_type = match config.libvirt.domain_type {
         DomainTypeSetting::Kvm => DomainType::Kvm,
         DomainTypeSetting::Qemu => DomainType::Qemu,

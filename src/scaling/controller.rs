@@ -335,7 +335,7 @@ async fn create_member(
     for _ in 0..8 {
         let mut tx = db::begin_write(&p.db).await?;
         let now_ms = Utc::now().timestamp_millis();
-        if !db::scale_group_leases::holds_lease(&mut *tx, &g.pool_id, &p.owner.id, now_ms).await?
+        if !db::scale_group_leases::holds_lease(&mut tx, &g.pool_id, &p.owner.id, now_ms).await?
             || db::scale_groups::count_live(&mut tx, &g.pool_id).await? != live
         {
             return Ok(None);

@@ -152,8 +152,8 @@ pub async fn put(
     let mut tx = db::begin_write(&app.db).await?;
     // Read again under the write lock: the controller or another request may have changed the
     // group (ended a refresh, started deleting) since.
-    let existing = db::scale_groups::get(&mut *tx, &Scope::All, &pool.id).await?;
-    if !db::images::is_usable(&mut *tx, image.id.as_str()).await? {
+    let existing = db::scale_groups::get(&mut tx, &Scope::All, &pool.id).await?;
+    if !db::images::is_usable(&mut tx, image.id.as_str()).await? {
         return Err(AppError::Conflict(format!(
             "image {} was removed a moment ago; choose another image",
             image.name
@@ -238,7 +238,7 @@ pub async fn refresh(
     }
     let mut tx = db::begin_write(&app.db).await?;
     // Read again under the write lock: two requests cannot both start one.
-    let g = db::scale_groups::get(&mut *tx, &Scope::All, &g.pool_id)
+    let g = db::scale_groups::get(&mut tx, &Scope::All, &g.pool_id)
         .await?
         .ok_or_else(|| AppError::not_found("scale group of pool", pool_id))?;
     match (action, g.refresh) {

@@ -218,8 +218,7 @@ pub async fn create(
 
 /// Where SFTP homes live.
 pub fn sftp_homes(app: &App) -> PathBuf {
-    std::path::absolute(app.config.data_dir.join("sftp"))
-        .unwrap_or_else(|_| app.config.data_dir.join("sftp"))
+    std::path::absolute(app.config.sftp_root()).unwrap_or_else(|_| app.config.sftp_root())
 }
 
 /// Changes the password, keys or enabled flag; takes effect at the next login.

@@ -148,9 +148,9 @@ impl SftpServer {
         hasher: PasswordHasher,
         ledger: Arc<quota::Ledger>,
     ) -> anyhow::Result<Self> {
-        let homes = std::path::absolute(config.data_dir.join("sftp"))?;
+        let homes = std::path::absolute(config.sftp_root())?;
         std::fs::create_dir_all(&homes)?;
-        let key = host_key(&config.data_dir.join("ssh_host_ed25519_key"))?;
+        let key = host_key(&config.sftp_host_key())?;
         let audit = db::audit::Batcher::start(db.clone());
         let shared = Arc::new(Shared {
             db,

@@ -315,7 +315,7 @@ impl Ledger {
         let read = async {
             let mut conn = self.db.acquire().await?;
             let quota = crate::quota::quota_of(&mut conn, &self.defaults, tenant).await?;
-            let used = db::sftp_accounts::tenant_usage(&mut *conn, tenant).await?;
+            let used = db::sftp_accounts::tenant_usage(&mut conn, tenant).await?;
             Ok::<_, sqlx::Error>((quota, used))
         };
         let Ok((quota, (bytes, files))) = read.await else {
@@ -393,7 +393,7 @@ impl Ledger {
     async fn write_flush(&self, m: &Moved) -> Result<(), sqlx::Error> {
         let mut tx = db::begin_write(&self.db).await?;
         for (account, (bytes, files)) in &m.pending {
-            db::sftp_accounts::add_usage(&mut *tx, account, *bytes, *files).await?;
+            db::sftp_accounts::add_usage(&mut tx, account, *bytes, *files).await?;
         }
         if m.reserved != (0, 0) {
             sftp_reservations::add(

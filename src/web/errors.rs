@@ -48,6 +48,7 @@ pub fn describe(e: &AppError) -> (&'static str, String) {
         AppError::TooLarge(_) => "Too large",
         AppError::Invalid(_) => "Please check what you entered",
         AppError::BadRequest(_) => "The request could not be read",
+        AppError::Unavailable { .. } => "carve is briefly unavailable",
         AppError::Internal(_) => "Something went wrong in carve",
     };
     let message = match e {
@@ -92,6 +93,9 @@ impl IntoResponse for WebError {
         });
         let mut response = (status, Html(html)).into_response();
         if let AppError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | AppError::Unavailable {
             retry_after_secs, ..
         } = &self.0
         {

@@ -29,9 +29,10 @@ fn vm(overrides: Value) -> Value {
 async fn assert_nothing_created(app: &TestApp) {
     let db = &app.state.db;
     for table in ["vms", "operations", "port_forwards"] {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(db)
-            .await
+        let n: i64 =
+            carve::on_db!(db, c => sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(c)
+            .await)
             .unwrap();
         assert_eq!(n, 0, "{table} has rows");
     }

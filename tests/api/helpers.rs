@@ -68,6 +68,43 @@ pub fn data_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The database a test app on `data` uses: SQLite in the data directory, or, when
+/// `CARVETEST_POSTGRES` names a PostgreSQL server (`postgres://user:password@host:port`), a fresh
+/// database there named after the data directory (made on first use).
+pub fn database_url(data: &Path) -> String {
+    let Ok(server) = std::env::var("CARVETEST_POSTGRES") else {
+        return format!("sqlite://{}", data.join("carve.db").display());
+    };
+    let leaf = data.file_name().unwrap_or_default().to_string_lossy();
+    let name: String = format!("t_{leaf}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let made = std::process::Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args(["-qAtc", &format!("CREATE DATABASE {name}")])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("psql runs");
+    let err = String::from_utf8_lossy(&made.stderr);
+    assert!(
+        made.status.success() || err.contains("already exists"),
+        "cannot make test database {name}: {err}"
+    );
+    format!("{server}/{name}")
+}
+
+/// Whether the tests run on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("CARVETEST_POSTGRES").is_ok()
+}
+
 /// The configuration a test app runs with; `extra` are `CARVE_*` overrides.
 pub fn config(backend: Backend, data: &Path, ports: (u16, u16), extra: &[(&str, &str)]) -> Config {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -77,6 +114,7 @@ pub fn config(backend: Backend, data: &Path, ports: (u16, u16), extra: &[(&str, 
     };
     for (k, v) in [
         ("CARVE_DATA_DIR", data.to_string_lossy().into_owned()),
+        ("CARVE_DATABASE_URL", database_url(data)),
         (
             "CARVE_IMAGE_DIR",
             image_dir().to_string_lossy().into_owned(),
@@ -394,6 +432,7 @@ pub fn carve_command(
     };
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_carve"));
     cmd.env("CARVE_DATA_DIR", data)
+        .env("CARVE_DATABASE_URL", database_url(data))
         .env("CARVE_IMAGE_DIR", image_dir())
         .env("CARVE_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
         .env("CARVE_SFTP_LISTEN", "127.0.0.1:0")

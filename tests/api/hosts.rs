@@ -660,18 +660,15 @@ async fn kill_9_during_an_evacuation_converges() {
     }
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        data.path().join("carve.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = carve::db::connect(&crate::helpers::database_url(data.path()))
+        .await
+        .unwrap();
     let left: (String, String) =
-        sqlx::query_as("SELECT state, steps FROM operations WHERE id = ?1")
+        carve::on_db!(&db, c => sqlx::query_as("SELECT state, steps FROM operations WHERE id = $1")
             .bind(&moving)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+            .fetch_one(c)
+            .await)
+        .unwrap();
     eprintln!("killed during the move: {left:?}");
     assert_eq!(left.0, "running", "the kill came too late to test recovery");
     db.close().await;

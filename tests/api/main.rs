@@ -4,6 +4,7 @@
 mod bad_input;
 mod browser;
 mod capacity;
+mod clones;
 mod console;
 mod debian_guest;
 mod hardening;

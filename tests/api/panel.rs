@@ -155,11 +155,11 @@ async fn event_streams_show_only_the_tenants_changes_and_resume_without_loss() {
         .await;
     assert!(missed.iter().all(|e| e.id > last), "{missed:?}");
     let first_missed: i64 =
-        sqlx::query_scalar("SELECT MIN(id) FROM events WHERE id > ?1 AND tenant_id = ?2")
+        carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT MIN(id) FROM events WHERE id > $1 AND tenant_id = $2")
             .bind(last)
             .bind(&acme)
-            .fetch_one(&app.state.db)
-            .await
+            .fetch_one(c)
+            .await)
             .unwrap();
     assert_eq!(
         missed[0].id, first_missed,
@@ -419,15 +419,17 @@ async fn live_streams_are_bounded_per_user_and_a_resume_past_kept_events_is_told
             e.kind == "usage" && e.data["usage"].is_object() && !e.tenant_id.is_empty()
         })
         .await;
-    let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
-        .fetch_one(&app.state.db)
-        .await
+    let newest: i64 =
+        carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT MAX(id) FROM events")
+        .fetch_one(c)
+        .await)
         .unwrap();
-    sqlx::query("DELETE FROM events WHERE id < ?1")
+    carve::on_db!(&app.state.db, c => sqlx::query("DELETE FROM events WHERE id < $1")
         .bind(newest)
-        .execute(&app.state.db)
+        .execute(c)
         .await
-        .unwrap();
+        .map(|r| r.rows_affected()))
+    .unwrap();
     let mut resumed = Stream::open(
         &app.addr,
         &app.admin_token,

@@ -104,28 +104,30 @@ async fn operations_of_a_dead_process_are_finished() {
         .to_string();
     let dead_owner = format!("{host}/4194304/1");
     let op_id = carve::domain::ids::OperationId::generate();
-    sqlx::query(
+    carve::on_db!(&app.state.db, c => sqlx::query(
         "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at, started_at)
-         VALUES (?1, 'tn_0000000000000000', 'stop', 'vm', ?2, 'running', ?3, ?4, ?4, ?4)",
+         VALUES ($1, 'tn_0000000000000000', 'stop', 'vm', $2, 'running', $3, $4, $4, $4)",
     )
     .bind(&op_id)
     .bind(&vm)
     .bind(&dead_owner)
     .bind(chrono::Utc::now())
-    .execute(&app.state.db)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .unwrap();
-    sqlx::query("UPDATE vms SET state = 'stopping' WHERE id = ?1")
+    carve::on_db!(&app.state.db, c => sqlx::query("UPDATE vms SET state = 'stopping' WHERE id = $1")
         .bind(&vm)
-        .execute(&app.state.db)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .unwrap();
 
     let report = reconciler::pass(&app.state.prov).await.unwrap();
-    let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM operations WHERE id = ?1")
+    let owner: Option<String> = carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT owner FROM operations WHERE id = $1")
         .bind(&op_id)
-        .fetch_one(&app.state.db)
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
     assert!(
         report.resumed.contains(&op_id.to_string())
@@ -161,16 +163,17 @@ async fn a_second_operation_on_a_busy_vm_is_refused() {
     app.plan("small", 1, 128, 1).await;
     let vm = running_vm(&app, "busy").await;
     let op_id = carve::domain::ids::OperationId::generate();
-    sqlx::query(
+    carve::on_db!(&app.state.db, c => sqlx::query(
         "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at)
-         VALUES (?1, 'tn_0000000000000000', 'reboot', 'vm', ?2, 'running', ?3, ?4, ?4)",
+         VALUES ($1, 'tn_0000000000000000', 'reboot', 'vm', $2, 'running', $3, $4, $4)",
     )
     .bind(&op_id)
     .bind(&vm)
     .bind(&app.state.prov.owner.id)
     .bind(chrono::Utc::now())
-    .execute(&app.state.db)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .unwrap();
     let a = app.call("DELETE", &format!("/api/v1/vms/{vm}"), None).await;
     assert_eq!(a.status, 409, "{}", a.text);
@@ -179,10 +182,11 @@ async fn a_second_operation_on_a_busy_vm_is_refused() {
         "{}",
         a.text
     );
-    sqlx::query("UPDATE operations SET state = 'failed' WHERE id = ?1")
+    carve::on_db!(&app.state.db, c => sqlx::query("UPDATE operations SET state = 'failed' WHERE id = $1")
         .bind(&op_id)
-        .execute(&app.state.db)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .unwrap();
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
         .await;
@@ -249,9 +253,10 @@ async fn a_failed_create_is_rolled_back_completely() {
     );
     assert!(!crate::helpers::vms_with_files(&app.data_dir.path().join("vms")).contains(&vm));
     assert!(!app.domains().await.contains(&format!("carve-{vm}")));
-    let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
-        .fetch_one(&app.state.db)
-        .await
+    let ports: i64 =
+        carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
+        .fetch_one(c)
+        .await)
         .unwrap();
     assert_eq!(ports, 0);
     // The name is free again.

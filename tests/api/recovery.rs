@@ -67,16 +67,13 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        data.path().join("carve.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = carve::db::connect(&crate::helpers::database_url(data.path()))
+        .await
+        .unwrap();
     let unfinished: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE state IN ('pending', 'running')")
-            .fetch_one(&db)
-            .await
+        carve::on_db!(&db, c => sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE state IN ('pending', 'running')")
+            .fetch_one(c)
+            .await)
             .unwrap();
     eprintln!("killed with {unfinished} of 10 creates unfinished");
     assert!(unfinished > 0, "the kill came too late to test recovery");
@@ -129,10 +126,10 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
         .await;
         let has_domain = domains.lines().any(|d| d.trim() == format!("carve-{vm}"));
         let has_dir = crate::helpers::vms_with_files(&data.path().join("vms")).contains(vm);
-        let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards WHERE vm_id = ?1")
+        let ports: i64 = carve::on_db!(&db, c => sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards WHERE vm_id = $1")
             .bind(vm)
-            .fetch_one(&db)
-            .await
+            .fetch_one(c)
+            .await)
             .unwrap();
         match a.status {
             200 => {
@@ -150,9 +147,10 @@ async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
             other => panic!("{vm}: {other} {}", a.text),
         }
     }
-    let total_ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
-        .fetch_one(&db)
-        .await
+    let total_ports: i64 =
+        carve::on_db!(&db, c => sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
+        .fetch_one(c)
+        .await)
         .unwrap();
     assert_eq!(
         total_ports as usize,
@@ -280,19 +278,16 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
     .await;
     assert_eq!(a.status, 201, "{}", a.text);
     // Kill while the members are being made.
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        data.path().join("carve.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = carve::db::connect(&crate::helpers::database_url(data.path()))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let creating: i64 = sqlx::query_scalar(
+        let creating: i64 = carve::on_db!(&db, c => sqlx::query_scalar(
             "SELECT COUNT(*) FROM operations WHERE kind = 'create' AND state IN ('pending', 'running')",
         )
-        .fetch_one(&db)
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         if creating > 0 {
             break;
@@ -302,9 +297,10 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
     }
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
-    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scale_group_members")
-        .fetch_one(&db)
-        .await
+    let members: i64 =
+        carve::on_db!(&db, c => sqlx::query_scalar("SELECT COUNT(*) FROM scale_group_members")
+        .fetch_one(c)
+        .await)
         .unwrap();
     eprintln!("killed with {members} of 3 members recorded");
 
@@ -315,11 +311,11 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
         let g = call(&client, &token, reqwest::Method::GET, group.clone(), None).await;
         assert_eq!(g.status, 200, "{}", g.text);
         let members = g.body["members"].as_array().cloned().unwrap_or_default();
-        let unfinished: i64 = sqlx::query_scalar(
+        let unfinished: i64 = carve::on_db!(&db, c => sqlx::query_scalar(
             "SELECT COUNT(*) FROM operations WHERE state IN ('pending', 'running')",
         )
-        .fetch_one(&db)
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         if members.len() == 3
             && members.iter().all(|m| m["vm_state"] == "running")
@@ -341,9 +337,9 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
         .collect();
     assert_eq!(ids.len(), 3, "{}", g.text);
     let live: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM vms WHERE deleted_at IS NULL ORDER BY id")
-            .fetch_all(&db)
-            .await
+        carve::on_db!(&db, c => sqlx::query_scalar("SELECT id FROM vms WHERE deleted_at IS NULL ORDER BY id")
+            .fetch_all(c)
+            .await)
             .unwrap();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -380,9 +376,9 @@ async fn kill_9_during_a_scale_up_converges_on_exactly_desired_members() {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let g = call(&client, &token, reqwest::Method::GET, group.clone(), None).await;
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE deleted_at IS NULL")
-            .fetch_one(&db)
-            .await
+        let left: i64 = carve::on_db!(&db, c => sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE deleted_at IS NULL")
+            .fetch_one(c)
+            .await)
             .unwrap();
         if g.status == 404 && left == 0 {
             break;

@@ -420,14 +420,15 @@ async fn a_refresh_starts_pauses_resumes_and_cancels_as_an_operation() {
 
 /// Sets the lease on driving the group of `pool` in the database.
 async fn set_lease(app: &TestApp, pool: &str, holder: &str, until_ms: i64) {
-    sqlx::query(
-        "UPDATE scale_groups SET controller = ?2, controller_until_ms = ?3 WHERE pool_id = ?1",
+    carve::on_db!(&app.state.db, c => sqlx::query(
+        "UPDATE scale_groups SET controller = $2, controller_until_ms = $3 WHERE pool_id = $1",
     )
     .bind(pool)
     .bind(holder)
     .bind(until_ms)
-    .execute(&app.state.db)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .unwrap();
 }
 

@@ -178,15 +178,12 @@ async fn a_session_works_on_every_process_and_logout_ends_it_everywhere() {
         assert_eq!(r.status(), 303, "{base} still accepts the session");
     }
     // The database holds only a digest of the cookie, never the cookie.
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        data.path().join("carve.db").display()
-    ))
-    .await
-    .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-        .fetch_one(&db)
+    let db = carve::db::connect(&crate::helpers::database_url(data.path()))
         .await
         .unwrap();
+    let n: i64 = carve::on_db!(&db, c => sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+        .fetch_one(c)
+        .await)
+    .unwrap();
     assert_eq!(n, 0);
 }

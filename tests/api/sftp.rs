@@ -617,10 +617,11 @@ async fn account_changes_apply_at_the_next_login_and_the_host_key_stays() {
         "{audit}"
     );
     // After a restart on the same data directory the host key is the same.
-    sqlx::query("DELETE FROM login_failures")
-        .execute(&app.state.db)
+    carve::on_db!(&app.state.db, c => sqlx::query("DELETE FROM login_failures")
+        .execute(c)
         .await
-        .unwrap();
+        .map(|r| r.rows_affected()))
+    .unwrap();
     let app = app.restart().await;
     let key_after = ok_session(app.sftp_port, "bob", &login, json!([{"op": "host_key"}])).await[0]
         ["value"]

@@ -346,9 +346,10 @@ async fn tokens_are_revoked_at_once_and_expire() {
     assert_eq!(listed.body.as_array().unwrap().len(), 2);
     assert!(!listed.text.contains(&deploy), "secrets are never listed");
     // Only a digest is stored.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
-        .fetch_all(&app.state.db)
-        .await
+    let stored: Vec<Vec<u8>> =
+        carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT token_hash FROM api_tokens")
+        .fetch_all(c)
+        .await)
         .unwrap();
     assert!(
         stored
@@ -604,9 +605,10 @@ async fn users_change_passwords_and_admins_reset_them() {
     // Passwords appear nowhere in the audit log or the database in clear.
     let audit = app.call("GET", "/api/v1/audit?limit=200", None).await.text;
     assert!(!audit.contains("brand new password") && !audit.contains("reset by the admin"));
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT password_hash FROM users")
-        .fetch_all(&app.state.db)
-        .await
+    let hashes: Vec<String> =
+        carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_all(c)
+        .await)
         .unwrap();
     assert!(hashes.iter().all(|h| h.starts_with("$argon2id$")));
     app.stop().await;
@@ -626,20 +628,22 @@ async fn the_vm_list_is_never_stale_whichever_process_writes() {
         "a repeat answers the same"
     );
     // Another process (here: plain SQL on the shared database) changes the VM.
-    sqlx::query("UPDATE vms SET state = 'paused' WHERE id = ?1")
+    carve::on_db!(&app.state.db, c => sqlx::query("UPDATE vms SET state = 'paused' WHERE id = $1")
         .bind(&vm)
-        .execute(&app.state.db)
+        .execute(c)
         .await
-        .unwrap();
+        .map(|r| r.rows_affected()))
+    .unwrap();
     assert_eq!(
         app.call_as(&token, "GET", "/api/v1/vms", None).await.body[0]["state"],
         "paused"
     );
-    sqlx::query("DELETE FROM port_forwards WHERE vm_id = ?1")
+    carve::on_db!(&app.state.db, c => sqlx::query("DELETE FROM port_forwards WHERE vm_id = $1")
         .bind(&vm)
-        .execute(&app.state.db)
+        .execute(c)
         .await
-        .unwrap();
+        .map(|r| r.rows_affected()))
+    .unwrap();
     assert_eq!(
         app.call_as(&token, "GET", "/api/v1/vms", None).await.body[0]["forwards"],
         json!([])
@@ -649,11 +653,12 @@ async fn the_vm_list_is_never_stale_whichever_process_writes() {
         app.call("GET", "/api/v1/vms", None).await.body[0]["state"],
         "paused"
     );
-    sqlx::query("UPDATE vms SET state = 'stopped' WHERE id = ?1")
+    carve::on_db!(&app.state.db, c => sqlx::query("UPDATE vms SET state = 'stopped' WHERE id = $1")
         .bind(&vm)
-        .execute(&app.state.db)
+        .execute(c)
         .await
-        .unwrap();
+        .map(|r| r.rows_affected()))
+    .unwrap();
     assert_eq!(
         app.call("GET", "/api/v1/vms", None).await.body[0]["state"],
         "stopped"

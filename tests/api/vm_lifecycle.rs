@@ -217,9 +217,10 @@ async fn vm_lifecycle_on_real_libvirt() {
         !crate::helpers::vms_with_files(&app.data_dir.path().join("vms")).contains(&vm),
         "files removed"
     );
-    let ports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
-        .fetch_one(&app.state.db)
-        .await
+    let ports: i64 =
+        carve::on_db!(&app.state.db, c => sqlx::query_scalar("SELECT COUNT(*) FROM port_forwards")
+        .fetch_one(c)
+        .await)
         .unwrap();
     assert_eq!(ports, 0);
     assert!(

@@ -40,7 +40,7 @@ async fn begin_operation_with_hash(
     let mut tx = db::begin_write(&p.db).await?;
     // A reinstall's image must still be there under the write lock (a removal cannot slip in).
     if let Some(image) = params.get("image_id").and_then(|v| v.as_str())
-        && !db::images::is_usable(&mut *tx, image).await?
+        && !db::images::is_usable(&mut tx, image).await?
     {
         return Err(AppError::Conflict(
             "the image was removed a moment ago; choose another image".into(),
@@ -76,7 +76,7 @@ async fn begin_operation_with_hash(
         }
         Err(e) => return Err(e.into()),
     };
-    db::vms::set_state(&mut *tx, &vm.id, state).await?;
+    db::vms::set_state(&mut tx, &vm.id, state).await?;
     tx.commit().await?;
     tracing::info!(vm = %vm.id, op = %op.id, kind = kind.as_str(), "operation admitted");
     if let Some(hash) = root_password_hash {
@@ -360,7 +360,7 @@ pub(crate) async fn reserve_growth(
     vm: &VmRow,
     to: Resources,
 ) -> Result<(), AppError> {
-    let host = db::hosts::list(&mut **tx)
+    let host = db::hosts::list(&mut *tx)
         .await?
         .into_iter()
         .find(|h| h.id == vm.host_id);

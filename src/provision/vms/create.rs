@@ -142,7 +142,7 @@ pub(crate) async fn place(
 ) -> Result<db::hosts::HostRow, AppError> {
     use crate::config::Placement;
     use crate::domain::host::HostState;
-    let hosts = db::hosts::list(&mut **tx).await?;
+    let hosts = db::hosts::list(&mut *tx).await?;
     let mut best: Option<((i64, i64), db::hosts::HostRow)> = None;
     let mut short: Option<Shortfall> = None;
     let (mut not_active, mut unlabelled) = (0, 0);
@@ -346,7 +346,7 @@ pub(crate) async fn admit(
         disk_gib: need.disk_gib as i64,
         ..Usage::default()
     };
-    if !db::images::is_usable(&mut **tx, a.image.id.as_str()).await? {
+    if !db::images::is_usable(&mut *tx, a.image.id.as_str()).await? {
         return Err(AppError::Conflict(format!(
             "image {} was removed a moment ago; choose another image",
             a.image.name

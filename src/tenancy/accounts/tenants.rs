@@ -137,7 +137,7 @@ pub async fn delete_tenant(db: &Db, actor: &Principal, id: &str) -> Result<(), A
     let mut tx = db::begin_write(db).await?;
     let usage = db::quotas::usage(&mut tx, &tenant.id).await?;
     if usage.sftp_files > 0
-        || !db::sftp_accounts::list(&mut *tx, &Scope::Tenant(tenant.id.clone()))
+        || !db::sftp_accounts::list(&mut tx, &Scope::Tenant(tenant.id.clone()))
             .await?
             .is_empty()
     {
@@ -152,7 +152,7 @@ pub async fn delete_tenant(db: &Db, actor: &Principal, id: &str) -> Result<(), A
             tenant.id, usage.vms
         )));
     }
-    let pools = db::pools::count_of_tenant(&mut *tx, &tenant.id).await?;
+    let pools = db::pools::count_of_tenant(&mut tx, &tenant.id).await?;
     if pools > 0 {
         return Err(AppError::Conflict(format!(
             "tenant {} still has {pools} load-balanced pools; delete them first",
