@@ -33,16 +33,16 @@ export CARVE_CAPACITY_CPU_OVERCOMMIT=100 CARVE_CAPACITY_MEMORY_OVERCOMMIT=100 CA
 # way (the same for every engine) so clones do not report each other's VMs missing.
 export CARVE_RECONCILER_INTERVAL_SECS=3600 RUST_LOG=warn
 
-# serve NAME DATABASE_URL: starts carve on its own data directory; prints its base URL.
+# serve NAME DATABASE_URL: starts carve on its own data directory; sets $served to its base URL.
 serve() {
   local name=$1 url=$2 port
   port=$(free_port)
   mkdir -p "$work/$name"
   CARVE_DATA_DIR=$work/$name CARVE_DATABASE_URL=$url CARVE_HTTP_LISTEN=127.0.0.1:$port \
-    "$carve" serve 2> "$work/$name.log" &
+    "$carve" serve > /dev/null 2> "$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  echo "http://127.0.0.1:$port"
+  served=http://127.0.0.1:$port
 }
 api() { curl -sf -H "Authorization: Bearer $1" -H 'content-type: application/json' -X "$2" "$3/api/v1$4" ${5:+-d "$5"}; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
@@ -76,20 +76,22 @@ measure() {
 }
 
 echo "== one carve on SQLite"
-one=$(serve sqlite "sqlite://$work/sqlite/carve.db")
-measure sqlite "sqlite://$work/sqlite/carve.db" "$one" "$one"
+serve sqlite "sqlite://$work/sqlite/carve.db"
+measure sqlite "sqlite://$work/sqlite/carve.db" "$served" "$served"
 
 echo "== one carve on PostgreSQL"
 psql -qAt "$pg/postgres" -c 'CREATE DATABASE one'
-one_pg=$(serve pg-one "$pg/one")
-measure postgresql "$pg/one" "$one_pg" "$one_pg"
+serve pg-one "$pg/one"
+measure postgresql "$pg/one" "$served" "$served"
 
 echo "== two clones on PostgreSQL behind carve's balancer"
 psql -qAt "$pg/postgres" -c 'CREATE DATABASE clones'
-c1=$(serve clone-1 "$pg/clones")
-c2=$(serve clone-2 "$pg/clones")
+serve clone-1 "$pg/clones"
+c1=$served
+serve clone-2 "$pg/clones"
+c2=$served
 lb_port=$(free_port)
-LB_THREADS=2 target/release/examples/lb_serve http "127.0.0.1:$lb_port" "${c1#http://}" "${c2#http://}" 2> "$work/lb.log" &
+LB_THREADS=2 target/release/examples/lb_serve http "127.0.0.1:$lb_port" "${c1#http://}" "${c2#http://}" > /dev/null 2> "$work/lb.log" &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$lb_port/healthz" >/dev/null && break; sleep 0.1; done
 measure clones "$pg/clones" "$c1" "http://127.0.0.1:$lb_port"

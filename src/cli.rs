@@ -47,12 +47,14 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DbCommand {
     /// Copy every table of a stopped installation's database into an empty one (SQLite to
-    /// PostgreSQL, or back) and check the counts; then point `database_url` at the copy.
+    /// PostgreSQL, or back) and check the counts; then point `database_url` at the copy. Give
+    /// the PostgreSQL password in PGPASSWORD or ~/.pgpass, not in the URL: a command line is
+    /// visible to every user of the machine.
     Copy {
         /// The database to read, e.g. `sqlite:///var/lib/carve/carve.db`.
         #[arg(long)]
         from: String,
-        /// The empty database to fill, e.g. `postgres://carve:PASSWORD@db.example/carve`.
+        /// The empty database to fill, e.g. `postgres://carve@db.example/carve`.
         #[arg(long)]
         to: String,
     },

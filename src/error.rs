@@ -98,6 +98,12 @@ impl From<sqlx::Error> for AppError {
                 retry_after_secs: 5,
             };
         }
+        if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("22021")) {
+            // PostgreSQL keeps no NUL (\0) in text; SQLite would have stored it.
+            return AppError::BadRequest(
+                "text in the request contains a NUL character (\\0); remove it and retry".into(),
+            );
+        }
         AppError::Internal(anyhow::Error::new(e).context("database"))
     }
 }

@@ -47,17 +47,19 @@ const MAX_ACTOR: usize = 254;
 const MAX_FIELD: usize = 512;
 
 /// `s` cut to at most `max` characters, so no request can grow the log by more than that.
-fn bounded(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
+fn bounded(s: &str, max: usize) -> String {
+    let cut = match s.char_indices().nth(max) {
         Some((end, _)) => &s[..end],
         None => s,
-    }
+    };
+    // PostgreSQL text holds no NUL: a hostile one is recorded as U+FFFD, not lost.
+    cut.replace('\0', "\u{FFFD}")
 }
 
 /// The INSERT of one entry, on any executor; every text is bounded in length.
 async fn insert_one(conn: impl Into<super::Ex<'_>>, e: &NewEntry) -> Result<(), sqlx::Error> {
     crate::on_ex!(conn, conn => {
-        let opt = |v: &Option<String>, max| v.as_deref().map(|s| bounded(s, max).to_string());
+        let opt = |v: &Option<String>, max| v.as_deref().map(|s| bounded(s, max));
         sqlx::query(
             "INSERT INTO audit_log (at, actor_id, actor, tenant_id, action, target, outcome, status, client)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

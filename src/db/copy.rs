@@ -100,17 +100,13 @@ pub async fn copy(from: &Db, to: &Db) -> anyhow::Result<Counts> {
         let copied = copy_table(from, &mut tx, table, columns).await?;
         counts.insert(table, copied);
     }
-    if to.is_postgres() {
-        for table in ["audit_log", "events"] {
-            exec(
-                &mut tx,
-                &format!(
-                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
-                     COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
-                ),
-            )
-            .await?;
-        }
+    // The id counters go on from where the source's stood (not from its largest kept row):
+    // a browser resuming the event feed from an id must never see that id given out again.
+    for table in ["audit_log", "events"] {
+        let high = high_water(from, table)
+            .await?
+            .max(max_id(&mut tx, table).await?);
+        set_high_water(&mut tx, table, high).await?;
     }
     for table in TABLES {
         let there = count_in(&mut tx, table).await?;
@@ -262,6 +258,57 @@ async fn insert(
     })
     .map_err(|e| anyhow::anyhow!("{table}: cannot insert rows: {e}"))?;
     Ok(done as i64)
+}
+
+/// The last id a table's counter gave out: SQLite's `sqlite_sequence`, or the PostgreSQL
+/// identity sequence.
+async fn high_water(db: &Db, table: &str) -> Result<i64, sqlx::Error> {
+    match db {
+        Db::Sqlite(p) => {
+            sqlx::query_scalar(
+                "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM sqlite_sequence WHERE name = $1",
+            )
+            .bind(table)
+            .fetch_one(p)
+            .await
+        }
+        Db::Postgres(p) => {
+            let sql = format!(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
+                 FROM {table}_id_seq"
+            );
+            sqlx::query_scalar(&sql).fetch_one(p).await
+        }
+    }
+}
+
+/// The largest id in a table, inside the transaction.
+async fn max_id(tx: &mut Tx, table: &str) -> Result<i64, sqlx::Error> {
+    let sql = format!("SELECT COALESCE(MAX(id), 0) FROM {table}");
+    crate::on_tx!(tx, c => sqlx::query_scalar(&sql).fetch_one(c).await)
+}
+
+/// Makes the table's counter give ids after `high` next.
+async fn set_high_water(tx: &mut Tx, table: &str, high: i64) -> Result<(), sqlx::Error> {
+    crate::on_tx!(tx, c, pg => {
+        if pg {
+            sqlx::query(&format!("SELECT setval('{table}_id_seq', $1, false)"))
+                .bind(high + 1)
+                .execute(c)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM sqlite_sequence WHERE name = $1")
+                .bind(table)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
+                .bind(table)
+                .bind(high)
+                .execute(c)
+                .await?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs one statement in the transaction.

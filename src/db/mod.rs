@@ -55,7 +55,7 @@ pub enum Db {
 }
 
 /// A connection of either database: in a write transaction from [`begin_write`] (holding the
-/// database's write lock), in a read one from [`Db::begin_read`], or on its own from
+/// database's write lock), in a transaction of its own pool's, or on its own from
 /// [`Db::acquire`] (each statement committed by itself).
 #[derive(Debug)]
 pub enum Tx {
@@ -260,18 +260,34 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The URL with its password (if any) replaced by `***`, for messages and logs.
+/// The URL with its password (in the user part or a `password=` parameter) replaced by `***`,
+/// for messages and logs.
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// Opens the database a URL names: PostgreSQL for `postgres://`, otherwise SQLite (created if
@@ -321,14 +337,6 @@ impl Db {
             Db::Sqlite(_) => "sqlite",
             Db::Postgres(_) => "postgresql",
         }
-    }
-
-    /// A read transaction: queries in it see one snapshot and take no write lock.
-    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
-        })
     }
 
     /// A connection of the pool on its own: each statement on it commits by itself.

@@ -59,12 +59,10 @@ pub async fn register_local(
     let existing = db::hosts::get_by_uri(db, &uri).await?;
     // A clone of carve (another process on the same database) that reaches the same libvirt
     // daemon shares the host and its pool; one whose URI reaches another machine is refused.
-    let shared = existing
-        .as_ref()
-        .filter(|h| !h.storage_pool.is_empty() && !h.machine_id.is_empty());
+    let shared = existing.as_ref().filter(|h| !h.storage_pool.is_empty());
     if let Some(h) = shared {
         anyhow::ensure!(
-            h.machine_id == machine,
+            h.machine_id.is_empty() || machine.is_empty() || h.machine_id == machine,
             "the host {uri} is registered as libvirt machine {}, but this libvirt is machine {machine}: \
              carve processes sharing a database must reach the same hypervisors, so set \
              libvirt.uri to one every clone reaches (such as qemu+ssh://host/system)",

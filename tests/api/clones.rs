@@ -474,6 +474,12 @@ async fn db_copy_moves_an_installation_from_sqlite_and_refuses_a_full_target() {
         assert_eq!(op["state"], "succeeded", "{op}");
     }
     let vms_before = app.call("GET", "/api/v1/vms", None).await.body;
+    // The feed was trimmed (as after a quiet day): the copy's ids must still go on after the
+    // last one given out.
+    let last_event = carve::db::events::last_id(&app.state.db).await.unwrap();
+    assert!(last_event > 0);
+    carve::on_db!(&app.state.db, c => sqlx::query("DELETE FROM events").execute(c).await.map(|_| ()))
+        .unwrap();
     app.stop().await;
 
     let target_dir = data_dir();
@@ -504,7 +510,7 @@ async fn db_copy_moves_an_installation_from_sqlite_and_refuses_a_full_target() {
         ),
         "the password is not printed"
     );
-    for table in ["vms", "operations", "audit_log", "events", "api_tokens"] {
+    for table in ["vms", "operations", "audit_log", "api_tokens", "view_versions"] {
         let line = stdout
             .lines()
             .find(|l| l.trim_start().starts_with(table))
@@ -542,7 +548,7 @@ async fn db_copy_moves_an_installation_from_sqlite_and_refuses_a_full_target() {
         n
     };
     assert_eq!(names(&a.body), names(&vms_before));
-    // New rows get ids after the copied ones (the sequences moved on).
+    // New rows get ids after the copied ones (the counters moved on).
     let a = call(
         &client,
         &token,
@@ -552,6 +558,21 @@ async fn db_copy_moves_an_installation_from_sqlite_and_refuses_a_full_target() {
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.text);
+    let a = call(
+        &client,
+        &token,
+        Method::POST,
+        format!("{}/api/v1/vms", server.base),
+        Some(json!({"name": "after-copy", "plan": "small", "image": "tiny"})),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let copy_db = carve::db::connect(&target).await.unwrap();
+    let first_new = carve::db::events::first_id(&copy_db).await.unwrap();
+    assert!(
+        first_new > last_event,
+        "event ids go on after {last_event}, not from {first_new}"
+    );
     let audit = call(
         &client,
         &token,
