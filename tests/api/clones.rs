@@ -510,7 +510,13 @@ async fn db_copy_moves_an_installation_from_sqlite_and_refuses_a_full_target() {
         ),
         "the password is not printed"
     );
-    for table in ["vms", "operations", "audit_log", "api_tokens", "view_versions"] {
+    for table in [
+        "vms",
+        "operations",
+        "audit_log",
+        "api_tokens",
+        "view_versions",
+    ] {
         let line = stdout
             .lines()
             .find(|l| l.trim_start().starts_with(table))
