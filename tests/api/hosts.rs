@@ -247,9 +247,11 @@ async fn web_vm(app: &TestApp, name: &str, labels: &[&str]) -> (String, String, 
     )
 }
 
-/// Runs reconciler passes until the host shows `state` (at most 30 s); its view then.
+/// Runs reconciler passes until the host shows `state` (at most 90 s: a host that failed is
+/// tried again only after carve's 15 s failure memory, and reconnecting over ssh starts the
+/// user's libvirt daemon, which takes a while on a loaded 2-core CI machine); its view then.
 async fn host_state_after_passes(app: &TestApp, host: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         reconciler::pass(&app.state.prov).await.unwrap();
         let h = app
