@@ -2,7 +2,7 @@
 //! API tokens, of which only a SHA-256 digest is stored.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -71,6 +71,8 @@ pub struct PasswordHasher {
     queued: Arc<AtomicUsize>,
     /// Most checks running or waiting at once.
     max_queued: usize,
+    /// argon2 verifications run so far (known and unknown users alike).
+    verifications: Arc<AtomicU64>,
 }
 
 /// Too many password checks are waiting.
@@ -101,6 +103,7 @@ impl PasswordHasher {
             dummy_hash: Arc::new(dummy),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued: limit.max(1) + max_waiting,
+            verifications: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -128,6 +131,12 @@ impl PasswordHasher {
         Ok(self.verify_in(slot, hash, password).await)
     }
 
+    /// argon2 verifications this hasher has run: one per checked login, whether or not the
+    /// user exists.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
     /// Takes a place in the check queue, or says it is full.
     fn enter(&self) -> Result<QueueSlot, HashQueueFull> {
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
@@ -151,6 +160,7 @@ impl PasswordHasher {
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .map(|parsed| {

@@ -165,6 +165,16 @@ pub async fn render(app: &AppState) -> anyhow::Result<String> {
         .map(|h| h.unmanaged().len())
         .sum();
     writeln!(out, "carve_unmanaged_domains {unmanaged}")?;
+    writeln!(
+        out,
+        "# HELP carve_password_checks_total argon2 password checks run by this process (panel, API and SFTP logins)."
+    )?;
+    writeln!(out, "# TYPE carve_password_checks_total counter")?;
+    writeln!(
+        out,
+        "carve_password_checks_total {}",
+        app.hasher.verifications()
+    )?;
     if let Some(balancer) = &app.balancer {
         crate::lb::stats::render(balancer, &mut out);
     }
