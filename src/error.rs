@@ -92,7 +92,7 @@ impl From<Shortfall> for AppError {
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         if database_unreachable(&e) {
-            tracing::warn!(error = %e, "the database does not answer");
+            warn_unreachable(&e);
             return AppError::Unavailable {
                 detail: "carve cannot reach its database just now; retry in a few seconds".into(),
                 retry_after_secs: 5,
@@ -105,6 +105,30 @@ impl From<sqlx::Error> for AppError {
             );
         }
         AppError::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+/// Logs that the database does not answer at most once per 10 s (an outage would otherwise
+/// log a line per request), with how many more requests met it meanwhile.
+fn warn_unreachable(e: &sqlx::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    const EVERY_SECS: u64 = 10;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    let due = now >= last + EVERY_SECS;
+    if due
+        && LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let unlogged = UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::warn!(error = %e, unlogged, "the database does not answer");
+    } else {
+        UNLOGGED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

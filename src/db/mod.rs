@@ -22,6 +22,7 @@ pub mod login_failures;
 pub mod operations;
 pub mod page;
 pub mod plans;
+pub mod pool_load;
 pub mod pools;
 pub mod ports;
 pub mod quotas;

@@ -23,6 +23,20 @@ impl VmName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A scale group member's name: its pool's name made a DNS label, and `-index`.
+    pub fn for_member(pool: &str, index: i64) -> Self {
+        let suffix = format!("-{index}");
+        let mut base: String = pool
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        base.truncate(Self::MAX_LEN - suffix.len());
+        let base = base.trim_matches('-');
+        let base = if base.is_empty() { "member" } else { base };
+        Self(format!("{base}{suffix}"))
+    }
 }
 
 /// A name for a catalogue entry (plan, image, tenant, token): letters, digits, `.`, `_`, `-`.
@@ -129,6 +143,20 @@ mod tests {
         }
         assert!(VmName::parse(&long).unwrap_err().message.contains("300"));
         assert!(VmName::parse("a<b").unwrap_err().message.contains("'<'"));
+    }
+
+    #[test]
+    fn member_names_are_dns_labels_from_the_pool_name() {
+        let name = |pool: &str, index| VmName::for_member(pool, index).as_str().to_string();
+        assert_eq!(name("web", 3), "web-3");
+        assert_eq!(name("Web_Shop.1", 12), "web-shop-1-12");
+        assert_eq!(name("__", 1), "member-1");
+        let long = name(&"a".repeat(64), 100);
+        assert!(long.len() <= 63 && long.ends_with("-100"), "{long}");
+        for (pool, index) in [("web", 3), ("Web_Shop.1", 12), ("__", 1), ("-x-", 7)] {
+            let n = name(pool, index);
+            assert!(VmName::parse(&n).is_ok(), "{n} is not a valid VM name");
+        }
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Control {
     /// open requests or connections, requests (or connections) per second since the last
     /// write, and members in rotation.
     async fn write_load(&self, sent_before: &mut HashMap<String, (u64, Instant)>) {
-        let tracked = match db::scale_groups::tracked_pools(&self.db).await {
+        let tracked = match db::pool_load::tracked_pools(&self.db).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read which pools to measure");
@@ -132,7 +132,7 @@ impl Control {
                 _ => continue,
             };
             if let Err(e) =
-                db::scale_groups::put_load(&self.db, &id, open as i64, rate, healthy as i64).await
+                db::pool_load::put(&self.db, &id, open as i64, rate, healthy as i64).await
             {
                 tracing::warn!(pool = %id, error = %e, "cannot record a pool's load");
             }

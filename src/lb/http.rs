@@ -11,10 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::body::{Cursor, Framing, RelayError, fill, relay};
+use super::closing::{apology, linger, reason};
 use super::h1::{self, Request};
 use super::member::{Member, until_killed, until_set};
 use super::pool::Pool;
@@ -459,12 +460,13 @@ async fn tunnel(c: &mut Conn, mut up: Picked) {
 async fn refuse(c: &mut Conn, request: &Request, status: u16) -> bool {
     // A body not read would be taken for the next request: such a connection closes.
     let keep = request.keep_alive && request.framing == Framing::Empty;
-    let text = match status {
-        503 => "No server of this site is available right now. Please try again in a moment.",
-        504 => "The server handling this request took too long to answer. Please try again.",
-        _ => "The server handling this request did not answer properly. Please try again.",
-    };
-    let page = h1::page(status, reason(status), text, request.head_only, !keep);
+    let page = h1::page(
+        status,
+        reason(status),
+        apology(status),
+        request.head_only,
+        !keep,
+    );
     if c.client.write_all(&page).await.is_err() {
         return false;
     }
@@ -472,39 +474,4 @@ async fn refuse(c: &mut Conn, request: &Request, status: u16) -> bool {
         linger(&mut c.client).await;
     }
     keep
-}
-
-/// Ends our side of a client connection that may still carry bytes nobody will read, and
-/// reads them for a moment: closing with unread bytes would reset the connection and could
-/// lose the answer just sent (what HAProxy and nginx call a lingering close).
-async fn linger(client: &mut TcpStream) {
-    const LINGER: Duration = Duration::from_secs(2);
-    const MAX_DISCARD: usize = 1 << 20;
-    if client.shutdown().await.is_err() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut discarded = 0;
-    while discarded < MAX_DISCARD {
-        match tokio::time::timeout_at(deadline, client.read(&mut sink)).await {
-            Ok(Ok(n @ 1..)) => discarded += n,
-            _ => return,
-        }
-    }
-}
-
-/// The reason phrase of a status the data plane answers itself.
-fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
-    }
 }

@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod body;
+mod closing;
 pub mod control;
 pub mod h1;
 pub mod health;

@@ -15,6 +15,7 @@ use super::tracking::{self, Tracking};
 use crate::db::scale_groups::{GroupRow, MemberFacts};
 use crate::db::{self, Scope};
 use crate::domain::ids::OperationId;
+use crate::domain::names::VmName;
 use crate::domain::outcome::Outcome;
 use crate::domain::pool::{MemberStatus, RefreshState, TargetMetric};
 use crate::domain::vm_state::VmState;
@@ -204,7 +205,7 @@ async fn follow_load(p: &Provisioner, g: &mut GroupRow) -> anyhow::Result<()> {
     let (Some(metric), Some(value)) = (g.target_metric, g.target_value) else {
         return Ok(());
     };
-    let Some(load) = db::scale_groups::load(&p.db, &g.pool_id).await? else {
+    let Some(load) = db::pool_load::load(&p.db, &g.pool_id).await? else {
         return Ok(());
     };
     let (total, what) = match metric {
@@ -341,13 +342,14 @@ async fn create_member(
             return Ok(None);
         }
         let index = db::scale_groups::take_index(&mut tx, &g.pool_id).await?;
-        let name = member_name(&pool.name, index);
+        let name = VmName::for_member(&pool.name, index);
+        let name = name.as_str();
         let admitted = crate::provision::vms::admit(
             p,
             &mut tx,
             crate::provision::vms::Admission {
                 tenant: &g.tenant_id,
-                name: &name,
+                name,
                 plan: &plan,
                 image: &image,
                 ssh_keys: &ssh_keys,
@@ -378,26 +380,12 @@ async fn create_member(
             p.root_password_hashes.put(&op.id, hash.clone());
         }
         p.spawn_operation(op.id.clone(), None);
-        return Ok(Some(name));
+        return Ok(Some(name.to_string()));
     }
     Err(AppError::Conflict(format!(
         "VM names for pool {} are taken; rename the tenant's VMs named after the pool",
         pool.name
     )))
-}
-
-/// A member's name: the pool's name (as a DNS label) and an index.
-fn member_name(pool: &str, index: i64) -> String {
-    let suffix = format!("-{index}");
-    let mut base: String = pool
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    base.truncate(crate::domain::names::VmName::MAX_LEN - suffix.len());
-    let base = base.trim_matches('-');
-    let base = if base.is_empty() { "member" } else { base };
-    format!("{base}{suffix}")
 }
 
 /// A deleting group: every member goes, then the group.
@@ -490,19 +478,4 @@ async fn note(p: &Provisioner, g: &GroupRow, what: &str, outcome: Outcome) {
         },
     )
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::member_name;
-
-    #[test]
-    fn member_names_are_dns_labels_from_the_pool_name() {
-        assert_eq!(member_name("web", 3), "web-3");
-        assert_eq!(member_name("Web_Shop.1", 12), "web-shop-1-12");
-        assert_eq!(member_name("__", 1), "member-1");
-        let long = "a".repeat(64);
-        let name = member_name(&long, 100);
-        assert!(name.len() <= 63 && name.ends_with("-100"), "{name}");
-    }
 }

@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use super::errors::WebError;
 use super::form::Panel;
-use super::layout::{Nav, human_bytes, ok};
+use super::layout::{Nav, grouped, human_bytes, ok};
 use crate::app::AppState;
 
 use crate::auth::Principal;
@@ -36,7 +36,7 @@ pub fn meters(usage: &Usage, quota: &Quota) -> Vec<Meter> {
         label,
         used,
         max,
-        text: format!("{used}{unit} of {max}{unit}"),
+        text: format!("{}{unit} of {}{unit}", grouped(used), grouped(max)),
     };
     let bytes = |id, label, used: i64, max: i64, mult: i64| Meter {
         id,

@@ -15,7 +15,7 @@ use crate::helpers::{
     Backend, PoolCleanup, answer, carve_command, data_dir, database_url, free_port, on_postgres,
     serve_child, spawn_app_with,
 };
-use crate::recovery::{bootstrap, call};
+use crate::recovery::{bootstrap, call, wait_op_state};
 use crate::sftp::{Login, base64, data, paramiko};
 
 const SETTINGS: &[(&str, &str)] = &[
@@ -227,62 +227,33 @@ async fn two_clones_share_sessions_tokens_sftp_quota_and_operations() {
         a.body["vm"]["id"].as_str().unwrap().to_string(),
         a.body["id"].as_str().unwrap().to_string(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let a = call(
-            &client,
-            &token,
-            Method::GET,
-            api(&two.base, &format!("/operations/{op}")),
-            None,
-        )
-        .await;
-        if a.body["state"] == "running" || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let at_kill = call(
+    // Killed mid-operation: once it runs, and before it ends.
+    let at_kill = wait_op_state(
         &client,
         &token,
-        Method::GET,
-        api(&two.base, &format!("/operations/{op}")),
-        None,
+        &two.base,
+        &op,
+        &["running"],
+        Duration::from_secs(30),
     )
     .await;
     one.child.kill().unwrap(); // SIGKILL
     one.child.wait().unwrap();
-    assert_eq!(
-        at_kill.body["state"], "running",
-        "one was killed mid-operation: {}",
-        at_kill.text
-    );
     let killed = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let finished: Value = loop {
-        let a = call(
-            &client,
-            &token,
-            Method::GET,
-            api(&two.base, &format!("/operations/{op}")),
-            None,
-        )
-        .await;
-        if a.body["state"] == "succeeded" || a.body["state"] == "failed" {
-            break a.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "two never finished the operation: {}",
-            a.text
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let finished = wait_op_state(
+        &client,
+        &token,
+        &two.base,
+        &op,
+        &["succeeded", "failed"],
+        Duration::from_secs(240),
+    )
+    .await;
     assert_eq!(finished["state"], "succeeded", "{finished}");
     eprintln!(
         "two finished the operation {:.1} s after one was killed, from step {}",
         killed.elapsed().as_secs_f64(),
-        at_kill.body["steps"].as_array().map_or(0, Vec::len)
+        at_kill["steps"].as_array().map_or(0, Vec::len)
     );
     let a = call(
         &client,
@@ -305,26 +276,16 @@ async fn two_clones_share_sessions_tokens_sftp_quota_and_operations() {
     .await;
     assert_eq!(a.status, 202, "{}", a.text);
     let op = a.body["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let a = call(
-            &client,
-            &token,
-            Method::GET,
-            api(&two.base, &format!("/operations/{op}")),
-            None,
-        )
-        .await;
-        if a.body["state"] == "succeeded" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delete did not finish: {}",
-            a.text
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let deleted = wait_op_state(
+        &client,
+        &token,
+        &two.base,
+        &op,
+        &["succeeded", "failed"],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(deleted["state"], "succeeded", "{deleted}");
     drop(two);
 }
 

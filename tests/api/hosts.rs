@@ -170,8 +170,24 @@ impl Drop for SecondHost {
         }
         // The user's session daemons (started on demand over ssh).
         self.kill_daemons(&["libvirtd", "virtqemud", "virtlogd"]);
-        // userdel refuses while a process of the user still runs: give them a moment to end.
-        for _ in 0..20 {
+        // userdel refuses while a process of the user still runs: give them a moment to end,
+        // then end what is left of this throwaway user's processes, by pid.
+        let uid = Command::new("id")
+            .args(["-u", &self.user])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        for attempt in 0..20 {
+            if attempt == 8
+                && let Some(uid) = uid
+            {
+                for pid in pids_of_uid(uid) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
             let _ = Command::new("userdel")
                 .args(["-r", &self.user])
                 .stderr(Stdio::null())
@@ -188,6 +204,21 @@ impl Drop for SecondHost {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// The processes running as `uid` (from /proc).
+fn pids_of_uid(uid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            (e.metadata().ok()?.uid() == uid).then_some(pid)
+        })
+        .collect()
 }
 
 fn uuid_hex() -> String {

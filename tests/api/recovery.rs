@@ -30,6 +30,32 @@ pub async fn call(
     answer(req.send().await.unwrap()).await
 }
 
+/// Polls operation `op` on the carve at `base` until its state is one of `states`; its body
+/// then. Fails the test if that takes longer than `within`.
+pub async fn wait_op_state(
+    client: &reqwest::Client,
+    token: &str,
+    base: &str,
+    op: &str,
+    states: &[&str],
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let url = format!("{base}/api/v1/operations/{op}");
+        let a = call(client, token, reqwest::Method::GET, url, None).await;
+        if states.iter().any(|s| a.body["state"] == *s) {
+            return a.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation {op} on {base} did not reach {states:?} within {within:?}: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_concurrent_creates_leaves_nothing_half_made() {
     let data = data_dir();

@@ -14,7 +14,7 @@ use crate::provision::host_registry::{self, RegisterHost};
 use crate::request::{AuditNote, with_note};
 use crate::web::errors::{WebError, describe};
 use crate::web::form::{FieldErrors, Fields, Panel, Posted};
-use crate::web::layout::{Nav, page};
+use crate::web::layout::{Nav, grouped, page};
 use crate::web::session::SessionUser;
 
 /// One resource of a host: allocated against sellable.
@@ -24,6 +24,20 @@ pub struct Capacity {
     pub sellable: u64,
     pub physical: u64,
     pub unit: &'static str,
+}
+
+impl Capacity {
+    /// The row as read: `20,480 MiB allocated of 24,576 MiB sellable (32,768 MiB physical)`.
+    pub fn summary(&self) -> String {
+        let n = |v: u64| grouped(i64::try_from(v).unwrap_or(i64::MAX));
+        format!(
+            "{}{u} allocated of {}{u} sellable ({}{u} physical)",
+            n(self.allocated),
+            n(self.sellable),
+            n(self.physical),
+            u = self.unit
+        )
+    }
 }
 
 /// A host with its capacity rows.
