@@ -44,6 +44,8 @@ pub async fn insert(
             fingerprint: fingerprint.into(),
             created_at: now(),
         };
+        // Counted in the write lock, so concurrent adds cannot pass the limit together.
+        let mut tx = super::WritePool::begin_write(db).await.map_err(InsertError::Db)?;
         let done = sqlx::query(
             "INSERT INTO user_ssh_keys (id, user_id, name, public_key, fingerprint, created_at)
          SELECT $1, $2, $3, $4, $5, $6
@@ -56,7 +58,7 @@ pub async fn insert(
         .bind(fingerprint)
         .bind(row.created_at)
         .bind(limit)
-        .execute(db)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => InsertError::Duplicate,
@@ -65,6 +67,7 @@ pub async fn insert(
         if done.rows_affected() == 0 {
             return Err(InsertError::TooMany);
         }
+        tx.commit().await.map_err(InsertError::Db)?;
         Ok(row)
     })
 }

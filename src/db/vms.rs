@@ -245,8 +245,8 @@ pub async fn set_state(
     })
 }
 
-/// Sets a VM's state only if it is still `expected` (the reconciler never overwrites a
-/// transition an operation has started meanwhile).
+/// Sets a VM's state only if it is still `expected` and no unfinished operation targets it
+/// (the reconciler never overwrites a transition an operation has started meanwhile).
 pub async fn set_state_if(
     db: &Db,
     id: &VmId,
@@ -254,16 +254,41 @@ pub async fn set_state_if(
     state: crate::domain::vm_state::VmState,
 ) -> Result<bool, sqlx::Error> {
     crate::on_db!(db, db => {
+        // In the write lock, so an operation admitted since the caller looked is seen.
+        let mut tx = super::WritePool::begin_write(db).await?;
         let done = sqlx::query(
             "UPDATE vms SET state = $3, updated_at = $4
-             WHERE id = $1 AND state = $2 AND deleted_at IS NULL",
+             WHERE id = $1 AND state = $2 AND deleted_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM operations
+                               WHERE target_id = $1 AND state IN ('pending', 'running'))",
         )
         .bind(id)
         .bind(expected)
         .bind(state)
         .bind(now())
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    })
+}
+
+/// Gives back the room a move reserved on its target, unless an operation (the move) still
+/// holds the VM; whether it did.
+pub async fn drop_stale_move(db: &Db, id: &VmId) -> Result<bool, sqlx::Error> {
+    crate::on_db!(db, db => {
+        let mut tx = super::WritePool::begin_write(db).await?;
+        let done = sqlx::query(
+            "UPDATE vms SET moving_to = NULL, updated_at = $2
+             WHERE id = $1 AND moving_to IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM operations
+                               WHERE target_id = $1 AND state IN ('pending', 'running'))",
+        )
+        .bind(id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     })
 }
@@ -340,6 +365,8 @@ pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> 
 /// is changing are left to it. Returns how many.
 pub async fn mark_unknown_on_host(db: &Db, host: &HostId) -> Result<u64, sqlx::Error> {
     crate::on_db!(db, db => {
+        // In the write lock, so an operation admitted meanwhile keeps its VM.
+        let mut tx = super::WritePool::begin_write(db).await?;
         let done = sqlx::query(
             "UPDATE vms SET state = 'unknown', updated_at = $2
          WHERE host_id = $1 AND deleted_at IS NULL
@@ -348,8 +375,9 @@ pub async fn mark_unknown_on_host(db: &Db, host: &HostId) -> Result<u64, sqlx::E
         )
         .bind(host)
         .bind(now())
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     })
 }

@@ -203,9 +203,9 @@ async fn observe_vms(
             continue;
         }
         if vm.moving_to.is_some() {
-            // A move that no operation drives any more holds no room on its target.
-            let mut conn = p.db.acquire().await?;
-            db::vms::set_moving_to(&mut conn, &vm.id, None).await?;
+            // A move that no operation drives any more holds no room on its target (checked
+            // again in the write lock: a move admitted since this pass began keeps it).
+            db::vms::drop_stale_move(&p.db, &vm.id).await?;
         }
         let listed = domains
             .iter()
@@ -220,7 +220,7 @@ async fn observe_vms(
         if state == vm.state {
             continue;
         }
-        // Only if no operation changed the state meanwhile.
+        // Only if no operation changed the state or took the VM meanwhile.
         if db::vms::set_state_if(&p.db, &vm.id, vm.state, state).await? {
             if state == VmState::Missing {
                 tracing::warn!(vm = %vm.id, domain = %vm.domain_name, "the VM's domain is gone from libvirt; start it to redefine it");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use carve::provision::reconciler;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 
 async fn running_vm(app: &TestApp, name: &str) -> String {
     let a = app
@@ -188,6 +188,78 @@ async fn a_second_operation_on_a_busy_vm_is_refused() {
         .await
         .map(|r| r.rows_affected()))
         .unwrap();
+    app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
+        .await;
+    app.stop().await;
+}
+
+/// The reconciler's writes check again, in the write lock, that no operation holds the VM:
+/// a move admitted after a pass listed the busy VMs keeps its state and its reserved room.
+#[tokio::test]
+async fn the_reconciler_never_settles_a_vm_an_operation_took_meanwhile() {
+    use carve::domain::ids::VmId;
+    use carve::domain::vm_state::VmState;
+    // No background pass: this test plays the pass's part.
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_RECONCILER_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    app.plan("small", 1, 128, 1).await;
+    let vm = running_vm(&app, "mover").await;
+    let id = VmId::parse(&vm).unwrap();
+    // A move admitted as an evacuation admits it: an open operation, the VM moving, room held
+    // on the target.
+    let op_id = carve::domain::ids::OperationId::generate();
+    carve::on_db!(&app.state.db, c => sqlx::query(
+        "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at)
+         VALUES ($1, 'tn_0000000000000000', 'move', 'vm', $2, 'running', $3, $4, $4)",
+    )
+    .bind(&op_id)
+    .bind(&vm)
+    .bind(&app.state.prov.owner.id)
+    .bind(chrono::Utc::now())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
+    carve::on_db!(&app.state.db, c => sqlx::query(
+        "UPDATE vms SET state = 'moving', moving_to = host_id WHERE id = $1",
+    )
+    .bind(&vm)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
+    let db = &app.state.db;
+    assert!(!carve::db::vms::drop_stale_move(db, &id).await.unwrap());
+    assert!(
+        !carve::db::vms::set_state_if(db, &id, VmState::Moving, VmState::Running)
+            .await
+            .unwrap()
+    );
+    let held: (String, Option<String>) = carve::on_db!(db, c => sqlx::query_as(
+        "SELECT state, moving_to FROM vms WHERE id = $1",
+    )
+    .bind(&vm)
+    .fetch_one(c)
+    .await)
+    .unwrap();
+    assert_eq!(held.0, "moving");
+    assert!(held.1.is_some(), "the move's room was given back");
+    // Once the move is over without a word, the room goes back and the state is settled.
+    carve::on_db!(db, c => sqlx::query("UPDATE operations SET state = 'failed' WHERE id = $1")
+        .bind(&op_id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+    .unwrap();
+    assert!(carve::db::vms::drop_stale_move(db, &id).await.unwrap());
+    assert!(
+        carve::db::vms::set_state_if(db, &id, VmState::Moving, VmState::Running)
+            .await
+            .unwrap()
+    );
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
         .await;
     app.stop().await;

@@ -218,6 +218,65 @@ async fn tenants_cannot_see_or_touch_each_other() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_key_adds_stop_at_the_limit_of_fifty() {
+    let app = Arc::new(spawn_app(Backend::TestDriver).await);
+    let (_tenant, token) = tenant_with_customer(&app, "keyring").await;
+    let dir = crate::helpers::data_dir();
+    let keys: Vec<String> = (0..56)
+        .map(|i| {
+            let path = dir.path().join(format!("k{i}"));
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(made.success(), "ssh-keygen");
+            std::fs::read_to_string(path.with_extension("pub")).unwrap()
+        })
+        .collect();
+    // 56 adds at once: exactly 50 are saved, whichever engine serializes them.
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (app, token) = (app.clone(), token.clone());
+            tokio::spawn(async move {
+                app.call_as(
+                    &token,
+                    "POST",
+                    "/api/v1/me/ssh-keys",
+                    Some(json!({"name": format!("key-{i}"), "public_key": key})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut saved, mut refused) = (0, 0);
+    for t in tasks {
+        let a = t.await.unwrap();
+        match a.status {
+            201 => saved += 1,
+            409 => {
+                assert!(a.text.contains("50 saved keys"), "{}", a.text);
+                refused += 1;
+            }
+            _ => panic!("unexpected answer: {} {}", a.status, a.text),
+        }
+    }
+    assert_eq!((saved, refused), (50, 6));
+    let list = app
+        .call_as(&token, "GET", "/api/v1/me/ssh-keys", None)
+        .await;
+    assert_eq!(
+        list.body.as_array().map(Vec::len),
+        Some(50),
+        "{}",
+        list.text
+    );
+    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_creates_against_a_quota_of_three() {
     let app = Arc::new(spawn_app(Backend::Qemu).await);
