@@ -22,14 +22,8 @@ base=http://127.0.0.1:$port
 for _ in $(seq 1 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
 api() { curl -sf -H "Authorization: Bearer $1" -H 'content-type: application/json' -X "$2" "$base/api/v1$3" ${4:+-d "$4"}; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-api "$admin" POST /plans '{"name":"small","vcpus":1,"memory_mib":128,"disk_gib":1}' >/dev/null
-tenant=$(api "$admin" POST /tenants '{"name":"bench"}' | field "['id']")
-api "$admin" POST /users "{\"email\":\"c@bench.example\",\"password\":\"customer password\",\"role\":\"customer\",\"tenant_id\":\"$tenant\"}" >/dev/null
-token=$(curl -sf -H 'content-type: application/json' "$base/api/v1/tokens" -d '{"email":"c@bench.example","password":"customer password"}' | field "['token']")
-for i in $(seq 1 100); do api "$token" POST /vms "{\"name\":\"vm$i\",\"plan\":\"small\",\"image\":\"tiny\",\"ports\":[22,80]}" >/dev/null; done
-for _ in $(seq 1 300); do
-  n=$(api "$token" GET /vms | python3 -c 'import json,sys; print(sum(v["state"]=="running" for v in json.load(sys.stdin)))')
-  [ "$n" = 100 ] && break
-  sleep 0.2
-done
+# shellcheck source=bench/seed.sh
+. bench/seed.sh
+seed_tenant "$base" "$admin" '[22,80]'
+n=$(seed_running "$base" "$token")
 report() { awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} /^ +50%/ {p50=$2} END {printf "%s req/s, p50 %s, p99 %s\n", rps, p50, p99}'; }

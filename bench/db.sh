@@ -44,22 +44,19 @@ serve() {
   for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   served=http://127.0.0.1:$port
 }
-api() { curl -sf -H "Authorization: Bearer $1" -H 'content-type: application/json' -X "$2" "$3/api/v1$4" ${5:+-d "$5"}; }
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-running() { api "$1" GET "$2" /vms?limit=500 | python3 -c 'import json,sys; print(sum(v["state"]=="running" for v in json.load(sys.stdin)))'; }
+# shellcheck source=bench/seed.sh
+. bench/seed.sh
+running() { seed_running "$2" "$1"; }
 report() { awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} END {printf "%s %s\n", rps, p99}'; }
 
 # measure LABEL DATABASE_URL BASE FRONT: sets up a tenant with 100 VMs through the carve at
 # BASE, then benchmarks through FRONT (the same carve, or the balancer over clones).
 measure() {
-  local label=$1 url=$2 base=$3 front=$4 admin tenant token start end n
+  local label=$1 url=$2 base=$3 front=$4 admin start end n
   CARVE_DATA_DIR=$work/$label-admin CARVE_DATABASE_URL=$url "$carve" admin create-user --email admin@example.com --role admin <<< "bench admin password" >/dev/null
   admin=$(CARVE_DATA_DIR=$work/$label-admin CARVE_DATABASE_URL=$url "$carve" admin create-token --email admin@example.com --name bench)
-  api "$admin" POST "$base" /plans '{"name":"small","vcpus":1,"memory_mib":128,"disk_gib":1}' >/dev/null
-  tenant=$(api "$admin" POST "$base" /tenants '{"name":"bench"}' | field "['id']")
-  api "$admin" POST "$base" /users "{\"email\":\"c@bench.example\",\"password\":\"customer password\",\"role\":\"customer\",\"tenant_id\":\"$tenant\"}" >/dev/null
-  token=$(curl -sf -H 'content-type: application/json' "$base/api/v1/tokens" -d '{"email":"c@bench.example","password":"customer password"}' | field "['token']")
-  for i in $(seq 1 100); do api "$token" POST "$base" /vms "{\"name\":\"vm$i\",\"plan\":\"small\",\"image\":\"tiny\"}" >/dev/null; done
+  seed_tenant "$base" "$admin" '[]'
+  # Through the balancer too: both clones answer before the clock starts.
   for _ in $(seq 1 600); do [ "$(running "$token" "$front")" -ge 100 ] && break; sleep 0.1; done
   read -r rps p99 < <(wrk -t2 -c32 -d"${duration}s" --latency -H "Authorization: Bearer $token" "$front/api/v1/vms" | report)
   start=$(date +%s.%N)

@@ -131,8 +131,7 @@ impl PasswordHasher {
         Ok(self.verify_in(slot, hash, password).await)
     }
 
-    /// argon2 verifications this hasher has run: one per checked login, whether or not the
-    /// user exists.
+    /// argon2 verifications this hasher has run: one per checked password, known user or not.
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
     }
@@ -160,10 +159,11 @@ impl PasswordHasher {
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
-        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let verifications = self.verifications.clone();
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .map(|parsed| {
+                    verifications.fetch_add(1, Ordering::Relaxed);
                     Argon2::default()
                         .verify_password(password.as_bytes(), &parsed)
                         .is_ok()

@@ -167,7 +167,7 @@ pub async fn render(app: &AppState) -> anyhow::Result<String> {
     writeln!(out, "carve_unmanaged_domains {unmanaged}")?;
     writeln!(
         out,
-        "# HELP carve_password_checks_total argon2 password checks run by this process (panel, API and SFTP logins)."
+        "# HELP carve_password_checks_total argon2 password checks run by this process (logins and password changes: panel, API, SFTP)."
     )?;
     writeln!(out, "# TYPE carve_password_checks_total counter")?;
     writeln!(

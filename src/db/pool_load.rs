@@ -53,7 +53,7 @@ pub async fn tracked_pools(db: &Db) -> Result<Vec<PoolId>, sqlx::Error> {
 }
 
 /// What the balancer last measured for a pool, if it did.
-pub async fn load(db: &Db, pool: &PoolId) -> Result<Option<PoolLoad>, sqlx::Error> {
+pub async fn latest(db: &Db, pool: &PoolId) -> Result<Option<PoolLoad>, sqlx::Error> {
     crate::on_db!(db, db => {
         sqlx::query_as(
             "SELECT connections, requests_per_second, healthy_members, at FROM pool_load

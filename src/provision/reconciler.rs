@@ -205,7 +205,9 @@ async fn observe_vms(
         if vm.moving_to.is_some() {
             // A move that no operation drives any more holds no room on its target (checked
             // again in the write lock: a move admitted since this pass began keeps it).
-            db::vms::drop_stale_move(&p.db, &vm.id).await?;
+            if !db::vms::drop_stale_move(&p.db, &vm.id).await? {
+                continue;
+            }
         }
         let listed = domains
             .iter()

@@ -205,7 +205,7 @@ async fn follow_load(p: &Provisioner, g: &mut GroupRow) -> anyhow::Result<()> {
     let (Some(metric), Some(value)) = (g.target_metric, g.target_value) else {
         return Ok(());
     };
-    let Some(load) = db::pool_load::load(&p.db, &g.pool_id).await? else {
+    let Some(load) = db::pool_load::latest(&p.db, &g.pool_id).await? else {
         return Ok(());
     };
     let (total, what) = match metric {

@@ -102,7 +102,7 @@ pub(super) async fn view(app: &App, g: &GroupRow) -> Result<GroupView, AppError>
     let members = db::scale_groups::member_facts(&app.db, &g.pool_id).await?;
     let plan = db::plans::find(&app.db, &g.plan_id).await?;
     let image = db::images::find(&app.db, &g.image_id).await?;
-    let load = db::pool_load::load(&app.db, &g.pool_id).await?;
+    let load = db::pool_load::latest(&app.db, &g.pool_id).await?;
     let n = |v: i64| u32::try_from(v).unwrap_or(0);
     Ok(GroupView {
         pool_id: g.pool_id.to_string(),

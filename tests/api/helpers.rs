@@ -235,6 +235,18 @@ pub struct Answer {
 
 impl TestApp {
     /// Sends a request with the admin token.
+    /// The app's /metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         self.call_as(&self.admin_token.clone(), method, path, body)
             .await

@@ -178,8 +178,10 @@ impl Drop for SecondHost {
             .ok()
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| s.trim().parse::<u32>().ok());
+        // Never root's or this test's own processes, whatever `id` said.
+        let uid = uid.filter(|&u| u != 0 && u != own_uid());
         for attempt in 0..20 {
-            if attempt == 8
+            if attempt >= 8
                 && let Some(uid) = uid
             {
                 for pid in pids_of_uid(uid) {
@@ -206,9 +208,9 @@ impl Drop for SecondHost {
     }
 }
 
-/// The processes running as `uid` (from /proc).
+/// The processes whose real or effective uid is `uid` (from /proc/<pid>/status, as userdel
+/// judges; a process that changed uid without exec has a root-owned /proc entry).
 fn pids_of_uid(uid: u32) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -216,9 +218,25 @@ fn pids_of_uid(uid: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-            (e.metadata().ok()?.uid() == uid).then_some(pid)
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            uids.split_whitespace()
+                .any(|u| u.parse() == Ok(uid))
+                .then_some(pid)
         })
         .collect()
+}
+
+/// This process's uid (from /proc/self/status).
+fn own_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|u| u.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn uuid_hex() -> String {

@@ -38,15 +38,7 @@ async fn health_metrics_and_openapi() {
     app.call("GET", "/api/v1/vms/vm_0000000000000000", None)
         .await;
 
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for needle in [
         "carve_http_requests_total{method=\"POST\",route=\"/api/v1/vms\",status=\"202\"} 1",
         "carve_http_requests_total{method=\"GET\",route=\"/api/v1/vms/{id}\",status=\"404\"} 1",
@@ -54,6 +46,7 @@ async fn health_metrics_and_openapi() {
         "carve_vms{state=\"running\"} 1",
         "carve_operations{kind=\"create\",state=\"succeeded\"} 1",
         "process_resident_memory_bytes ",
+        "carve_password_checks_total ",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }

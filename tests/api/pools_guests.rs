@@ -142,7 +142,7 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
 
     // Requests rotate over the three guests, and the metrics count each member's share.
     let before: Vec<u64> = {
-        let m = metrics(&app).await;
+        let m = app.metrics().await;
         vms.iter()
             .map(|v| member_metric(&m, "carve_pool_member_sent_total", &pool, v))
             .collect()
@@ -158,7 +158,7 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
         .map(|n| format!("hello from {n}"))
         .collect();
     assert_eq!(seen, expected);
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     for (v, b) in vms.iter().zip(&before) {
         assert_eq!(
             member_metric(&m, "carve_pool_member_sent_total", &pool, v) - b,
@@ -361,20 +361,8 @@ async fn slow_request(
 
 /// The member with a request open on it now, by the metrics.
 async fn busy_member(app: &TestApp, pool: &str, vms: &[String]) -> Option<String> {
-    let m = metrics(app).await;
+    let m = app.metrics().await;
     vms.iter()
         .find(|v| member_metric(&m, "carve_pool_member_active", pool, v) > 0)
         .cloned()
-}
-
-/// The app's /metrics text.
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

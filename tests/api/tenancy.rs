@@ -453,15 +453,7 @@ async fn tokens_are_revoked_at_once_and_expire() {
 
 /// The argon2 checks the app has run, from its /metrics.
 async fn password_checks(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("carve_password_checks_total "))
         .unwrap_or_else(|| panic!("no carve_password_checks_total in\n{text}"))

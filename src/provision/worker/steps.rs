@@ -252,20 +252,22 @@ pub(super) async fn stop(
         .await
 }
 
-/// Before a VM goes down: lets the balancer take it out of its pools and drain its open
-/// work (the VM left `running`, so no pool sends it anything new). Waits at most the longest
-/// drain timeout and a margin, so a stopped balancer cannot hold the operation up.
+/// Before a VM of a pool goes down: lets the balancer take it out of its pools and drain its
+/// open work (the VM left `running`, so no pool sends it anything new). The step is recorded
+/// for every pool member, even when the balancer was quicker and the drain is already over.
+/// Waits at most the longest drain timeout and a margin, so a stopped balancer cannot hold the
+/// operation up.
 async fn drain_from_pools(
     p: &Provisioner,
     vm: &VmRow,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let (members, drain_s) = db::pools::in_balancer(&p.db, &vm.id).await?;
-    if members == 0 {
+    if db::pools::memberships_of(&p.db, &vm.id).await?.is_empty() {
         return Ok(());
     }
     progress
         .step("drain from pools", async {
+            let (_, drain_s) = db::pools::in_balancer(&p.db, &vm.id).await?;
             let deadline = Instant::now() + Duration::from_secs(drain_s.clamp(0, 3600) as u64 + 3);
             while Instant::now() < deadline {
                 if db::pools::in_balancer(&p.db, &vm.id).await?.0 == 0 {
