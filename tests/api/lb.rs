@@ -344,20 +344,28 @@ async fn least_connections_avoids_busy_members_and_sticky_cookies_stick() {
     )
     .await;
     let client = reqwest::Client::new();
+    // The slow request holds its member for far longer than the ten quick ones take, even on
+    // a loaded machine.
     let slow = {
         let c = client.clone();
-        let u = format!("http://{listen}/slow?ms=1500");
+        let u = format!("http://{listen}/slow?ms=8000");
         tokio::spawn(async move { get(&c, &u).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let busy = lb
-        .pool("pool")
-        .unwrap()
-        .members()
-        .iter()
-        .find(|m| m.active() > 0)
-        .map(|m| m.id.clone())
-        .expect("one busy member");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let busy = loop {
+        let busy = lb
+            .pool("pool")
+            .unwrap()
+            .members()
+            .iter()
+            .find(|m| m.active() > 0)
+            .map(|m| m.id.clone());
+        if let Some(busy) = busy {
+            break busy;
+        }
+        assert!(Instant::now() < deadline, "no member took the slow request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for _ in 0..10 {
         let (_, body) = get(&client, &format!("http://{listen}/")).await;
         assert!(
