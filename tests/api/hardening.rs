@@ -82,13 +82,20 @@ async fn renames_onto_the_same_file_free_nothing() {
     let _ = openssh(app.sftp_port, "ren", &key, dir.path(), batch).await;
     let r = ok_session(app.sftp_port, "ren", &login, json!([{"op": "listdir"}])).await;
     let names = r[0]["value"].as_array().unwrap().clone();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let used = used_bytes(&app, &tenant).await;
-    assert_eq!(
-        used as u64,
-        stored(&app, &id),
-        "usage matches the disk after self-renames and link renames ({names:?})"
-    );
+    // Usage is flushed every 2 s: poll until it agrees with the disk.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let used = used_bytes(&app, &tenant).await;
+        if used as u64 == stored(&app, &id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage {used} does not match the disk's {} after self-renames and link renames ({names:?})",
+            stored(&app, &id)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     app.stop().await;
 }
 
@@ -125,7 +132,13 @@ async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_silent_connections_locks_no_one_out() {
-    let app = spawn_app_with(Backend::TestDriver, &[("CARVE_SFTP_LOGIN_GRACE_SECS", "3")]).await;
+    // A grace far longer than an honest login takes even on a loaded machine: a login held up
+    // by the flood would wait for the grace to free a slot.
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_SFTP_LOGIN_GRACE_SECS", "20")],
+    )
+    .await;
     account(
         &app,
         json!({"username": "honest", "password": "honest password"}),
@@ -143,7 +156,7 @@ async fn a_flood_of_silent_connections_locks_no_one_out() {
     .await;
     assert_eq!(r[0]["ok"], true, "{r:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(15),
         "an honest login was not held up by the flood: {:?}",
         started.elapsed()
     );
@@ -151,7 +164,7 @@ async fn a_flood_of_silent_connections_locks_no_one_out() {
     // are closed by the login grace, which counts from accept (no version line was sent).
     let mut closed = 0;
     for s in flood.iter_mut() {
-        if closed_within(s, Duration::from_secs(8)).await {
+        if closed_within(s, Duration::from_secs(30)).await {
             closed += 1;
         }
     }
@@ -184,14 +197,20 @@ async fn suspension_disable_and_delete_end_live_sessions() {
                 user,
                 &login,
                 json!([{"op": "write", "path": "one", "data": chunk},
-                       {"op": "sleep", "seconds": 5},
+                       {"op": "sleep", "seconds": 30},
                        {"op": "write", "path": "two", "data": chunk}]),
             )
             .await
         })
     };
     let (s1, s2, s3) = (session("ev1"), session("ev2"), session("ev3"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every session is in (its first write is on disk) before its access is taken away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sftp_dir = app.data_dir.path().join("sftp");
+    while !ids.iter().all(|id| sftp_dir.join(id).join("one").exists()) {
+        assert!(Instant::now() < deadline, "the sessions did not all log in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let a = app
         .call(
             "PATCH",
@@ -879,20 +898,31 @@ async fn sessions_per_account_are_bounded_and_big_listings_stream() {
     assert_eq!(r[0]["value"].as_array().unwrap().len(), 3000);
     // Two sessions stay open; a third for the same account is refused, and works once one
     // of them has ended.
-    let hold = |secs: u64| {
+    // Each holder leaves a marker once its session is open, then holds it long enough for the
+    // third login to be tried even on a loaded machine.
+    let hold = |marker: &'static str| {
         let (port, login) = (app.sftp_port, login.clone());
         tokio::spawn(async move {
             paramiko(
                 port,
                 "many",
                 &login,
-                json!([{"op": "sleep", "seconds": secs}]),
+                json!([{"op": "write", "path": marker, "data": ""},
+                       {"op": "sleep", "seconds": 15}]),
             )
             .await
         })
     };
-    let (a, b) = (hold(4), hold(4));
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (a, b) = (hold("held-a"), hold("held-b"));
+    let home = app.data_dir.path().join("sftp").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(home.join("held-a").exists() && home.join("held-b").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the two holding sessions did not open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let third = paramiko(app.sftp_port, "many", &login, json!([{"op": "listdir"}])).await;
     assert_eq!(third["sftp"], false, "a third session is refused: {third}");
     for s in [a, b] {

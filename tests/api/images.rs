@@ -425,7 +425,15 @@ async fn uploads_are_bounded_in_size_and_number_and_leave_nothing_when_cut_off()
 
     // One upload at a time here: a second one meanwhile is told to come back.
     let mut first = chunked_upload(&app, "name=slow&os=x", &[1u8; 1024]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It holds the permit once its files exist.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while uploads_left(&app).len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow upload did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let a = upload(&app, None, "name=second&os=x", b"x".to_vec()).await;
     assert_eq!(a.status, 429, "{}", a.text);
     assert!(a.headers.contains_key("retry-after"), "{:?}", a.headers);

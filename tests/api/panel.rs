@@ -199,7 +199,6 @@ async fn a_change_made_by_another_process_reaches_the_stream() {
         )
         .await;
     let tenant = tenant.body["id"].as_str().unwrap().to_string();
-    let started = Instant::now();
     let a = app
         .call("POST", "/api/v1/sftp-accounts", Some(json!({"username": "crossproc", "password": "a long password", "tenant_id": tenant})))
         .await;
@@ -209,11 +208,6 @@ async fn a_change_made_by_another_process_reaches_the_stream() {
             e.kind == "usage" && e.data["tenant_id"] == tenant.as_str()
         })
         .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(seen.last().unwrap().data["quota"]["max_vms"].is_number());
     drop(child);
     app.stop().await;

@@ -12,11 +12,11 @@ use crate::pools::{until_answer, until_members};
 use crate::tenancy::tenant_with_customer;
 
 /// User-data for pool members: `/` answers "hello from <hostname>", `/cgi-bin/slow` answers
-/// after 3 s, and port 7 echoes (busybox httpd and nc, started by rc.local at every boot).
+/// after 6 s, and port 7 echoes (busybox httpd and nc, started by rc.local at every boot).
 const POOL_USER_DATA: &str = "#!/bin/sh
 mkdir -p /srv/www/cgi-bin
 echo \"hello from $(hostname)\" > /srv/www/index.html
-printf '#!/bin/sh\\nsleep 3\\necho \"Content-Type: text/plain\"\\necho\\necho \"slow from $(hostname)\"\\n' > /srv/www/cgi-bin/slow
+printf '#!/bin/sh\\nsleep 6\\necho \"Content-Type: text/plain\"\\necho\\necho \"slow from $(hostname)\"\\n' > /srv/www/cgi-bin/slow
 chmod +x /srv/www/cgi-bin/slow
 printf '#!/bin/sh\\nhttpd -p 80 -h /srv/www\\nnc -ll -p 7 -e cat &\\n' > /etc/rc.local
 chmod +x /etc/rc.local
@@ -184,7 +184,15 @@ async fn pools_over_real_guests_join_when_healthy_and_drain_on_stop_detach_and_d
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The balancer has taken the change before the slow request goes out.
+    let balancer = app.state.balancer.clone().expect("serve runs the balancer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while balancer.pool(&pool).map(|p| p.settings().algorithm)
+        != Some(carve::lb::spec::Algorithm::LeastConnections)
+    {
+        assert!(Instant::now() < deadline, "the balancer kept round robin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let slow_url = format!("http://{listen}/cgi-bin/slow");
     let (slow, busy_vm) = slow_request(&app, &client, &slow_url, &pool, &vms).await;
     for _ in 0..6 {
@@ -346,7 +354,7 @@ async fn slow_request(
         let (c, u) = (client.clone(), slow_url.to_string());
         async move { c.get(&u).send().await.unwrap().text().await.unwrap() }
     });
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(6);
     loop {
         if let Some(v) = busy_member(app, pool, vms).await {
             return (slow, v);

@@ -339,7 +339,12 @@ async fn a_failed_create_is_rolled_back_completely() {
 
 #[tokio::test]
 async fn directories_of_deleted_vms_go_and_unknown_ones_stay() {
-    let app = spawn_app(Backend::TestDriver).await;
+    // No background pass: the test's own pass must be the one that finds the files.
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_RECONCILER_INTERVAL_SECS", "3600")],
+    )
+    .await;
     app.plan("small", 1, 128, 1).await;
     let vm = running_vm(&app, "leftover").await;
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
@@ -359,7 +364,12 @@ async fn directories_of_deleted_vms_go_and_unknown_ones_stay() {
 
 #[tokio::test]
 async fn volumes_of_deleted_vms_go_and_unknown_ones_stay() {
-    let app = spawn_app(Backend::TestDriver).await;
+    // No background pass: the test's own pass must be the one that finds the files.
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_RECONCILER_INTERVAL_SECS", "3600")],
+    )
+    .await;
     app.plan("small", 1, 128, 1).await;
     let vm = running_vm(&app, "leftover").await;
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
@@ -398,7 +408,12 @@ async fn volumes_of_deleted_vms_go_and_unknown_ones_stay() {
 
 #[tokio::test]
 async fn files_of_vms_made_before_volumes_move_into_the_pool() {
-    let app = spawn_app(Backend::TestDriver).await;
+    // No background pass: the test's own pass must be the one that finds the files.
+    let app = spawn_app_with(
+        Backend::TestDriver,
+        &[("CARVE_RECONCILER_INTERVAL_SECS", "3600")],
+    )
+    .await;
     app.plan("small", 1, 128, 1).await;
     let vm = running_vm(&app, "older").await;
     // How a VM's files lay before storage pools: a directory of its own.

@@ -747,8 +747,9 @@ async fn bad_packets_and_idle_or_slow_clients_end_only_their_own_session() {
     let app = crate::helpers::spawn_app_with(
         Backend::TestDriver,
         &[
-            ("CARVE_SFTP_IDLE_TIMEOUT_SECS", "2"),
-            ("CARVE_SFTP_LOGIN_GRACE_SECS", "2"),
+            // Long enough for a paramiko login on a loaded machine, short enough to wait out.
+            ("CARVE_SFTP_IDLE_TIMEOUT_SECS", "3"),
+            ("CARVE_SFTP_LOGIN_GRACE_SECS", "6"),
         ],
     )
     .await;
@@ -780,7 +781,7 @@ async fn bad_packets_and_idle_or_slow_clients_end_only_their_own_session() {
         app.sftp_port,
         "carol",
         &login,
-        json!([{"op": "sleep", "seconds": 4}, {"op": "listdir"}]),
+        json!([{"op": "sleep", "seconds": 8}, {"op": "listdir"}]),
     )
     .await;
     assert_eq!(r[1]["ok"], false, "an idle session was closed: {r:?}");
@@ -791,7 +792,7 @@ async fn bad_packets_and_idle_or_slow_clients_end_only_their_own_session() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     raw.write_all(b"SSH-2.0-silent\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match raw.read(&mut buf).await {
                 Ok(0) | Err(_) => return true,
