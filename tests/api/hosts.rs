@@ -534,7 +534,7 @@ async fn a_second_host_is_checked_runs_vms_by_label_outlives_an_outage_and_is_ev
         );
         reconciler::pass(&app.state.prov).await.unwrap();
     }
-    until_page(&url_b, &page_b, Duration::from_secs(10)).await;
+    until_page(&url_b, &page_b, Duration::from_secs(120)).await;
 
     // Evacuation: only from maintenance; the VM moves to the local host with its disk (the
     // page its first boot wrote), on a forward made again there; the old copy goes.

@@ -508,7 +508,7 @@ pub async fn until_answer(url: &str, status: u16, body: &str) {
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = match client.get(url).send().await {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),

@@ -184,8 +184,8 @@ def customer(base, email, password, sftp_port, plan, bigger):
             wait_url(d, lambda u: "/pools/lb_" in u, "creating the pool did not open its page")
             pool_url = d.current_url
             pool_link = href(d, "#members dd a[href^='http://127.0.0.1:']")
-            # The balancer follows new pools within a second.
-            deadline = time.time() + 3
+            # The balancer follows new pools within a second (30 s on a loaded machine).
+            deadline = time.time() + 30
             status, body = http_status(pool_link)
             while status == 0 and time.time() < deadline:
                 time.sleep(0.1)
