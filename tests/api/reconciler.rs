@@ -24,6 +24,39 @@ async fn running_vm(app: &TestApp, name: &str) -> String {
     a.body["vm"]["id"].as_str().unwrap().to_string()
 }
 
+/// Records a running `kind` operation on `vm` that this process holds (so no pass takes it).
+async fn running_op_of_this_process(
+    app: &TestApp,
+    kind: &str,
+    vm: &str,
+) -> carve::domain::ids::OperationId {
+    let op_id = carve::domain::ids::OperationId::generate();
+    carve::on_db!(&app.state.db, c => sqlx::query(
+        "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at)
+         VALUES ($1, 'tn_0000000000000000', $5, 'vm', $2, 'running', $3, $4, $4)",
+    )
+    .bind(&op_id)
+    .bind(vm)
+    .bind(&app.state.prov.owner.id)
+    .bind(chrono::Utc::now())
+    .bind(kind)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))
+    .unwrap();
+    op_id
+}
+
+/// Ends an operation as failed, as a process giving up on it would.
+async fn fail_op(app: &TestApp, op: &carve::domain::ids::OperationId) {
+    carve::on_db!(&app.state.db, c => sqlx::query("UPDATE operations SET state = 'failed' WHERE id = $1")
+        .bind(op)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .unwrap();
+}
+
 #[tokio::test]
 async fn vanished_domains_are_marked_missing_and_start_brings_them_back() {
     let app = spawn_app(Backend::TestDriver).await;
@@ -162,19 +195,7 @@ async fn a_second_operation_on_a_busy_vm_is_refused() {
     let app = spawn_app(Backend::TestDriver).await;
     app.plan("small", 1, 128, 1).await;
     let vm = running_vm(&app, "busy").await;
-    let op_id = carve::domain::ids::OperationId::generate();
-    carve::on_db!(&app.state.db, c => sqlx::query(
-        "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at)
-         VALUES ($1, 'tn_0000000000000000', 'reboot', 'vm', $2, 'running', $3, $4, $4)",
-    )
-    .bind(&op_id)
-    .bind(&vm)
-    .bind(&app.state.prov.owner.id)
-    .bind(chrono::Utc::now())
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))
-    .unwrap();
+    let op_id = running_op_of_this_process(&app, "reboot", &vm).await;
     let a = app.call("DELETE", &format!("/api/v1/vms/{vm}"), None).await;
     assert_eq!(a.status, 409, "{}", a.text);
     assert!(
@@ -182,12 +203,7 @@ async fn a_second_operation_on_a_busy_vm_is_refused() {
         "{}",
         a.text
     );
-    carve::on_db!(&app.state.db, c => sqlx::query("UPDATE operations SET state = 'failed' WHERE id = $1")
-        .bind(&op_id)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))
-        .unwrap();
+    fail_op(&app, &op_id).await;
     app.run_op("DELETE", &format!("/api/v1/vms/{vm}"), None)
         .await;
     app.stop().await;
@@ -208,21 +224,9 @@ async fn the_reconciler_never_settles_a_vm_an_operation_took_meanwhile() {
     app.plan("small", 1, 128, 1).await;
     let vm = running_vm(&app, "mover").await;
     let id = VmId::parse(&vm).unwrap();
-    // A move admitted as an evacuation admits it: an open operation, the VM moving, room held
-    // on the target.
-    let op_id = carve::domain::ids::OperationId::generate();
-    carve::on_db!(&app.state.db, c => sqlx::query(
-        "INSERT INTO operations (id, tenant_id, kind, target_type, target_id, state, owner, heartbeat_at, created_at)
-         VALUES ($1, 'tn_0000000000000000', 'move', 'vm', $2, 'running', $3, $4, $4)",
-    )
-    .bind(&op_id)
-    .bind(&vm)
-    .bind(&app.state.prov.owner.id)
-    .bind(chrono::Utc::now())
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))
-    .unwrap();
+    // A move as an evacuation admits it: an open operation, the VM moving, room held on the
+    // target.
+    let op_id = running_op_of_this_process(&app, "move", &vm).await;
     carve::on_db!(&app.state.db, c => sqlx::query(
         "UPDATE vms SET state = 'moving', moving_to = host_id WHERE id = $1",
     )
@@ -248,12 +252,7 @@ async fn the_reconciler_never_settles_a_vm_an_operation_took_meanwhile() {
     assert_eq!(held.0, "moving");
     assert!(held.1.is_some(), "the move's room was given back");
     // Once the move is over without a word, the room goes back and the state is settled.
-    carve::on_db!(db, c => sqlx::query("UPDATE operations SET state = 'failed' WHERE id = $1")
-        .bind(&op_id)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))
-    .unwrap();
+    fail_op(&app, &op_id).await;
     assert!(carve::db::vms::drop_stale_move(db, &id).await.unwrap());
     assert!(
         carve::db::vms::set_state_if(db, &id, VmState::Moving, VmState::Running)
