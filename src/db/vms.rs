@@ -245,6 +245,18 @@ pub async fn set_state(
     })
 }
 
+/// SQL that holds when no unfinished operation targets the VM whose id is `$id` (a column or
+/// parameter): the reconciler's writes leave such VMs to their operation.
+macro_rules! no_open_operation_on {
+    ($id:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM operations WHERE target_id = ",
+            $id,
+            " AND state IN ('pending', 'running'))"
+        )
+    };
+}
+
 /// Sets a VM's state only if it is still `expected` and no unfinished operation targets it
 /// (the reconciler never overwrites a transition an operation has started meanwhile).
 pub async fn set_state_if(
@@ -257,10 +269,11 @@ pub async fn set_state_if(
         // In the write lock, so an operation admitted since the caller looked is seen.
         let mut tx = super::WritePool::begin_write(db).await?;
         let done = sqlx::query(
-            "UPDATE vms SET state = $3, updated_at = $4
-             WHERE id = $1 AND state = $2 AND deleted_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM operations
-                               WHERE target_id = $1 AND state IN ('pending', 'running'))",
+            concat!(
+                "UPDATE vms SET state = $3, updated_at = $4
+                 WHERE id = $1 AND state = $2 AND deleted_at IS NULL AND ",
+                no_open_operation_on!("$1")
+            ),
         )
         .bind(id)
         .bind(expected)
@@ -279,10 +292,11 @@ pub async fn drop_stale_move(db: &Db, id: &VmId) -> Result<bool, sqlx::Error> {
     crate::on_db!(db, db => {
         let mut tx = super::WritePool::begin_write(db).await?;
         let done = sqlx::query(
-            "UPDATE vms SET moving_to = NULL, updated_at = $2
-             WHERE id = $1 AND moving_to IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM operations
-                               WHERE target_id = $1 AND state IN ('pending', 'running'))",
+            concat!(
+                "UPDATE vms SET moving_to = NULL, updated_at = $2
+                 WHERE id = $1 AND moving_to IS NOT NULL AND ",
+                no_open_operation_on!("$1")
+            ),
         )
         .bind(id)
         .bind(now())
@@ -368,10 +382,12 @@ pub async fn mark_unknown_on_host(db: &Db, host: &HostId) -> Result<u64, sqlx::E
         // In the write lock, so an operation admitted meanwhile keeps its VM.
         let mut tx = super::WritePool::begin_write(db).await?;
         let done = sqlx::query(
-            "UPDATE vms SET state = 'unknown', updated_at = $2
-         WHERE host_id = $1 AND deleted_at IS NULL
-           AND state IN ('running', 'stopped', 'paused', 'crashed', 'missing')
-           AND id NOT IN (SELECT target_id FROM operations WHERE state IN ('pending', 'running'))",
+            concat!(
+                "UPDATE vms SET state = 'unknown', updated_at = $2
+                 WHERE host_id = $1 AND deleted_at IS NULL
+                   AND state IN ('running', 'stopped', 'paused', 'crashed', 'missing') AND ",
+                no_open_operation_on!("vms.id")
+            ),
         )
         .bind(host)
         .bind(now())

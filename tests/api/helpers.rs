@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use carve::app::{AppState, Application};
@@ -44,17 +43,37 @@ pub struct TestApp {
 }
 
 static LOG: Once = Once::new();
-/// Each app gets its own host port range so parallel tests never collide.
-static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 
 /// Of each app's 40 ports, how many (the last ones) are for pool listeners.
 pub const LB_PORTS: u16 = 8;
 
-/// A fresh port range of 40 ports: guest forwards, then pool listeners.
+/// Where test apps' port ranges come from: below Linux's ephemeral ports (32768 and up), so no
+/// client socket of this machine can hold one, and clear of `make run`'s 19000-29999.
+const PORT_WINDOWS: [(u16, u16); 2] = [(10000, 18999), (30000, 32767)];
+
+/// The next range `port_range` tries (an index over `PORT_WINDOWS`' ranges of 40).
+static NEXT_RANGE: Mutex<Option<usize>> = Mutex::new(None);
+
+/// A fresh range of 40 ports, all free right now on 127.0.0.1: guest forwards, then pool
+/// listeners. Each app of this process gets its own; another test process starts elsewhere.
 pub fn port_range() -> (u16, u16) {
-    let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
-    let base = 30000 + (std::process::id() % 50) as u16 * 600 + (n % 15) * 40;
-    (base, base + 39)
+    let starts: Vec<u16> = PORT_WINDOWS
+        .iter()
+        .flat_map(|&(first, last)| (first..=last.saturating_sub(39)).step_by(40))
+        .collect();
+    let mut next = NEXT_RANGE.lock().unwrap();
+    let mut index = next.unwrap_or(std::process::id() as usize * 37 % starts.len());
+    for _ in 0..starts.len() {
+        let base = starts[index % starts.len()];
+        index += 1;
+        let free =
+            (base..=base + 39).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            *next = Some(index);
+            return (base, base + 39);
+        }
+    }
+    panic!("no range of 40 free ports left in {PORT_WINDOWS:?}; stop what holds them");
 }
 
 /// A data directory under /var/tmp (QEMU must be able to traverse to it).
