@@ -253,7 +253,6 @@ pub struct Answer {
 }
 
 impl TestApp {
-    /// Sends a request with the admin token.
     /// The app's /metrics text.
     pub async fn metrics(&self) -> String {
         self.client
@@ -266,6 +265,7 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Sends a request with the admin token.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         self.call_as(&self.admin_token.clone(), method, path, body)
             .await
