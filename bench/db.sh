@@ -46,7 +46,6 @@ serve() {
 }
 # shellcheck source=bench/seed.sh
 . bench/seed.sh
-running() { seed_running "$2" "$1"; }
 report() { awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} END {printf "%s %s\n", rps, p99}'; }
 
 # measure LABEL DATABASE_URL BASE FRONT: sets up a tenant with 100 VMs through the carve at
@@ -57,13 +56,13 @@ measure() {
   admin=$(CARVE_DATA_DIR=$work/$label-admin CARVE_DATABASE_URL=$url "$carve" admin create-token --email admin@example.com --name bench)
   seed_tenant "$base" "$admin" '[]'
   # Through the balancer too: both clones answer before the clock starts.
-  for _ in $(seq 1 600); do [ "$(running "$token" "$front")" -ge 100 ] && break; sleep 0.1; done
+  for _ in $(seq 1 600); do [ "$(seed_running "$front" "$token")" -ge 100 ] && break; sleep 0.1; done
   read -r rps p99 < <(wrk -t2 -c32 -d"${duration}s" --latency -H "Authorization: Bearer $token" "$front/api/v1/vms" | report)
   start=$(date +%s.%N)
   seq 1 50 | xargs -P 50 -I{} curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
     -X POST "$front/api/v1/vms" -d '{"name":"burst{}","plan":"small","image":"tiny"}'
   for _ in $(seq 1 1200); do
-    n=$(running "$token" "$front")
+    n=$(seed_running "$front" "$token")
     [ "$n" -ge 150 ] && break
     sleep 0.05
   done
